@@ -230,6 +230,7 @@ def _read_yaml(path: Path, seen=()) -> dict:
     parent = d.pop("extends", None)
     if parent is None: return d
     if not isinstance(parent, str): raise ParamsError(f"{path}: key 'extends' must be a file path")
+    if not (path.parent/parent).exists(): raise ParamsError(f"{path}: key 'extends': params file not found: {path.parent/parent}")
     return deep_merge(_read_yaml((path.parent/parent), seen + (path.resolve(),)), d)
 
 # %% ../nbs/00_core.ipynb #a9ff8c97
