@@ -1,0 +1,130 @@
+"Integration tests of the dataset stage: TRL accepts the records as they are, splits are deterministic, bad input."
+import json
+
+import pytest
+
+from omind.core import load_params, run_dir, mark_done, atomic_write, read_json
+from omind.dataset import run_dataset, SPLITS
+
+TASKS = ("mcqa", "classification", "root_cause", "qa", "conversation")
+
+
+def reviewed(i, task, kept=True):
+    user = [{"role": "user", "content": f"Question {i} about {task}?"}]
+    msgs = [{"role": "system", "content": "You are a careful mental-health educator."}, *user,
+            {"role": "assistant", "content": f"Answer {i}: depression lowers mood."}]
+    if task == "conversation":
+        msgs += [{"role": "user", "content": "And then?"}, {"role": "assistant", "content": "Sleep and routine help."}]
+    return {"id": f"{task}-{i}", "task": task, "seed": {"i": i}, "query": "q",
+            "retrieved": [{"id": "t1", "score": 0.7, "text": "T"}, {"id": "t2", "score": 0.5, "text": "U"}],
+            "evidence": [{"id": "t1", "text": "Major depressive disorder has symptom low mood."}], "prune": {"status": "ok", "raw": "F1"},
+            "messages": msgs, "label": {"mcqa": "B", "classification": "depression", "root_cause": "work"}.get(task, ""),
+            "options": ["A", "B", "C", "D"] if task == "mcqa" else [], "cited": ["t1"], "teacher": "embedded:tiny-random",
+            "prompt_hash": "abc", "status": "ok", "error": "",
+            "draft_messages": msgs[:-1] + [{"role": "assistant", "content": f"Draft {i}, with a wrong claim."}],
+            "review": {"sentences": [{"text": "Wrong claim.", "turn": 2, "nli": {"entailment": 0.0, "neutral": 0.1, "contradiction": 0.9}, "action": "removed"}],
+                       "regenerations": 0, "actions": [{"stage": "nli", "action": "remove_sentence", "reason": "contradiction > 0.8",
+                                                        "scores": {"entailment": 0.0, "neutral": 0.1, "contradiction": 0.9}}]},
+            "kept": kept, "drop_reason": "" if kept else "refusal"}
+
+
+def make_run(tmp, recs, seed=0, name="t", dataset=None):
+    P = load_params(None, {"run": {"name": name, "results_dir": str(tmp), "seed": seed}, "dataset": dataset or {}})
+    rd = run_dir(P, "review")
+    atomic_write(rd/"reviewed.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
+    atomic_write(rd/"funnel.csv", "task,seeded,generated,after_review,kept\nqa,30,30,30,30\n")
+    mark_done(rd)
+    return P
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ds")
+    recs = [reviewed(i, t) for t in TASKS for i in range(30)] + [reviewed(99, "qa", kept=False)]
+    P = make_run(tmp, recs)
+    return P, run_dataset(P)
+
+
+def test_splits_and_columns(built):
+    from datasets import load_from_disk
+    P, s = built
+    dd = load_from_disk(str(run_dir(P, "dataset")/"hf"))
+    assert set(dd) == set(SPLITS)
+    assert sum(len(dd[x]) for x in SPLITS) == 150 == s["n"]          # the dropped sample is not in the dataset
+    for x in SPLITS:
+        assert dd[x].column_names == ["id", "task", "messages", "label", "options", "draft_messages", "evidence", "provenance"]
+    for t in TASKS:                                                  # stratified: every task in every split
+        for x in SPLITS: assert t in set(dd[x]["task"]), (t, x)
+    ex = next(r for r in dd["train"] if r["task"] == "mcqa")
+    assert ex["label"] == "B" and ex["options"] == ["A", "B", "C", "D"]
+    prov = json.loads(ex["provenance"])
+    assert prov["retrieved"] == [{"id": "t1", "score": 0.7}, {"id": "t2", "score": 0.5}]
+    assert prov["teacher"] == "embedded:tiny-random" and prov["prompt_hash"] == "abc" and prov["evidence_ids"] == ["t1"]
+    assert prov["review"]["actions"][0]["scores"]["contradiction"] == 0.9
+    assert ex["draft_messages"][-1]["content"].startswith("Draft")
+    ids = [i for x in SPLITS for i in dd[x]["id"]]
+    assert len(ids) == len(set(ids))                                 # no sample in two splits
+
+
+def test_card_and_stats(built):
+    P, s = built
+    card = (run_dir(P, "dataset")/"README.md").read_text()
+    for frag in ("license:", "## Splits and tasks", "| mcqa", "## Funnel", "## Sources and licences", "## Generation settings", "embedded:tiny-random"):
+        assert frag in card, frag
+    st = read_json(run_dir(P, "dataset")/"stats.json")
+    assert st["n"] == 150 and st["tasks"]["conversation"]["mean_user_turns"] == 2
+    assert st["tasks"]["qa"]["changed_by_review"] == 30
+
+
+def test_trl_accepts_records_as_they_are(built):
+    "Records go into TRL's SFTTrainer unchanged (conversational format, tokenised with the chat template) and train a step."
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+    from trl.data_utils import is_conversational, apply_chat_template
+    from omind.llm import tiny_model_dir
+    P, _ = built
+    dd = load_from_disk(str(run_dir(P, "dataset")/"hf"))
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir())
+    ex = dd["train"][0]
+    assert is_conversational(ex)
+    assert ex["messages"][-1]["content"] in apply_chat_template({"messages": ex["messages"]}, tok)["text"]
+    train = dd["train"].select(range(4)).select_columns(["messages"])
+    cfg = SFTConfig(output_dir=str(P.run.results_dir) + "/sft", max_steps=1, per_device_train_batch_size=2, report_to=[],
+                    save_strategy="no", logging_steps=1, use_cpu=True, max_length=128)
+    tr = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir()), args=cfg, train_dataset=train, processing_class=tok)
+    assert "input_ids" in tr.train_dataset.column_names
+    out = tr.train()
+    assert out.global_step == 1
+
+
+def test_deterministic_by_seed(tmp_path):
+    from datasets import load_from_disk
+    recs = [reviewed(i, t) for t in ("qa", "mcqa") for i in range(40)]
+    def splits(seed, name, order=1):
+        P = make_run(tmp_path, recs[::order], seed=seed, name=name)
+        run_dataset(P)
+        dd = load_from_disk(str(run_dir(P, "dataset")/"hf"))
+        return {x: dd[x]["id"] for x in SPLITS}
+    a, b, c = splits(0, "a"), splits(0, "b", order=-1), splits(1, "c")
+    assert a == b                                                    # same seed, any input order: same splits
+    assert a != c
+
+
+def test_no_kept_samples_gives_empty_splits_with_schema(tmp_path):
+    from datasets import load_from_disk
+    P = make_run(tmp_path, [reviewed(1, "qa", kept=False)])
+    s = run_dataset(P)
+    dd = load_from_disk(str(run_dir(P, "dataset")/"hf"))
+    assert s["n"] == 0 and all(len(dd[x]) == 0 for x in SPLITS)
+    assert "messages" in dd["train"].column_names
+
+
+def test_missing_review_stage(tmp_path):
+    P = load_params(None, {"run": {"name": "t", "results_dir": str(tmp_path)}})
+    with pytest.raises(FileNotFoundError, match="review"): run_dataset(P)
+
+
+def test_bad_dataset_params():
+    from omind.core import ParamsError
+    with pytest.raises(ParamsError, match="dataset.dpo_share"): load_params(None, {"dataset": {"dpo_share": -0.1}})
