@@ -29,7 +29,8 @@ def test_seed_validates(seed):
         for k, hist, items in iter_eval_turns(i):
             assert hist[-1]["role"] == "user" and 2 <= len(items) <= 5
         assert 3 <= len(conversation_rubric(i)) <= 10
-    assert "not annotated by clinicians" in (data_dir()/"README.md").read_text()
+    card = (data_dir()/"README.md").read_text()
+    assert "not annotated by clinicians" in card and f"({len(insts)} instances)" in card   # the card's counts are current
 
 
 def _broken(seed, tmp_path, edit):
