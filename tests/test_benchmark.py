@@ -117,3 +117,12 @@ def test_run_benchmark_tiny_with_drafts(tmp_path):
 def test_bad_user_file_named(tmp_path):
     p = tmp_path/"b.json"; p.write_text("[{]")
     with pytest.raises(BenchmarkError, match="line 1"): load_benchmark(p)
+
+
+def test_seed_sheet_round_trip_is_lossless(seed, tmp_path):
+    insts = seed["instances"]
+    export_sheet(insts, tmp_path/"s.csv")
+    res = import_sheet(tmp_path/"s.csv", insts)
+    assert res["errors"] == [] and res["pending"] == [] and res["rejected"] == []
+    strip = lambda i: {k: v for k, v in i.items() if k != "meta"}
+    assert [strip(i) for i in res["instances"]] == [strip(i) for i in insts]
