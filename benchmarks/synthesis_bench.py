@@ -1,0 +1,70 @@
+"""Synthesis throughput: batched (one chat call per step for a whole chunk) vs one sample at a time.
+
+Runs retrieve -> prune -> generate for the same seeds twice with the embedded teacher, no response cache:
+  (a) batched: the chunk's prompts go to the model together (batch_size = --batch),
+  (b) one at a time: each sample on its own, batch size 1 (the naive loop).
+Prints samples/min and generated tokens/s for each and the speed-up. The seeds come from the knowledge stage of
+--params when it has run, else from the built-in toy knowledge base (same prompts and lengths).
+
+    .venv/bin/python benchmarks/synthesis_bench.py [--n 16] [--batch 16] [--tasks qa,mcqa] [--params params/smoke.yaml]
+"""
+import argparse, json, os, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+class Counting:
+    "Wraps a backend: counts chat calls and keeps every output, for token accounting."
+    def __init__(self, llm): self.llm, self.name, self.outputs, self.calls = llm, llm.name, [], 0
+    def chat(self, convs, cfg, progress=False):
+        out = self.llm.chat(convs, cfg); self.outputs += out; self.calls += 1; return out
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=16, help="samples per task")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--tasks", default="qa,mcqa")
+    ap.add_argument("--params", default="params/smoke.yaml")
+    ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    a = ap.parse_args()
+    import torch
+    from omind.core import load_params, run_dir, ModelSpec
+    from omind.llm import make_llm
+    from omind.synthesis import make_seeds, kb_view, synthesize_chunk, ToyKnowledge, TASKS
+    P = load_params(ROOT/a.params)
+    S = P.synthesis
+    tasks = a.tasks.split(",")
+    S = S.model_copy(update={"n": S.n.model_copy(update={t: (a.n if t in tasks else 0) for t in TASKS})})
+    kb = retriever = None
+    if (run_dir(P, "knowledge")/"done.json").exists():
+        try:
+            from omind.knowledge import load_knowledge, get_retriever
+            kb, retriever, src = load_knowledge(P), get_retriever(P), f"knowledge stage of run {P.run.name}"
+        except Exception as e: print(f"(knowledge stage unusable: {e}; using the toy knowledge base)")
+    if kb is None: kb = retriever = ToyKnowledge(); src = "toy knowledge base"
+    v = kb_view(kb); facts = {t["id"]: t for t in v["triples"]}
+    seeds = make_seeds(v, S, P.run.seed)
+    n = sum(len(seeds[t]) for t in tasks)
+    print(f"{n} samples ({', '.join(f'{t}={len(seeds[t])}' for t in tasks)}) from the {src}; model {a.model}; "
+          f"torch threads {torch.get_num_threads()}; load avg {os.getloadavg()[0]:.1f}")
+    res = {}
+    for mode, bs in (("batched", a.batch), ("one_at_a_time", 1)):
+        llm = Counting(make_llm(ModelSpec(model=a.model, batch_size=bs)))
+        t0 = time.time(); recs = []
+        for t in tasks:
+            if mode == "batched": recs += synthesize_chunk(seeds[t], llm, retriever, facts, S, P.run.seed)
+            else:
+                for s in seeds[t]: recs += synthesize_chunk([s], llm, retriever, facts, S, P.run.seed)
+        dt = time.time() - t0
+        toks = llm.llm.count_tokens(llm.outputs)
+        res[mode] = {"samples": len(recs), "ok": sum(r["status"] == "ok" for r in recs), "seconds": round(dt, 1),
+                     "chat_calls": llm.calls, "generated_tokens": toks, "samples_per_min": round(len(recs) / dt * 60, 2),
+                     "tokens_per_s": round(toks / dt, 1)}
+        print(f"{mode:>14}: {res[mode]['samples']} samples ({res[mode]['ok']} ok) in {dt:.1f}s, {llm.calls} chat calls: "
+              f"{res[mode]['samples_per_min']} samples/min, {res[mode]['tokens_per_s']} generated tokens/s", flush=True)
+    sp = res["batched"]["samples_per_min"] / res["one_at_a_time"]["samples_per_min"]
+    print(f"speed-up batched vs one at a time: {sp:.1f}x (samples/min); load avg {os.getloadavg()[0]:.1f}")
+    print(json.dumps({**res, "speedup": round(sp, 2)}))
+
+if __name__ == "__main__": main()
