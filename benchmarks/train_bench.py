@@ -5,6 +5,7 @@ assistant-only loss, fp32, no gradient checkpointing) on the smoke dataset's tra
 the smoke run has no dataset yet) and prints:
   - tokens/s: real (non-pad) tokens the model processed per second of training,
   - loss tokens/s: assistant tokens that carry a label per second,
+  - tokens/cpu-s: the same per CPU-second of this process (robust when other jobs share the cores),
   - pad share: pad tokens / all tokens in the batches.
 Variants: plain TRL (padded batches), plain TRL + packing (bfd), omind with padding (same settings as plain),
 omind default (padding-free batches), omind + packing.
@@ -62,9 +63,11 @@ def batch_counts(tr):
 
 def measure(name, tr):
     real, total, lab = batch_counts(tr)
-    t = time.perf_counter(); out = tr.train(); dt = time.perf_counter() - t
+    t, c = time.perf_counter(), time.process_time(); out = tr.train()
+    dt, dc = time.perf_counter() - t, time.process_time() - c
     r = {"variant": name, "steps": tr.state.global_step, "seconds": round(dt, 1), "tokens/s": round(real/dt, 1),
-         "loss tokens/s": round(lab/dt, 1), "pad share": round(1 - real/total, 3), "train loss": round(out.training_loss, 4)}
+         "loss tokens/s": round(lab/dt, 1), "tokens/cpu-s": round(real/dc, 1), "pad share": round(1 - real/total, 3),
+         "train loss": round(out.training_loss, 4)}
     print(r, flush=True)
     return r
 
@@ -97,12 +100,15 @@ def main():
     import pandas as pd
     df = pd.DataFrame(rows).set_index("variant")
     print("\n" + df.to_markdown())
-    base = df["tokens/s"].get("plain TRL (padded)")
-    if base:
-        for k in df.index:
-            print(f"{k}: {df.loc[k, 'tokens/s']/base:.2f}x plain TRL tokens/s")
-    if "omind (padded, same settings)" in df.index and "omind default (padding-free)" in df.index:
-        print(f"padding-free vs padded (omind): {df.loc['omind default (padding-free)', 'tokens/s']/df.loc['omind (padded, same settings)', 'tokens/s']:.2f}x")
+    for col in ("tokens/s", "tokens/cpu-s"):
+        base = df[col].get("plain TRL (padded)")
+        if base:
+            print(f"\nratio of {col} to plain TRL (padded):")
+            for k in df.index: print(f"  {k}: {df.loc[k, col]/base:.2f}x")
+        if "omind (padded, same settings)" in df.index and "omind default (padding-free)" in df.index:
+            print(f"  padding-free vs padded (omind), {col}: {df.loc['omind default (padding-free)', col]/df.loc['omind (padded, same settings)', col]:.2f}x")
+        if "plain TRL + packing" in df.index and "omind + packing" in df.index:
+            print(f"  omind + packing vs plain TRL + packing, {col}: {df.loc['omind + packing', col]/df.loc['plain TRL + packing', col]:.2f}x")
 
 
 if __name__ == "__main__":
