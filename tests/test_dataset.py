@@ -30,6 +30,7 @@ def reviewed(i, task, kept=True):
 
 def make_run(tmp, recs, seed=0, name="t", dataset=None):
     P = load_params(None, {"run": {"name": name, "results_dir": str(tmp), "seed": seed}, "dataset": dataset or {}})
+    atomic_write(run_dir(P, "knowledge")/"triples.jsonl", json.dumps({"id": "t1", "text": "T", "source": "https://www.nimh.nih.gov/x"}) + "\n")
     rd = run_dir(P, "review")
     atomic_write(rd/"reviewed.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
     atomic_write(rd/"funnel.csv", "task,seeded,generated,after_review,kept\nqa,30,30,30,30\n")
@@ -69,7 +70,8 @@ def test_splits_and_columns(built):
 def test_card_and_stats(built):
     P, s = built
     card = (run_dir(P, "dataset")/"README.md").read_text()
-    for frag in ("license:", "## Splits and tasks", "| mcqa", "## Funnel", "## Sources and licences", "## Generation settings", "embedded:tiny-random"):
+    for frag in ("license:", "## Splits and tasks", "| mcqa", "## Funnel", "## Sources and licences", "## Generation settings", "embedded:tiny-random",
+                 "https://www.nimh.nih.gov/x (150 evidence uses)"):
         assert frag in card, frag
     st = read_json(run_dir(P, "dataset")/"stats.json")
     assert st["n"] == 150 and st["tasks"]["conversation"]["mean_user_turns"] == 2
