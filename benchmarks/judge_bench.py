@@ -5,12 +5,12 @@ counsellor reply, each rubric item) and judges them without the response cache, 
 `score` mode (one forward pass per prompt over the allowed answers) and `generate` mode (a few tokens + strict
 parse, one retry). Prints items/s per scheme and mode.
 
-    .venv/bin/python benchmarks/judge_bench.py [--n 48] [--threads 2] [--model embedded:smollm2-135m-instruct] [--modes score,generate]
+    .venv/bin/python benchmarks/judge_bench.py [--n 48] [--threads 2] [--model embedded:smollm2-135m-instruct] [--modes score,generate] [--unshared]
 """
 import argparse, time
 
 from omind.benchmark import load_benchmark
-from omind.evaluate import eval_turns, judge_batch, render_conversation, rubric_prompt
+from omind.evaluate import eval_turns, judge_batch, render_conversation, rubric_prompt, _tf_choice_logprobs, SCHEMES
 from omind.llm import make_llm
 from omind.core import ModelSpec
 
@@ -26,6 +26,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--modes", default="score,generate")
     ap.add_argument("--schemes", default="binary,ten,likert")
+    ap.add_argument("--unshared", action="store_true", help="also time score mode without the shared KV prefix")
     a = ap.parse_args()
     import torch; torch.set_num_threads(a.threads)
     items = []
@@ -40,7 +41,10 @@ def main():
             convs = [rubric_prompt(sch, ctx, REPLY, item) for ctx, item in items]
             t = time.time(); res = judge_batch(judge, convs, sch, mode=mode, max_new_tokens=4); dt = time.time() - t
             missing = sum(r["value"] is None for r in res); retried = sum(r["retried"] for r in res)
-            print(f"{mode:8s} {sch:6s}: {len(convs) / dt:6.2f} items/s ({dt:.1f} s; missing {missing}, retried {retried})")
+            print(f"{mode:8s} {sch:6s}: {len(convs) / dt:6.2f} items/s ({dt:.1f} s; missing {missing}, retried {retried})", flush=True)
+            if mode == "score" and a.unshared:
+                t = time.time(); _tf_choice_logprobs(judge, convs, SCHEMES[sch], min_shared=0); dt = time.time() - t
+                print(f"{'(no shared prefix)':17s}: {len(convs) / dt:6.2f} items/s ({dt:.1f} s)", flush=True)
 
 if __name__ == "__main__":
     main()
