@@ -54,6 +54,6 @@ for i, (ctx, item, met, miss) in enumerate(rub):
 pairs = [(c, g, o) for (c, g), o in zip(crisis[:3], omit[:3])] + [(c, g, bd) for c, g, bd in faith[:3]] + \
         [(c, m, x) for c, _, m, x in rub[:4]]
 for i, (ctx, good, bad) in enumerate(pairs): p(f"pair-{i}", "pair", ctx, good, bad)
-with open(__import__("os").path.join(__import__("os").path.dirname(__file__), "cases.jsonl"), "w") as f:
+with open(__import__("os").path.join(__import__("os").path.dirname(__file__), "..", "omind", "data", "calibration", "cases.jsonl"), "w") as f:
     for c in C: f.write(json.dumps(c, ensure_ascii=False) + "\n")
 print(len(C), sum(c["type"] == "binary" for c in C), sum(c["type"] == "pair" for c in C))
