@@ -56,7 +56,7 @@ def test_full_run_then_everything_skipped(full_run):
     for n in names: assert (run/"notebooks"/next(s.notebook for s in available_stages() if s.name == n)).exists()
     t = time.time(); r = omind("run", str(p)); again = time.time() - t
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stderr.count("up to date, skipped") == len(names), r.stderr[-2000:]
+    assert r.stdout.count("up to date, skipped") == len(names), r.stdout[-2000:]
     assert again < 60, again
     r = omind("status", str(run)); assert r.returncode == 0 and "done" in r.stdout
 
