@@ -85,11 +85,10 @@ def test_unknown_stage(tmp_path):
 
 def test_failing_cell_names_notebook_and_cell(tmp_path):
     "A stage that raises gives the executed notebook, the cell and the error, and a non-zero exit."
-    bad = tmp_path/"corpus"; bad.mkdir()
     p = params(tmp_path, extra=f"knowledge: {{triples_files: [{ROOT/'tests'/'fixtures'/'bad_triples.csv'}]}}\n")
     r = omind("run", str(p), "--only", "knowledge")
     assert r.returncode == 1, r.stderr
     assert "stage 'knowledge' failed in" in r.stderr and "02_knowledge.ipynb" in r.stderr and "cell" in r.stderr
-    assert "bad_triples.csv" in r.stderr
+    assert "bad_triples.csv:3" in r.stderr and "expected 4 columns, got 2" in r.stderr
     man = json.loads((tmp_path/"results"/"tiny"/"manifest.json").read_text())
     assert man["stages"]["knowledge"]["status"] == "failed"
