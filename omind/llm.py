@@ -200,12 +200,15 @@ class TransformersLLM:
             ids = torch.full((len(seqs), L), pad); att = torch.zeros((len(seqs), L), dtype=torch.long)
             for r, (p, l) in enumerate(seqs):
                 x = p + l; ids[r, L-len(x):] = torch.tensor(x); att[r, L-len(x):] = 1
+            # labels sit at the end of each (left padded) row: only the last K positions' logits are needed
+            K = min(L, max(len(l) for _, l in seqs) + 1)
+            kw = {"logits_to_keep": K} if getattr(self.model, "_supports_logits_to_keep", lambda: False)() else {}
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device)).logits.float()
-            logp = torch.log_softmax(logits, -1).cpu()
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device), **kw).logits.float()
+            logp = torch.log_softmax(logits[:, -K:], -1).cpu()
             for r, ((ci, li), (p, l)) in enumerate(zip(chunk, seqs)):
-                pos = range(L-len(l), L)   # label token t at position pos is predicted by logits at pos-1
-                res[ci][labels[li]] = float(sum(logp[r, t-1, tok] for t, tok in zip(pos, l)))
+                pos = range(L-len(l), L)   # label token t at position pos is predicted by logits at pos-1 (column pos-1-(L-K))
+                res[ci][labels[li]] = float(sum(logp[r, t-1-(L-K), tok] for t, tok in zip(pos, l)))
         return res
 
 def _fingerprint(path: str) -> str:

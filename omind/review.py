@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_review.ipynb #498265cf
 from __future__ import annotations
-import copy, csv, io, json, math, re
+import copy, csv, inspect, io, json, math, re
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
@@ -140,25 +140,40 @@ def _batched_last_logits(tllm, ids, progress=False):
         for r, i in enumerate(idx): out[i] = lp[r]
     return out
 
-def _shared_prefix_logits(tllm, prefix_ids, suffixes):
-    "Next-token log-probs after prefix + each suffix: the prefix is encoded once and its KV cache shared (suffixes right padded)."
+def _grouped_prefix_logits(tllm, groups):
+    """Next-token log-probs after prefix + each suffix, for many `(prefix_ids, [suffix_ids, ...])` groups. Each prefix is
+    encoded once; prefixes are batched (left padded) and their KV cache rows gathered for every suffix (right padded)."""
     import torch
     import warnings
-    m, dev = tllm.model, tllm.device
+    m, dev, pad, bs = tllm.model, tllm.device, tllm.tok.pad_token_id, tllm.batch_size
+    ck = "cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values"   # renamed in transformers 5.2x
+    out = [[None]*len(sf) for _, sf in groups]
+    batches, cur, nrows = [], [], 0               # groups of similar prefix length; <= bs prefixes and <= 2 bs suffix rows a batch
+    for g in sorted(range(len(groups)), key=lambda g: len(groups[g][0])):
+        if cur and (len(cur) >= bs or nrows + len(groups[g][1]) > 2*bs): batches.append(cur); cur, nrows = [], 0
+        cur.append(g); nrows += len(groups[g][1])
+    if cur: batches.append(cur)
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        pre = m(input_ids=torch.tensor([prefix_ids], device=dev), use_cache=True)
-        out = []
-        for s in range(0, len(suffixes), tllm.batch_size):
-            part = suffixes[s:s+tllm.batch_size]; n, L, P0 = len(part), max(map(len, part)), len(prefix_ids)
-            cache = copy.deepcopy(pre.past_key_values); cache.batch_repeat_interleave(n)
-            x = torch.full((n, L), tllm.tok.pad_token_id); att = torch.zeros((n, P0 + L), dtype=torch.long); att[:, :P0] = 1
-            for r, sf in enumerate(part): x[r, :len(sf)] = torch.tensor(sf); att[r, P0:P0+len(sf)] = 1
-            pos = (P0 + torch.arange(L)).unsqueeze(0).expand(n, L)
-            lg = m(input_ids=x.to(dev), attention_mask=att.to(dev), position_ids=pos.to(dev), past_key_values=cache,
-                   cache_position=torch.arange(P0, P0 + L, device=dev)).logits.float()
-            lp = torch.log_softmax(lg[torch.arange(n), torch.tensor([len(sf) - 1 for sf in part])], -1).cpu()
-            out += list(lp)
+        for b in batches:
+            P0 = max(len(groups[g][0]) for g in b)
+            x = torch.full((len(b), P0), pad); pm = torch.zeros((len(b), P0), dtype=torch.long)
+            for r, g in enumerate(b): p = groups[g][0]; x[r, P0-len(p):] = torch.tensor(p); pm[r, P0-len(p):] = 1
+            pre = m(input_ids=x.to(dev), attention_mask=pm.to(dev), position_ids=(pm.cumsum(-1) - 1).clamp(min=0).to(dev),
+                    use_cache=True, logits_to_keep=1)
+            rows = [(r, g, j) for r, g in enumerate(b) for j in range(len(groups[g][1]))]
+            ri = torch.tensor([r for r, _, _ in rows]); cache = getattr(pre, "cache", None) or pre.past_key_values
+            cache.reorder_cache(ri.to(dev))
+            sf = [groups[g][1][j] for _, g, j in rows]; n, L = len(sf), max(map(len, sf))
+            y = torch.full((n, L), pad); sm = torch.zeros((n, L), dtype=torch.long)
+            for i, s in enumerate(sf): y[i, :len(s)] = torch.tensor(s); sm[i, :len(s)] = 1
+            pos = pm.sum(-1)[ri].unsqueeze(1) + torch.arange(L).unsqueeze(0)
+            last = torch.tensor([len(s) - 1 for s in sf]); keep = torch.unique(last)   # logits only where a suffix ends
+            lg = m(input_ids=y.to(dev), attention_mask=torch.cat([pm[ri], sm], 1).to(dev), position_ids=pos.to(dev),
+                   **{ck: cache}, cache_position=torch.arange(P0, P0 + L, device=dev), logits_to_keep=keep.to(dev)).logits
+            col = torch.searchsorted(keep, last)
+            lp = torch.log_softmax(lg[torch.arange(n), col.to(dev)].float(), -1).cpu()
+            for i, (_, g, j) in enumerate(rows): out[g][j] = lp[i]
     return out
 
 def first_token_logprobs(tllm, convs, labels, split_at: Optional[str] = None, progress: bool = False) -> list[dict]:
@@ -174,11 +189,12 @@ def first_token_logprobs(tllm, convs, labels, split_at: Optional[str] = None, pr
     for i, p in enumerate(prompts):
         k = p.rfind(split_at) if split_at else -1
         groups.setdefault(p[:k + len(split_at)] if k >= 0 else None, []).append(i)
-    for pre, idx in tqdm(groups.items(), desc="nli", disable=not progress):
-        if pre is None or len(idx) == 1:
-            for i, lp in zip(idx, _batched_last_logits(tllm, [enc(prompts[i])[-tllm.max_prompt_tokens:] for i in idx])): lps[i] = lp
-        else:
-            for i, lp in zip(idx, _shared_prefix_logits(tllm, enc(pre)[-tllm.max_prompt_tokens:], [enc(prompts[i][len(pre):]) for i in idx])): lps[i] = lp
+    single = [i for pre, idx in groups.items() if pre is None or len(idx) == 1 for i in idx]
+    shared = [(pre, idx) for pre, idx in groups.items() if pre is not None and len(idx) > 1]
+    for i, lp in zip(single, _batched_last_logits(tllm, [enc(prompts[i])[-tllm.max_prompt_tokens:] for i in single], progress)): lps[i] = lp
+    res = _grouped_prefix_logits(tllm, [(enc(pre)[-tllm.max_prompt_tokens:], [enc(prompts[i][len(pre):]) for i in idx]) for pre, idx in shared])
+    for (_, idx), r in zip(shared, res):
+        for i, lp in zip(idx, r): lps[i] = lp
     return [{l: float(lp[t]) for l, t in zip(labels, first)} for lp in lps]
 
 class LLMNLI:

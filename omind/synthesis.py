@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_synthesis.ipynb #d035dff8
 from __future__ import annotations
-import csv, json, random, re, time
+import csv, json, os, random, re, time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Optional
@@ -835,8 +835,11 @@ def run_synthesis(P, kb=None, retriever=None, progress: bool = True) -> dict:
     v = kb_view(kb); facts = {t["id"]: t for t in v["triples"]}
     seeds = make_seeds(v, S, P.run.seed)
     log = JsonlLog(out_dir/"samples.jsonl")
-    if log.records and log.records[0].get("params_hash", h) != h:
-        raise RuntimeError(f"{log.path} was written with other params; remove {out_dir} to start over")
+    if log.records and log.records[0].get("params_hash", h) != h:   # params changed: set the old records aside, start over
+        old = out_dir/f"samples.{str(log.records[0].get('params_hash'))[:8]}.jsonl"
+        os.replace(log.path, old)
+        print(f"synthesis params changed: the earlier samples were moved to {old}; starting over")
+        log = JsonlLog(out_dir/"samples.jsonl")
     done = log.keys()
     llm = llm_for(P, S.role)
     chunks = [(t, seeds[t][i:i+S.chunk_size]) for t in TASKS for i in range(0, len(seeds[t]), S.chunk_size)]
