@@ -8,7 +8,10 @@ On a CPU, prompt tokens (prefill) cost the same batched or not; only decode step
 speed-up of a task grows with its generated / prompt token ratio. The seeds come from the knowledge stage of
 --params when it has run, else from the built-in toy knowledge base (same prompts and lengths).
 
-    .venv/bin/python benchmarks/synthesis_bench.py [--n 12] [--batch 96] [--tasks all] [--params params/smoke.yaml]
+One sample at a time is slow, so it runs on the first --n-single seeds of each task only; both are compared as
+samples per minute.
+
+    .venv/bin/python benchmarks/synthesis_bench.py [--n 24] [--n-single 4] [--batch 32] [--tasks all] [--params params/smoke.yaml]
 """
 import argparse, json, os, sys, time
 from pathlib import Path
@@ -25,8 +28,9 @@ class Counting:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=12, help="samples per task")
-    ap.add_argument("--batch", type=int, default=96)
+    ap.add_argument("--n", type=int, default=24, help="samples per task, batched")
+    ap.add_argument("--n-single", type=int, default=4, help="samples per task, one at a time (the first of the --n)")
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--tasks", default="all", help="comma-separated tasks, or all")
     ap.add_argument("--params", default="params/smoke.yaml")
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
@@ -58,7 +62,7 @@ def main():
         for t in tasks:
             n0, c0, t0 = len(llm.outputs), llm.calls, time.time()
             if mode == "batched": rs = synthesize_chunk(seeds[t], llm, retriever, facts, S, P.run.seed)
-            else: rs = [r for s in seeds[t] for r in synthesize_chunk([s], llm, retriever, facts, S, P.run.seed)]
+            else: rs = [r for s in seeds[t][:a.n_single] for r in synthesize_chunk([s], llm, retriever, facts, S, P.run.seed)]
             dt = time.time() - t0; T += dt; recs += rs
             pt, gt = llm.llm.count_tokens(llm.prompts[n0:]), llm.llm.count_tokens(llm.outputs[n0:])
             per.setdefault(t, {})[mode] = {"samples": len(rs), "seconds": round(dt, 1), "chat_calls": llm.calls - c0,
