@@ -140,7 +140,7 @@ def _batched_last_logits(tllm, ids, progress=False):
         for r, i in enumerate(idx): out[i] = lp[r]
     return out
 
-def _grouped_prefix_logits(tllm, groups):
+def _grouped_prefix_logits(tllm, groups, progress: bool = False):
     """Next-token log-probs after prefix + each suffix, for many `(prefix_ids, [suffix_ids, ...])` groups. Each prefix is
     encoded once; prefixes are batched (left padded) and their KV cache rows gathered for every suffix (right padded)."""
     import torch
@@ -155,7 +155,7 @@ def _grouped_prefix_logits(tllm, groups):
     if cur: batches.append(cur)
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        for b in batches:
+        for b in tqdm(batches, desc="nli (shared premises)", disable=not progress):
             P0 = max(len(groups[g][0]) for g in b)
             x = torch.full((len(b), P0), pad); pm = torch.zeros((len(b), P0), dtype=torch.long)
             for r, g in enumerate(b): p = groups[g][0]; x[r, P0-len(p):] = torch.tensor(p); pm[r, P0-len(p):] = 1
@@ -192,7 +192,7 @@ def first_token_logprobs(tllm, convs, labels, split_at: Optional[str] = None, pr
     single = [i for pre, idx in groups.items() if pre is None or len(idx) == 1 for i in idx]
     shared = [(pre, idx) for pre, idx in groups.items() if pre is not None and len(idx) > 1]
     for i, lp in zip(single, _batched_last_logits(tllm, [enc(prompts[i])[-tllm.max_prompt_tokens:] for i in single], progress)): lps[i] = lp
-    res = _grouped_prefix_logits(tllm, [(enc(pre)[-tllm.max_prompt_tokens:], [enc(prompts[i][len(pre):]) for i in idx]) for pre, idx in shared])
+    res = _grouped_prefix_logits(tllm, [(enc(pre)[-tllm.max_prompt_tokens:], [enc(prompts[i][len(pre):]) for i in idx]) for pre, idx in shared], progress)
     for (_, idx), r in zip(shared, res):
         for i, lp in zip(idx, r): lps[i] = lp
     return [{l: float(lp[t]) for l, t in zip(labels, first)} for lp in lps]
