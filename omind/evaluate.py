@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_evaluate.ipynb #2837fc4b
 from __future__ import annotations
-import csv, inspect, json, math, re, time
+import csv, json, math, re, time
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
@@ -220,13 +220,13 @@ def _prefix_groups(seqs: list, min_shared: int = 64) -> list[tuple]:
 def _forward_rows(base, rows, prompts, plen, need, dist):
     "Forward prompt+path rows that share their first `plen` prompt tokens (computed once, KV cache reused)."
     import torch, copy
+    from omind.llm import kv_cache_kwargs, kv_cache_of
     tok, dev = base.tok, base.device
     kv0 = None
     if plen:
         with torch.inference_mode():
             o = base.model(input_ids=torch.tensor([prompts[rows[0][0]][:plen]], device=dev), use_cache=True)
-            kv0 = o["cache"] if "cache" in o else o["past_key_values"]
-    ckey = "cache" if "cache" in inspect.signature(base.model.forward).parameters else "past_key_values"
+            kv0 = kv_cache_of(o)
     rows = sorted(rows, key=lambda r: len(prompts[r[0]]) + len(r[1]))
     for s in range(0, len(rows), base.batch_size):
         chunk = rows[s:s + base.batch_size]
@@ -239,7 +239,7 @@ def _forward_rows(base, rows, prompts, plen, need, dist):
         if plen:
             kv = copy.deepcopy(kv0); kv.batch_repeat_interleave(len(seqs))
             att = torch.cat([torch.ones((len(seqs), plen), dtype=torch.long), att], 1)
-            kw = {ckey: kv, "use_cache": True}
+            kw = {**kv_cache_kwargs(base.model, kv), "use_cache": True}
         with torch.inference_mode():
             logits = base.model(input_ids=ids.to(dev), attention_mask=att.to(dev), position_ids=pos.to(dev),
                                 logits_to_keep=K, **kw).logits.float()

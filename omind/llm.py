@@ -15,8 +15,8 @@ from .core import (EMBEDDED_LLM, ModelSpec, stable_hash, get_secret, redact, ato
 
 # %% auto #0
 __all__ = ['Messages', 'RETRY_STATUS', 'omind_cache', 'embedded_model_dir', 'tiny_model_dir', 'load_causal_lm', 'resolve_model',
-           'GenConfig', 'LLM', 'as_messages', 'label_probs', 'TransformersLLM', 'EndpointError', 'OpenAILLM',
-           'ResponseCache', 'CachedLLM', 'make_llm', 'llm_for']
+           'GenConfig', 'LLM', 'as_messages', 'label_probs', 'TransformersLLM', 'kv_cache_kwargs', 'kv_cache_of',
+           'EndpointError', 'OpenAILLM', 'ResponseCache', 'CachedLLM', 'make_llm', 'llm_for']
 
 # %% ../nbs/01_llm.ipynb #295c725c
 def omind_cache() -> Path:
@@ -210,6 +210,15 @@ class TransformersLLM:
                 pos = range(L-len(l), L)   # label token t at position pos is predicted by logits at pos-1 (column pos-1-(L-K))
                 res[ci][labels[li]] = float(sum(logp[r, t-1-(L-K), tok] for t, tok in zip(pos, l)))
         return res
+
+def kv_cache_kwargs(model, cache) -> dict:
+    "The keyword that passes a KV cache to `model`'s forward: `cache` (transformers >= 5.2x) or `past_key_values`."
+    import inspect
+    return {("cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"): cache}
+
+def kv_cache_of(output):
+    "The KV cache a forward pass with `use_cache=True` returned (`cache` or, in older transformers, `past_key_values`)."
+    return output.get("cache") if output.get("cache") is not None else output.get("past_key_values")
 
 def _fingerprint(path: str) -> str:
     "Identity of a local model folder (file names, sizes, mtimes) so that a retrained model misses the cache."

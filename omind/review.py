@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_review.ipynb #498265cf
 from __future__ import annotations
-import copy, csv, inspect, io, json, math, re
+import copy, csv, io, json, math, re
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
@@ -145,8 +145,8 @@ def _grouped_prefix_logits(tllm, groups, progress: bool = False):
     encoded once; prefixes are batched (left padded) and their KV cache rows gathered for every suffix (right padded)."""
     import torch
     import warnings
+    from omind.llm import kv_cache_kwargs, kv_cache_of
     m, dev, pad, bs = tllm.model, tllm.device, tllm.tok.pad_token_id, tllm.batch_size
-    ck = "cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values"   # renamed in transformers 5.2x
     out = [[None]*len(sf) for _, sf in groups]
     batches, cur, nrows = [], [], 0               # groups of similar prefix length; <= bs prefixes and <= 2 bs suffix rows a batch
     for g in sorted(range(len(groups)), key=lambda g: len(groups[g][0])):
@@ -162,7 +162,7 @@ def _grouped_prefix_logits(tllm, groups, progress: bool = False):
             pre = m(input_ids=x.to(dev), attention_mask=pm.to(dev), position_ids=(pm.cumsum(-1) - 1).clamp(min=0).to(dev),
                     use_cache=True, logits_to_keep=1)
             rows = [(r, g, j) for r, g in enumerate(b) for j in range(len(groups[g][1]))]
-            ri = torch.tensor([r for r, _, _ in rows]); cache = getattr(pre, "cache", None) or pre.past_key_values
+            ri = torch.tensor([r for r, _, _ in rows]); cache = kv_cache_of(pre)
             cache.reorder_cache(ri.to(dev))
             sf = [groups[g][1][j] for _, g, j in rows]; n, L = len(sf), max(map(len, sf))
             y = torch.full((n, L), pad); sm = torch.zeros((n, L), dtype=torch.long)
@@ -170,7 +170,7 @@ def _grouped_prefix_logits(tllm, groups, progress: bool = False):
             pos = pm.sum(-1)[ri].unsqueeze(1) + torch.arange(L).unsqueeze(0)
             last = torch.tensor([len(s) - 1 for s in sf]); keep = torch.unique(last)   # logits only where a suffix ends
             lg = m(input_ids=y.to(dev), attention_mask=torch.cat([pm[ri], sm], 1).to(dev), position_ids=pos.to(dev),
-                   **{ck: cache}, cache_position=torch.arange(P0, P0 + L, device=dev), logits_to_keep=keep.to(dev)).logits
+                   **kv_cache_kwargs(m, cache), cache_position=torch.arange(P0, P0 + L, device=dev), logits_to_keep=keep.to(dev)).logits
             col = torch.searchsorted(keep, last)
             lp = torch.log_softmax(lg[torch.arange(n), col.to(dev)].float(), -1).cpu()
             for i, (_, g, j) in enumerate(rows): out[g][j] = lp[i]
