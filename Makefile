@@ -2,7 +2,9 @@
 #   make reproduce   build .venv (once) and run the whole pipeline on params/smoke.yaml
 #   make test        build .venv (once) and run every check CI runs
 # Overridable: PYTHON (interpreter for the venv), TORCH_SPEC (e.g. TORCH_SPEC=torch on a CUDA machine),
-# PARAMS (params file for reproduce), SKIP_SERVER=1 (do not build llama.cpp's server for the HTTP tests).
+# PARAMS (params file for reproduce), SKIP_SERVER=1 (do not build llama.cpp's server for the HTTP tests),
+# HF_HUB_OFFLINE (1 by default: the smoke run needs no network; HF_HUB_OFFLINE=0 lets a params file with Hub models
+# or datasets download them, e.g. make reproduce PARAMS=params/paper.yaml HF_HUB_OFFLINE=0).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +19,7 @@ WHEELS ?= $(HOME)/.cache/omind/wheels
 LLAMA_CPP := llama-cpp-python==0.3.36
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export HF_HUB_OFFLINE ?= 1
-export TRANSFORMERS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= $(HF_HUB_OFFLINE)
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: reproduce test venv server lab clean-venv bench
@@ -54,8 +56,9 @@ $(SERVER_STAMP): $(STAMP)
 	  ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel -q --no-deps -w $(WHEELS) "$(LLAMA_CPP)"; \
 	  $(PIP) install -q --find-links $(WHEELS) "$(LLAMA_CPP)" "llama-cpp-python[server]" && touch $(SERVER_STAMP); fi
 
+# JupyterLab refuses to start as root (containers, cloud VMs) without --allow-root
 lab: venv
-	$(VENV)/bin/jupyter lab --notebook-dir=nbs
+	$(VENV)/bin/jupyter lab --notebook-dir=nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 bench: venv
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -9,8 +9,8 @@ parse, one retry). Prints items/s per scheme and mode.
 """
 import argparse, time
 
-from omind.benchmark import load_benchmark
-from omind.evaluate import eval_turns, judge_batch, render_conversation, rubric_prompt, _tf_choice_logprobs, SCHEMES
+from omind.benchmark import load_benchmark, iter_eval_turns
+from omind.judge import judge_batch, render_conversation, rubric_prompt, get_scheme
 from omind.llm import make_llm
 from omind.core import ModelSpec
 
@@ -25,13 +25,13 @@ def main():
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--modes", default="score,generate")
-    ap.add_argument("--schemes", default="binary,ten,likert")
+    ap.add_argument("--schemes", default="binary,ten,likert", help="registered rubric schemes (omind.judge.SCHEMES)")
     ap.add_argument("--unshared", action="store_true", help="also time score mode without the shared KV prefix")
     a = ap.parse_args()
     import torch; torch.set_num_threads(a.threads)
     items = []
     for inst in load_benchmark(None)["instances"]:
-        for _, hist, rub in eval_turns(inst):
+        for _, hist, rub in iter_eval_turns(inst):
             for it in rub: items.append((render_conversation(hist), it["text"]))
     items = items[:a.n]
     judge = make_llm(ModelSpec(model=a.model, batch_size=a.batch_size))     # no cache: every call is computed
@@ -43,7 +43,7 @@ def main():
             missing = sum(r["value"] is None for r in res); retried = sum(r["retried"] for r in res)
             print(f"{mode:8s} {sch:6s}: {len(convs) / dt:6.2f} items/s ({dt:.1f} s; missing {missing}, retried {retried})", flush=True)
             if mode == "score" and a.unshared:
-                t = time.time(); _tf_choice_logprobs(judge, convs, SCHEMES[sch], min_shared=0); dt = time.time() - t
+                t = time.time(); judge.score_choices(convs, get_scheme(sch).labels, min_shared=0); dt = time.time() - t
                 print(f"{'(no shared prefix)':17s}: {len(convs) / dt:6.2f} items/s ({dt:.1f} s)", flush=True)
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def main():
     llm = TransformersLLM("embedded:smollm2-135m-instruct", batch_size=a.batch_size)
     cfg = GenConfig(max_new_tokens=a.max_new)
     llm.chat(prompts(2), GenConfig(max_new_tokens=4))                               # warm-up
-    single = TransformersLLM.__new__(TransformersLLM); single.__dict__.update(llm.__dict__); single.batch_size = 1
+    single = TransformersLLM(llm.name, batch_size=1, model_obj=llm.model, tokenizer=llm.tok)     # same weights, one at a time
     toks, dt = run(single, prompts(a.single), cfg)
     print(f"one request at a time : {a.single:4d} requests {toks:6d} tokens {dt:7.1f} s  {toks/dt:7.1f} tok/s")
     convs = prompts(a.n)

@@ -6,7 +6,7 @@ Runs retrieve -> prune -> generate for the same seeds twice with the embedded te
 Prints, per task and overall, samples/min, prompt and generated tokens, generated tokens/s and the speed-up.
 On a CPU, prompt tokens (prefill) cost the same batched or not; only decode steps are shared by a batch, so the
 speed-up of a task grows with its generated / prompt token ratio. The seeds come from the knowledge stage of
---params when it has run, else from the built-in toy knowledge base (same prompts and lengths).
+--params when it has run, else from the small toy knowledge base of omind.testing (same prompts and lengths).
 
 One sample at a time is slow, so it runs on the first --n-single seeds of each task only; both are compared as
 samples per minute.
@@ -24,34 +24,37 @@ class Counting:
     def __init__(self, llm): self.llm, self.name, self.prompts, self.outputs, self.calls = llm, llm.name, [], [], 0
     def chat(self, convs, cfg, progress=False):
         out = self.llm.chat(convs, cfg); self.calls += 1
-        self.prompts += [self.llm._prompt(c) for c in convs]; self.outputs += out; return out
+        self.prompts += [self.llm.prompt(c) for c in convs]; self.outputs += out; return out
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=24, help="samples per task, batched")
     ap.add_argument("--n-single", type=int, default=4, help="samples per task, one at a time (the first of the --n)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--tasks", default="all", help="comma-separated tasks, or all")
+    ap.add_argument("--tasks", default="all", help="comma-separated task families, or all (every registered family)")
     ap.add_argument("--params", default="params/smoke.yaml")
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
     a = ap.parse_args()
     import torch
     from omind.core import load_params, run_dir, ModelSpec
     from omind.llm import make_llm
-    from omind.synthesis import make_seeds, kb_view, synthesize_chunk, ToyKnowledge, TASKS
+    from omind.synthesis import make_seeds, synthesize_chunk
+    from omind.tasks import task_names
     P = load_params(ROOT/a.params)
     S = P.synthesis
-    tasks = list(TASKS) if a.tasks == "all" else a.tasks.split(",")
-    S = S.model_copy(update={"n": S.n.model_copy(update={t: (a.n if t in tasks else 0) for t in TASKS})})
+    tasks = task_names() if a.tasks == "all" else a.tasks.split(",")
+    S = S.model_copy(update={"n": {t: (a.n if t in tasks else 0) for t in task_names()}, "sources": {}})
     kb = retriever = None
     if (run_dir(P, "knowledge")/"done.json").exists():
         try:
-            from omind.knowledge import load_knowledge, get_retriever
+            from omind.knowledge import load_knowledge
+            from omind.retrieval import get_retriever
             kb, retriever, src = load_knowledge(P), get_retriever(P), f"knowledge stage of run {P.run.name}"
         except Exception as e: print(f"(knowledge stage unusable: {e}; using the toy knowledge base)")
-    if kb is None: kb = retriever = ToyKnowledge(); src = "toy knowledge base"
-    v = kb_view(kb); facts = {t["id"]: t for t in v["triples"]}
-    seeds = make_seeds(v, S, P.run.seed)
+    if kb is None:
+        from omind.testing import toy_knowledge, ToyRetriever
+        kb = toy_knowledge(); retriever = ToyRetriever(kb); src = "toy knowledge base"
+    seeds, _ = make_seeds(kb, S, P.run.seed)
     n = sum(len(seeds[t]) for t in tasks)
     print(f"{n} samples ({', '.join(f'{t}={len(seeds[t])}' for t in tasks)}) from the {src}; model {a.model}; "
           f"torch threads {torch.get_num_threads()}; load avg {os.getloadavg()[0]:.1f}")
@@ -61,8 +64,8 @@ def main():
         recs, T = [], 0.0
         for t in tasks:
             n0, c0, t0 = len(llm.outputs), llm.calls, time.time()
-            if mode == "batched": rs = synthesize_chunk(seeds[t], llm, retriever, facts, S, P.run.seed)
-            else: rs = [r for s in seeds[t][:a.n_single] for r in synthesize_chunk([s], llm, retriever, facts, S, P.run.seed)]
+            if mode == "batched": rs = synthesize_chunk(seeds[t], llm, retriever, kb, S, P.run.seed)
+            else: rs = [r for s in seeds[t][:a.n_single] for r in synthesize_chunk([s], llm, retriever, kb, S, P.run.seed)]
             dt = time.time() - t0; T += dt; recs += rs
             pt, gt = llm.llm.count_tokens(llm.prompts[n0:]), llm.llm.count_tokens(llm.outputs[n0:])
             per.setdefault(t, {})[mode] = {"samples": len(rs), "seconds": round(dt, 1), "chat_calls": llm.calls - c0,

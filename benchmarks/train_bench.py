@@ -18,7 +18,7 @@ from pathlib import Path
 def load_data(n, seed=0):
     from datasets import load_from_disk
     from omind.core import project_root
-    from omind.train import toy_dataset
+    from omind.testing import toy_dataset
     p = project_root()/"results"/"smoke"/"dataset"/"hf"
     if (p/"dataset_dict.json").exists():
         ds, src = load_from_disk(str(p))["train"], str(p)

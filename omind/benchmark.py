@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from pydantic import Field
-from .core import (Strict, Params, atomic_write, atomic_write_json, read_json, stable_hash, file_hash,
-                        run_dir, figures_dir, mark_done, is_done, resolve_path, save_table, save_figure, set_style)
+from .core import (Strict, Params, atomic_write, atomic_write_json, read_json, stable_hash, run_dir, figures_dir,
+                        open_stage, finish_stage, stage_done, resolve_path, save_table, save_figure, set_style)
+from .knowledge import KnowledgeBase, load_knowledge
+from .safety import method_details
 
 # %% auto #0
 __all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'RISKS', 'KINDS', 'SOURCES', 'TURN_ITEMS', 'CONV_ITEMS', 'CLIENT_TURNS', 'MAX_TEXT',
@@ -20,9 +22,10 @@ __all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'RISKS', 'KINDS', 'SOURCES', 'TURN_I
            'META_FIELDS', 'BenchmarkError', 'data_dir', 'seed_path', 'validate_instance', 'all_items',
            'validate_benchmark', 'normalize_instance', 'make_benchmark', 'check_benchmark', 'load_benchmark',
            'eval_turn_indices', 'iter_eval_turns', 'turn_reference', 'conversation_rubric', 'n_client_turns',
-           'BenchmarkParams', 'label', 'knowledge_lists', 'plan_drafts', 'client_prompt', 'counsellor_prompt',
-           'rubric_prompt', 'parse_items', 'clean_turn', 'draft_instances', 'sheet_rows', 'export_sheet',
-           'import_sheet', 'subset', 'benchmark_stats', 'composition_table', 'run_benchmark', 'figures_benchmark']
+           'BenchmarkParams', 'label', 'kb_lists', 'knowledge_lists', 'plan_drafts', 'client_prompt',
+           'counsellor_prompt', 'rubric_prompt', 'parse_items', 'clean_turn', 'draft_instances', 'sheet_rows',
+           'export_sheet', 'import_sheet', 'subset', 'benchmark_stats', 'composition_table', 'run_benchmark',
+           'figures_benchmark']
 
 # %% ../nbs/07_benchmark.ipynb #aa13ad71
 FORMAT_NAME, FORMAT_VERSION = "omind-benchmark", 1
@@ -101,6 +104,8 @@ def _check_turns(turns, where, seen) -> list:
             if last and not r: errs.append(f"{where}: {f}.rubric: missing; the last assistant turn must be evaluated ({TURN_ITEMS[0]}-{TURN_ITEMS[1]} items)")
             elif "rubric" in t and (r or not isinstance(t["rubric"], list)): errs += _check_items(t["rubric"], *TURN_ITEMS, where, f"{f}.rubric", seen)
             if not last and not c.strip(): errs.append(f"{where}: {f}.content: empty; assistant turns before the last are gold history and need content")
+            meth = method_details(c)
+            if meth: errs.append(f"{where}: {f}.content: the gold reply gives self-harm method details ({'; '.join(meth)})")
     if isinstance(turns[-1], dict) and turns[-1].get("role") == "user":
         errs.append(f"{where}: turns[{len(turns)-1}].role: the last turn must be the assistant turn to evaluate")
     n_user = sum(isinstance(t, dict) and t.get("role") == "user" for t in turns)
@@ -245,30 +250,26 @@ def label(entity_id: str) -> str:
     "Readable label of an id like 'cond:major_depressive_disorder'."
     return entity_id.split(":", 1)[-1].replace("_", " ")
 
+def kb_lists(kb: KnowledgeBase, conditions=(), stressors=()) -> dict:
+    "Condition ids, stressor ids (not `stressor:none`) and each condition's symptoms from `kb`; ids given here win."
+    conds = list(conditions) or [e.id for e in kb.by_type("condition")]
+    strs = [s for s in (list(stressors) or [e.id for e in kb.by_type("stressor")]) if s != "stressor:none"]
+    for fld, ids in (("conditions", conds), ("stressors", strs)):
+        unknown = [x for x in ids if kb.get_entity(x) is None]
+        if unknown: raise ValueError(f"params benchmark.{fld}: {unknown[:5]} are not entities of the knowledge base")
+        if not ids: raise ValueError(f"params benchmark.{fld}: the knowledge base has no {fld[:-1]} entities; list the ids in benchmark.{fld}")
+    facts = {c: kb.facts_of(c, "has_symptom") for c in conds}
+    return {"conditions": conds, "stressors": strs, "facts": {c: f for c, f in facts.items() if f}}
+
 def knowledge_lists(P: Optional[Params] = None) -> dict:
-    "Condition ids, stressor ids, personas and per-condition facts for drafting: params, else the knowledge base, else defaults."
+    "Condition ids, stressor ids, personas and per-condition facts for drafting: params, else the run's knowledge base (no params: defaults)."
     bp = P.benchmark if P is not None else BenchmarkParams()
     out = {"conditions": list(bp.conditions), "stressors": list(bp.stressors), "personas": list(bp.personas) or DEFAULT_PERSONAS,
            "facts": {}, "source": "params"}
-    if P is not None and (not out["conditions"] or not out["stressors"]):
-        try:
-            from omind.knowledge import load_knowledge
-            kb = load_knowledge(P)
-            ents = kb.entities.values() if isinstance(kb.entities, dict) else kb.entities
-            get = lambda e, k: e.get(k) if isinstance(e, dict) else getattr(e, k, None)
-            conds = [get(e, "id") for e in ents if get(e, "type") == "condition"]
-            strs = [get(e, "id") for e in ents if get(e, "type") == "stressor"]
-            out["conditions"] = out["conditions"] or conds
-            out["stressors"] = out["stressors"] or strs
-            out["stressors"] = [s for s in out["stressors"] if s != "stressor:none"]
-            for t in (kb.triples.values() if isinstance(kb.triples, dict) else kb.triples):
-                if get(t, "relation") == "has_symptom" and get(t, "head") in out["conditions"]:
-                    out["facts"].setdefault(get(t, "head"), []).append(str(get(t, "tail")))
-            out["source"] = "knowledge"
-        except Exception as e:                      # no knowledge stage (yet): fall back, and say so
-            out["source"] = f"defaults ({type(e).__name__}: {str(e)[:80]})"
-    out["conditions"] = out["conditions"] or DEFAULT_CONDITIONS
-    out["stressors"] = out["stressors"] or DEFAULT_STRESSORS
+    if P is None: return {**out, "conditions": out["conditions"] or DEFAULT_CONDITIONS,
+                          "stressors": out["stressors"] or DEFAULT_STRESSORS, "source": "defaults"}
+    if not out["conditions"] or not out["stressors"]:
+        out.update(kb_lists(load_knowledge(P), out["conditions"], out["stressors"]), source="knowledge")
     return out
 
 def plan_drafts(n: int, conditions, stressors, personas, seed: int = 0, multi_share: float = 0.5,
@@ -520,12 +521,11 @@ def composition_table(instances):
 # %% ../nbs/07_benchmark.ipynb #2d46239c
 def run_benchmark(P: Params) -> dict:
     "Stage entry: seed (or user file) -> subset -> + LLM drafts -> expert sheet edits -> validated benchmark.json + stats."
-    bp, out = P.benchmark, run_dir(P, "benchmark")
+    bp = P.benchmark
+    out = open_stage(P, "benchmark")              # outputs of other params / input files / code are set aside
+    if stage_done(P, "benchmark") and (out/"stats.json").exists(): return read_json(out/"stats.json")
     src = resolve_path(bp.benchmark_file) if bp.benchmark_file else seed_path()
     ann = resolve_path(bp.annotations_file) if bp.annotations_file else None
-    key = stable_hash({"params": bp.model_dump(mode="json"), "seed": P.run.seed, "src": file_hash(src),
-                       "ann": file_hash(ann) if ann else None, "drafter": P.model(bp.draft_role).model_dump(mode="json") if bp.n_drafted else None})
-    if is_done(out, key=key) and (out/"stats.json").exists(): return read_json(out/"stats.json")
     data = load_benchmark(src)
     insts = subset(data["instances"], bp.max_instances, P.run.seed)
     drafts = []
@@ -553,7 +553,7 @@ def run_benchmark(P: Params) -> dict:
              "review": review}
     atomic_write_json(out/"stats.json", stats)
     composition_table(bench["instances"]).to_csv(out/"composition.csv", index=False)
-    mark_done(out, key=key, n_instances=stats["n_instances"])
+    finish_stage(P, "benchmark", n_instances=stats["n_instances"])
     return stats
 
 def figures_benchmark(P: Params) -> list:

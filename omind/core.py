@@ -13,11 +13,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
-__all__ = ['EMBEDDED_LLM', 'EMBEDDED_EMBEDDER', 'SECTIONS', 'TOP_KEYS', 'canonical_json', 'stable_hash', 'file_hash',
-           'atomic_write', 'atomic_write_json', 'read_json', 'read_jsonl', 'JsonlLog', 'seed_everything', 'Strict',
-           'ModelSpec', 'RunParams', 'section_class', 'ParamsError', 'Params', 'deep_merge', 'load_params',
-           'project_root', 'run_dir', 'figures_dir', 'cache_dir', 'resolve_path', 'mark_done', 'is_done',
-           'require_stage', 'get_secret', 'redact', 'set_style', 'save_figure', 'save_table']
+__all__ = ['EMBEDDED_LLM', 'EMBEDDED_EMBEDDER', 'STAGES', 'STAGE_NAMES', 'SECTIONS', 'TOP_KEYS', 'EXPORTED', 'canonical_json',
+           'stable_hash', 'file_hash', 'atomic_write', 'atomic_write_json', 'read_json', 'read_jsonl', 'JsonlLog',
+           'seed_everything', 'Strict', 'ModelSpec', 'RunParams', 'Stage', 'get_stage', 'section_class', 'ParamsError',
+           'Params', 'deep_merge', 'parse_set', 'apply_sets', 'load_params', 'project_root', 'run_dir', 'figures_dir',
+           'cache_dir', 'resolve_path', 'mark_done', 'is_done', 'strip_comments', 'omind_imports', 'cell_directives',
+           'is_run_cell', 'stage_modules', 'stage_fingerprint', 'stage_key', 'set_aside', 'open_stage', 'finish_stage',
+           'stage_done', 'require_stage', 'get_secret', 'redact', 'set_style', 'save_figure', 'save_table']
 
 # %% ../nbs/00_core.ipynb #8a4fa33d
 def _jsonable(o):
@@ -116,14 +118,10 @@ class JsonlLog:
 
 # %% ../nbs/00_core.ipynb #ff89b513
 def seed_everything(seed: int) -> int:
-    "Seed Python, NumPy and (if installed) torch; returns the seed."
-    random.seed(seed); os.environ["PYTHONHASHSEED"] = str(seed)
-    try:
-        import numpy as np; np.random.seed(seed % 2**32)
-    except ImportError: pass
-    try:
-        import torch; torch.manual_seed(seed)
-    except ImportError: pass
+    "Seed Python, NumPy and torch through `transformers.set_seed` (and `PYTHONHASHSEED` for subprocesses); returns the seed."
+    from transformers import set_seed
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    set_seed(seed)
     return seed
 
 # %% ../nbs/00_core.ipynb #fc20b320
@@ -150,33 +148,55 @@ class ModelSpec(Strict):
 class RunParams(Strict):
     "Name of the run, its seed, and where results and figures go (relative to the project root)."
     name: str = "default"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)     # NumPy accepts seeds in [0, 2**32)
     results_dir: str = "results"
     figures_dir: str = "figures"
     cache_dir: Optional[str] = None           # LLM response cache; default results/<run>/cache
 
 # %% ../nbs/00_core.ipynb #f120bf73
-# section name -> "module:ClassName"; each stage notebook defines and documents its own section.
-SECTIONS = {
-    "knowledge": "omind.knowledge:KnowledgeParams",
-    "synthesis": "omind.synthesis:SynthesisParams",
-    "review": "omind.review:ReviewParams",
-    "dataset": "omind.dataset:DatasetParams",
-    "train": "omind.train:TrainParams",
-    "benchmark": "omind.benchmark:BenchmarkParams",
-    "evaluate": "omind.evaluate:EvaluateParams",
-    "figures": "omind.figures:FiguresParams",
-}
+@dataclass(frozen=True)
+class Stage:
+    "One step of the pipeline. Its name is also its params section, its module `omind.<name>` and its folder `results/<run>/<name>/`."
+    name: str
+    notebook: str                # the stage notebook under nbs/, executed by `omind run`
+    params_class: str            # the pydantic class of its params section, defined in omind.<name>
+    needs: tuple = ()            # upstream stages whose outputs it reads
+    data: tuple = ()             # package data (paths under omind/) whose content it reads
 
-def section_class(name: str):
-    "The pydantic class of params section `name`, or None when its stage module does not exist (yet)."
-    mod, cls = SECTIONS[name].split(":")
-    try: return getattr(importlib.import_module(mod), cls)
-    except ModuleNotFoundError as e:
-        if e.name == mod: return None
-        raise
+    @property
+    def module(self) -> str: return f"omind.{self.name}"
+    @property
+    def sections(self) -> tuple: return (self.name,)
 
 # %% ../nbs/00_core.ipynb #fab84470
+STAGES = (
+    Stage("knowledge", "02_knowledge.ipynb", "KnowledgeParams", (), ("data/knowledge",)),
+    Stage("synthesis", "03_synthesis.ipynb", "SynthesisParams", ("knowledge",)),
+    Stage("review", "04_review.ipynb", "ReviewParams", ("synthesis",)),
+    Stage("dataset", "05_dataset.ipynb", "DatasetParams", ("review",)),
+    Stage("train", "06_train.ipynb", "TrainParams", ("dataset",)),
+    Stage("benchmark", "07_benchmark.ipynb", "BenchmarkParams", ("knowledge",), ("data/benchmark",)),
+    Stage("evaluate", "08_evaluate.ipynb", "EvaluateParams", ("dataset", "train", "benchmark"), ("data/calibration",)),
+    Stage("figures", "09_figures.ipynb", "FiguresParams", ("knowledge", "synthesis", "review", "dataset", "train", "benchmark", "evaluate")),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+def get_stage(name: str) -> Stage:
+    "The registered stage called `name`; a clear error (with a suggestion) otherwise."
+    for s in STAGES:
+        if s.name == name: return s
+    m = difflib.get_close_matches(str(name), STAGE_NAMES, n=1)
+    raise ValueError(f"unknown stage '{name}'{f' (did you mean {m[0]!r}?)' if m else ''}; stages: {', '.join(STAGE_NAMES)}")
+
+# params section name -> "module:ClassName", derived from the registry
+SECTIONS = {s.name: f"{s.module}:{s.params_class}" for s in STAGES}
+
+def section_class(name: str):
+    "The pydantic class of params section `name` (imports its stage module)."
+    mod, cls = SECTIONS[name].split(":")
+    return getattr(importlib.import_module(mod), cls)
+
+# %% ../nbs/00_core.ipynb #a9ff8c97
 class ParamsError(ValueError):
     "A params file is malformed: the message names the file, the key and what is wrong."
 
@@ -188,13 +208,12 @@ class Params:
     sections: dict
     source: Optional[Path] = None
     raw: Optional[dict] = None
+    sets: tuple = ()              # the `--set KEY=VALUE` items applied on top of the file
 
     def __getattr__(self, k):
         secs = self.__dict__.get("sections", {})
         if k in secs: return secs[k]
-        if k in SECTIONS:
-            cls = section_class(k)
-            if cls is not None: secs[k] = cls(); return secs[k]
+        if k in SECTIONS: secs[k] = section_class(k)(); return secs[k]
         raise AttributeError(k)
 
     def model(self, role: str) -> ModelSpec:
@@ -212,7 +231,7 @@ class Params:
         d = self.to_dict()
         return stable_hash({k: d.get(k) for k in ("run", "models", *names)})
 
-# %% ../nbs/00_core.ipynb #b9957c6d
+# %% ../nbs/00_core.ipynb #17cdfdf8
 def deep_merge(base: dict, over: dict) -> dict:
     "Recursively merge mapping `over` into a copy of `base`; non-mapping values in `over` replace."
     out = dict(base)
@@ -220,88 +239,188 @@ def deep_merge(base: dict, over: dict) -> dict:
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
+def _yaml_error(path, e: yaml.YAMLError) -> ParamsError:
+    "A ParamsError for a YAML syntax error: `file:line:` and the parser's complaint."
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+    return ParamsError(f"{where}: not valid YAML: {what}")
+
 def _read_yaml(path: Path, seen=()) -> dict:
     "Read a params YAML with its `extends:` chain resolved (relative to each file)."
     if not path.exists(): raise ParamsError(f"{path}: params file not found")
     if path.resolve() in seen: raise ParamsError(f"{path}: `extends` forms a cycle")
-    try: d = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e: raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    try: d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e: raise _yaml_error(path, e) from None
+    except UnicodeDecodeError as e: raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}): save the params file as UTF-8") from None
     if not isinstance(d, dict): raise ParamsError(f"{path}: top level must be a mapping, got {type(d).__name__}")
     parent = d.pop("extends", None)
     if parent is None: return d
-    if not isinstance(parent, str): raise ParamsError(f"{path}: key 'extends' must be a file path")
-    if not (path.parent/parent).exists(): raise ParamsError(f"{path}: key 'extends': params file not found: {path.parent/parent}")
+    if not isinstance(parent, str): raise ParamsError(f"{_locate([path], ['extends'])}: key 'extends' must be a file path")
+    if not (path.parent/parent).exists(): raise ParamsError(f"{_locate([path], ['extends'])}: key 'extends': params file not found: {path.parent/parent}")
     return deep_merge(_read_yaml((path.parent/parent), seen + (path.resolve(),)), d)
 
-# %% ../nbs/00_core.ipynb #a9ff8c97
+def _extends_chain(path: Optional[Path]) -> list:
+    "The params file and the files it extends, child first (for locating keys)."
+    out = []
+    while path is not None and path.exists() and path.resolve() not in {p.resolve() for p in out}:
+        out.append(path)
+        try: parent = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("extends")
+        except Exception: break
+        path = path.parent/parent if isinstance(parent, str) else None
+    return out
+
+def _yaml_depth(f, keys) -> tuple:
+    "How many leading parts of `keys` file `f` sets, and the line of the deepest one."
+    try: node = yaml.compose(Path(f).read_text(encoding="utf-8"))
+    except Exception: return 0, None
+    found, line = 0, None
+    for k in keys:
+        if isinstance(node, yaml.MappingNode):
+            hit = next(((kn, vn) for kn, vn in node.value if kn.value == k), None)
+            if hit is None: break
+            line, node = hit[0].start_mark.line + 1, hit[1]
+        elif isinstance(node, yaml.SequenceNode) and k.isdigit() and int(k) < len(node.value):
+            node = node.value[int(k)]; line = node.start_mark.line + 1
+        else: break
+        found += 1
+    return found, line
+
+def _locate(files, keys) -> str:
+    "`file:line` of dotted key `keys` in the file of the `extends` chain (child first) that sets most of it."
+    keys, best = [str(k) for k in keys], (0, None, None)
+    for f in files:
+        found, line = _yaml_depth(f, keys)
+        if found > best[0]: best = (found, f, line)
+    if best[0]: return f"{best[1]}:{best[2]}"
+    return str(files[0]) if files else "params"
+
+# %% ../nbs/00_core.ipynb #979679cd
 def _suggest(key, valid) -> str:
     m = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1, cutoff=0.6)
     return f" (did you mean '{m[0]}'?)" if m else ""
 
-def _validate(cls, data, where: str, path, check_paths: bool):
-    "Build `cls` from `data`; turn a pydantic error into a ParamsError naming file, key and suggestion."
+def _models_in(ann) -> list:
+    "The pydantic model classes inside a type annotation (through Optional, list, dict, Union...)."
+    import typing
+    if isinstance(ann, type) and issubclass(ann, BaseModel): return [ann]
+    return [m for a in typing.get_args(ann) for m in _models_in(a)]
+
+def _valid_keys(cls, loc) -> list:
+    "The keys allowed where pydantic error location `loc` (ending in the bad key) points, for a suggestion."
+    cands = [cls]
+    for part in loc[:-1]:
+        nxt = [m for c in cands for f in [c.model_fields.get(part) if isinstance(part, str) else None] if f for m in _models_in(f.annotation)]
+        if nxt: cands = nxt
+        elif isinstance(part, str) and any(c.__name__ == part for c in cands): cands = [c for c in cands if c.__name__ == part]
+        # list indices and dict keys keep the item class
+    return sorted({k for c in cands for k in c.model_fields})
+
+class _Where:
+    "Turns a dotted key into the place to report: `file:line`, or the `--set` option that gave it."
+    def __init__(self, path, sets=()):
+        self.path, self.sets, self.files = path, list(sets), _extends_chain(Path(path)) if path else []
+    def __call__(self, keys) -> str:
+        keys = [str(k) for k in keys]
+        for item, ks in reversed(self.sets):
+            n = min(len(ks), len(keys))
+            if ks[:n] == keys[:n]: return f"--set {item}"
+        return _locate(self.files, keys) if self.files else "params"
+
+def _validate(cls, data, where: str, path, check_paths: bool, locate=None):
+    "Build `cls` from `data`; turn a pydantic error into a ParamsError naming file:line, key and suggestion."
+    locate = locate or _Where(path)
     if data is None: data = {}
-    if not isinstance(data, dict): raise ParamsError(f"{path}: key '{where}' must be a mapping, got {type(data).__name__}")
+    if not isinstance(data, dict): raise ParamsError(f"{locate(where.split('.'))}: key '{where}' must be a mapping, got {type(data).__name__}")
     try: obj = cls(**data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
         key = f"{where}.{loc}" if loc else where
+        place = locate([*where.split("."), *err["loc"]])
         if err["type"] == "extra_forbidden":
-            sub = cls
-            for part in err["loc"][:-1]:
-                f = getattr(sub, "model_fields", {}).get(part)
-                ann = getattr(f, "annotation", None)
-                sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-                if sub is None: break
-            valid = list(sub.model_fields) if sub is not None else []
-            raise ParamsError(f"{path}: unknown key '{key}'{_suggest(err['loc'][-1], valid)}") from None
-        raise ParamsError(f"{path}: key '{key}': {err['msg']} (got {err.get('input')!r})") from None
-    if check_paths: _check_paths(obj, where, path)
+            raise ParamsError(f"{place}: unknown key '{key}'{_suggest(err['loc'][-1], _valid_keys(cls, err['loc']))}") from None
+        raise ParamsError(f"{place}: key '{key}': {err['msg']} (got {err.get('input')!r})") from None
+    if check_paths: _check_paths(obj, where, path, locate)
     return obj
 
-def _check_paths(obj: BaseModel, where: str, path):
+def _check_paths(obj: BaseModel, where: str, path, locate=None):
     "Fields whose name ends in `_path`/`_file`/`_dir` (input locations, not outputs) must exist when given."
+    locate = locate or _Where(path)
     for k, v in obj:
         if v is None or k.endswith("output_dir") or k in ("results_dir", "figures_dir", "cache_dir"): continue
-        if isinstance(v, BaseModel): _check_paths(v, f"{where}.{k}", path); continue
+        if isinstance(v, BaseModel): _check_paths(v, f"{where}.{k}", path, locate); continue
+        if isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                if isinstance(x, BaseModel): _check_paths(x, f"{where}.{k}.{i}", path, locate)
         if (k.endswith("_path") or k.endswith("_file") or k.endswith("_dir")) and isinstance(v, str):
-            if v and not _resolve(v, path).exists(): raise ParamsError(f"{path}: key '{where}.{k}': file not found: {v}")
+            if v and not _resolve(v, path).exists(): raise ParamsError(f"{locate([*where.split('.'), k])}: key '{where}.{k}': file not found: {v}")
         if (k.endswith("_paths") or k.endswith("_files") or k.endswith("_dirs")) and isinstance(v, (list, tuple)):
-            for x in v:
-                if not _resolve(x, path).exists(): raise ParamsError(f"{path}: key '{where}.{k}': file not found: {x}")
+            for i, x in enumerate(v):
+                if isinstance(x, str) and not _resolve(x, path).exists():
+                    raise ParamsError(f"{locate([*where.split('.'), k, i])}: key '{where}.{k}.{i}': file not found: {x}")
 
 def _resolve(p, params_path) -> Path:
     "Paths in params are relative to the project root unless absolute (see `resolve_path`)."
     return _under_root(p)
 
-# %% ../nbs/00_core.ipynb #17cdfdf8
+# %% ../nbs/00_core.ipynb #21da2741
+def parse_set(item: str) -> tuple:
+    "Split a `--set` item `a.b.c=value` into the key parts and the YAML-parsed value."
+    if "=" not in item: raise ParamsError(f"--set {item}: expected KEY=VALUE, e.g. --set train.max_steps=10")
+    key, val = item.split("=", 1); parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts): raise ParamsError(f"--set {item}: empty key part in '{key}'")
+    try: value = yaml.safe_load(val) if val.strip() else ""
+    except yaml.YAMLError as e: raise ParamsError(f"--set {item}: value is not valid YAML: {getattr(e, 'problem', e)}") from None
+    return parts, value
+
+def apply_sets(raw: dict, sets) -> dict:
+    "A copy of the params mapping `raw` with every `--set` item applied in order."
+    import copy
+    out = copy.deepcopy(raw)
+    for item in sets:
+        parts, value = parse_set(item)
+        node = out
+        for i, k in enumerate(parts):
+            last, here = i == len(parts) - 1, ".".join(parts[:i])
+            if isinstance(node, list):
+                if not k.isdigit() or int(k) >= len(node):
+                    raise ParamsError(f"--set {item}: '{here}' is a list of {len(node)} items; use an index 0-{len(node) - 1}")
+                k = int(k)
+            elif not isinstance(node, dict):
+                raise ParamsError(f"--set {item}: '{here}' is {type(node).__name__} {node!r}, not a mapping")
+            if last: node[k] = value
+            else:
+                if isinstance(node, dict) and not isinstance(node.get(k), (dict, list)): node[k] = {}
+                node = node[k]
+    return out
+
+# %% ../nbs/00_core.ipynb #aff6845e
 TOP_KEYS = ("run", "models", *SECTIONS)
 
-def load_params(path=None, overrides: Optional[dict] = None, check_paths: bool = True) -> Params:
-    "Load, merge (`extends`) and validate an experiment's params YAML; `None` gives all defaults."
+def load_params(path=None, overrides: Optional[dict] = None, check_paths: bool = True, sets=()) -> Params:
+    "Load, merge (`extends`) and validate an experiment's params YAML, then `overrides` and `--set` items; `None` gives all defaults."
     path = Path(path) if path is not None else None
     if path is not None and not path.exists() and not path.is_absolute() and (project_root()/path).exists():
         path = project_root()/path                            # e.g. "params/tiny.yaml" from a notebook in nbs/
     raw = _read_yaml(path) if path is not None else {}
     if overrides: raw = deep_merge(raw, overrides)
+    sets = list(sets or ())
+    if sets: raw = apply_sets(raw, sets)
+    where = _Where(path, [(s, parse_set(s)[0]) for s in sets])
     for k in raw:
-        if k not in TOP_KEYS: raise ParamsError(f"{path}: unknown key '{k}'{_suggest(k, TOP_KEYS)}")
-    run = _validate(RunParams, raw.get("run"), "run", path, check_paths)
+        if k not in TOP_KEYS: raise ParamsError(f"{where([k])}: unknown key '{k}'{_suggest(k, TOP_KEYS)}")
+    run = _validate(RunParams, raw.get("run"), "run", path, check_paths, where)
     models_raw = raw.get("models") or {}
-    if not isinstance(models_raw, dict): raise ParamsError(f"{path}: key 'models' must be a mapping of role -> model")
+    if not isinstance(models_raw, dict): raise ParamsError(f"{where(['models'])}: key 'models' must be a mapping of role -> model")
     models = {}
     for role, spec in models_raw.items():
         if isinstance(spec, str): spec = {"model": spec}
-        models[role] = _validate(ModelSpec, spec, f"models.{role}", path, False)
+        models[role] = _validate(ModelSpec, spec, f"models.{role}", path, False, where)
     sections = {}
     for name in SECTIONS:
-        cls = section_class(name)
-        if cls is None:
-            if name in raw: raise ParamsError(f"{path}: section '{name}' needs module {SECTIONS[name].split(':')[0]}, which is not installed")
-            continue
-        sections[name] = _validate(cls, raw.get(name), name, path, check_paths)
-    return Params(run=run, models=models, sections=sections, source=path, raw=raw)
+        sections[name] = _validate(section_class(name), raw.get(name), name, path, check_paths, where)
+    return Params(run=run, models=models, sections=sections, source=path, raw=raw, sets=tuple(sets))
 
 # %% ../nbs/00_core.ipynb #70424e13
 def project_root(start=None) -> Path:
@@ -337,21 +456,218 @@ def resolve_path(p) -> Path:
 
 # %% ../nbs/00_core.ipynb #5d656a27
 def mark_done(stage_dir, **info) -> Path:
-    "Write `<stage_dir>/done.json` atomically: the stage finished and these are its facts."
+    "Write `<stage_dir>/done.json` atomically: the stage finished and these are its facts (prefer `finish_stage`)."
     return atomic_write_json(Path(stage_dir)/"done.json", info)
 
 def is_done(stage_dir, **expect) -> bool:
-    "True when `<stage_dir>/done.json` exists and matches every `expect` key."
+    "True when `<stage_dir>/done.json` exists and matches every `expect` key (prefer `stage_done`)."
     p = Path(stage_dir)/"done.json"
     if not p.exists(): return False
     info = read_json(p)
     return all(info.get(k) == v for k, v in expect.items())
 
+# %% ../nbs/00_core.ipynb #c89aac1d
+def strip_comments(src: str) -> str:
+    "Python source without comments, trailing spaces and blank lines: the part of a file that decides what it does."
+    import io, tokenize
+    lines = src.splitlines()
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+            if tok.type == tokenize.COMMENT: r, c = tok.start; lines[r - 1] = lines[r - 1][:c]
+    except (tokenize.TokenError, SyntaxError): pass          # e.g. a `!shell` line: keep the rest as it is
+    return "\n".join(l.rstrip() for l in lines if l.strip())
+
+def omind_imports(src: str, module: str = "omind") -> set:
+    "The `omind...` module names imported anywhere in `src` (also inside functions); relative imports resolved from `module`."
+    import ast
+    try: tree = ast.parse(src)
+    except SyntaxError: return set()
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import): out |= {a.name for a in n.names}
+        elif isinstance(n, ast.ImportFrom):
+            base = ".".join(module.split(".")[:-n.level]) if n.level else ""
+            mod = ".".join(x for x in (base, n.module) if x)
+            out |= {mod} | {f"{mod}.{a.name}" for a in n.names}      # `from omind import llm` imports omind.llm
+    return {m for m in out if m == "omind" or m.startswith("omind.")}
+
+# %% ../nbs/00_core.ipynb #46b7cbf9
+def _code_root(root=None) -> Path:
+    "The `omind/` source folder: the project's (the one notebooks export to) or else the installed package's."
+    r = Path(root) if root else project_root()
+    return r/"omind" if (r/"omind"/"__init__.py").exists() else Path(__file__).parent
+
+def _module_file(mod: str, code: Path) -> Optional[Path]:
+    rel = mod.split(".")[1:]
+    if not rel: return code/"__init__.py"
+    for f in (code.joinpath(*rel).with_suffix(".py"), code.joinpath(*rel)/"__init__.py"):
+        if f.exists(): return f
+    return None
+
+def cell_directives(src: str) -> set:
+    "nbdev directives (`#| export`, `#| slow`, ...) at the top of a cell."
+    out = set()
+    for l in src.splitlines():
+        l = l.strip()
+        if l.startswith("#|"): out.add(l[2:].strip().split()[0] if l[2:].strip() else "")
+        elif l: break
+    return out
+
+def _only_imports(src: str) -> bool:
+    "True when a cell holds nothing but import statements (and comments)."
+    import ast
+    try: body = ast.parse(src).body
+    except SyntaxError: return False
+    return bool(body) and all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body)
+
+EXPORTED = {"export", "exports", "exporti"}
+
+def is_run_cell(cell, with_tests: bool = False) -> bool:
+    "Whether `omind run` executes this code cell: exported code, imports, the parameters cell and `#| slow` cells (and tests when asked)."
+    if cell.get("cell_type") != "code": return False
+    src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    d = cell_directives(src)
+    if "eval:" in d or "hide" in d and not d & EXPORTED: return False
+    return bool(with_tests or d & ({"default_exp", "slow"} | EXPORTED) or _only_imports(src)
+                or "parameters" in cell.get("metadata", {}).get("tags", []))
+
+_PARSED: dict = {}
+
+def _parsed(f: Path, kind: str, fn):
+    "`fn(f)` memoised on the file's path, size and modification time (keys are computed often, files change rarely)."
+    st = f.stat(); sig = (kind, str(f), st.st_size, st.st_mtime_ns)
+    if sig not in _PARSED: _PARSED[sig] = fn(f)
+    return _PARSED[sig]
+
+def _read_run_code(nb_path: Path) -> list:
+    out = []
+    for c in json.loads(nb_path.read_text(encoding="utf-8")).get("cells", []):
+        src = "".join(c["source"]) if isinstance(c.get("source"), list) else c.get("source", "")
+        if not is_run_cell(c) or cell_directives(src) & EXPORTED or "parameters" in c.get("metadata", {}).get("tags", []): continue
+        code = strip_comments(src)
+        if code: out.append(code)
+    return out
+
+def _notebook_run_code(nb_path: Path) -> list:
+    "The code of a stage notebook's run cells that is not exported to omind/ (that code is hashed as modules)."
+    return _parsed(nb_path, "nb", _read_run_code) if nb_path.exists() else []
+
+def _module_facts(f: Path, mod: str) -> tuple:
+    "(hash of the code without comments, omind modules it imports) of one module file."
+    def read(f):
+        src = f.read_text(encoding="utf-8")
+        return stable_hash(strip_comments(src)), omind_imports(src, mod if f.name != "__init__.py" else mod + ".__init__")
+    return _parsed(f, "py:" + mod, read)
+
+def stage_modules(name: str, root=None) -> list:
+    "The omind modules stage `name` runs: its module, what its notebook's run cells import, and everything they import."
+    st, code = get_stage(name), _code_root(root)
+    todo = {st.module, "omind.core"}                     # `omind run` starts every stage notebook with omind.core
+    for src in _notebook_run_code(Path(root or project_root())/"nbs"/st.notebook): todo |= omind_imports(src)
+    seen = set()
+    while todo:
+        m = todo.pop()
+        f = _module_file(m, code)
+        if m in seen or f is None: continue
+        seen.add(m)
+        todo |= _module_facts(f, m)[1]
+    return sorted(seen)
+
+# %% ../nbs/00_core.ipynb #52660482
+_HASHES: dict = {}
+
+def _content_hash(p: Path) -> Optional[str]:
+    "`file_hash` of a file or folder (None when missing), memoised on names, sizes and modification times."
+    p = Path(p)
+    if not p.exists(): return None
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    sig = (str(p.resolve()), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if sig not in _HASHES: _HASHES[sig] = file_hash(p)
+    return _HASHES[sig]
+
+def _input_paths(obj, where: str = "") -> list:
+    "(key, path) of every input location a params section names (same naming rule as the params path check)."
+    out = []
+    items = obj.items() if isinstance(obj, dict) else obj if isinstance(obj, BaseModel) else []
+    for k, v in items:
+        key = f"{where}.{k}" if where else str(k)
+        if isinstance(v, BaseModel): out += _input_paths(v, key); continue
+        if isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                if isinstance(x, BaseModel): out += _input_paths(x, f"{key}.{i}")
+        if k.endswith("output_dir") or k in ("results_dir", "figures_dir", "cache_dir"): continue
+        if (k == "path" or k.endswith(("_path", "_file", "_dir"))) and isinstance(v, str) and v: out.append((key, v))
+        if k.endswith(("_paths", "_files", "_dirs")) and isinstance(v, (list, tuple)):
+            out += [(f"{key}.{i}", x) for i, x in enumerate(v) if isinstance(x, str)]
+    return out
+
+def stage_fingerprint(P: Params, name: str, root=None, _keys: Optional[dict] = None) -> dict:
+    "The parts of stage `name`'s key (each a hash): params, input files, package data, upstream keys, code, notebook."
+    st, d, code = get_stage(name), P.to_dict(), _code_root(root)
+    _keys = {} if _keys is None else _keys
+    sec = P.sections[name] if name in P.sections else getattr(P, name)
+    return {"params": stable_hash({k: d.get(k) for k in ("run", "models", *st.sections)}),
+            "inputs": stable_hash({k: _content_hash(resolve_path(v)) for k, v in _input_paths(sec, name)}),
+            "data": stable_hash({p: _content_hash(code/p) for p in st.data}),
+            "upstream": stable_hash({n: stage_key(P, n, root, _keys) for n in st.needs}),
+            "code": stable_hash({m: _module_facts(_module_file(m, code), m)[0] for m in stage_modules(name, root)}),
+            "notebook": stable_hash(_notebook_run_code(Path(root or project_root())/"nbs"/st.notebook))}
+
+def stage_key(P: Params, name: str, root=None, _keys: Optional[dict] = None) -> str:
+    "The key of stage `name` for experiment `P`: outputs written under another key are out of date."
+    _keys = {} if _keys is None else _keys
+    if name not in _keys: _keys[name] = stable_hash(stage_fingerprint(P, name, root, _keys))
+    return _keys[name]
+
+# %% ../nbs/00_core.ipynb #f8bd0d4d
+def _now() -> str:
+    import datetime as _dt
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+def set_aside(P: Params, name: str, why: str = "") -> Optional[Path]:
+    "Move stage `name`'s outputs to `results/<run>/set-aside/<name>-<key>-<time>/` (nothing is deleted); returns it."
+    d = run_dir(P, name)
+    if not any(d.iterdir()): return None
+    old = (read_json(d/"stage.json").get("key") if (d/"stage.json").exists() else None) or "unkeyed"
+    import time
+    dest = run_dir(P)/"set-aside"/f"{name}-{old[:10]}-{time.strftime('%Y%m%dT%H%M%S')}"
+    n = 1
+    while dest.exists(): n += 1; dest = dest.with_name(f"{dest.name.rsplit('.', 1)[0]}.{n}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(d, dest); d.mkdir()
+    print(f"{name}: outputs {why or 'written under another key'} set aside -> {dest}")
+    return dest
+
+def open_stage(P: Params, name: str) -> Path:
+    "Start (or resume) stage `name`: set aside outputs written under another key, record the key, return the folder."
+    d, key = run_dir(P, name), stage_key(P, name)
+    info = read_json(d/"stage.json") if (d/"stage.json").exists() else {}
+    if info.get("key") != key and any(d.iterdir()):
+        set_aside(P, name, "written under another key (params, inputs or code changed)" if info else "without a key")
+    if info.get("key") != key: atomic_write_json(d/"stage.json", {"stage": name, "key": key, "opened": _now(),
+                                                                  "parts": stage_fingerprint(P, name)})
+    return d
+
+def finish_stage(P: Params, name: str, **facts) -> Path:
+    "Mark stage `name` finished: `done.json` with the key it was opened under, the time and `facts`."
+    d = run_dir(P, name)
+    key = read_json(d/"stage.json").get("key") if (d/"stage.json").exists() else stage_key(P, name)
+    return atomic_write_json(d/"done.json", {"stage": name, "key": key, "finished": _now(), **facts})
+
+def stage_done(P: Params, name: str, any_key: bool = False) -> bool:
+    "Whether stage `name` finished under its current key (`any_key`: finished at all, e.g. committed results)."
+    p = run_dir(P)/name/"done.json"             # (does not create the stage folder)
+    if not p.exists(): return False
+    return any_key or read_json(p).get("key") == stage_key(P, name)
+
 def require_stage(P: Params, stage: str) -> Path:
-    "The folder of upstream `stage`; a clear error when it has not finished."
+    "The folder of upstream `stage`; a clear error when it has not finished, or finished under another key."
     d = run_dir(P, stage)
     if not (d/"done.json").exists():
         raise FileNotFoundError(f"stage '{stage}' has not finished for run '{P.run.name}' ({d}/done.json missing): run it first, e.g. `omind run PARAMS --only {stage}`")
+    key = read_json(d/"done.json").get("key")
+    if key is not None and key != stage_key(P, stage):
+        raise FileNotFoundError(f"stage '{stage}' of run '{P.run.name}' is out of date (its params, inputs or code changed since it ran): rerun it, e.g. `omind run PARAMS --from {stage}`")
     return d
 
 # %% ../nbs/00_core.ipynb #5e9c295a

@@ -11,7 +11,8 @@ from typing import Optional, Sequence
 
 from pydantic import Field
 from .core import (Strict, atomic_write, atomic_write_json, read_jsonl, read_json, run_dir, figures_dir, require_stage,
-                        mark_done, stable_hash, set_style, save_figure, save_table)
+                        open_stage, finish_stage, stable_hash, set_style, save_figure, save_table)
+from .tasks import get_task, task_names, task_order, unknown_task
 
 # %% auto #0
 __all__ = ['SPLITS', 'DatasetParams', 'assign_splits', 'to_row', 'features', 'dataset_stats', 'dataset_card', 'run_dataset',
@@ -35,6 +36,7 @@ class DatasetParams(Strict):
 # %% ../nbs/05_dataset.ipynb #9a06015b
 SPLITS = ("train", "validation", "test", "dpo")
 
+# %% ../nbs/05_dataset.ipynb #fc622e48
 def assign_splits(ids_by_task: dict, D: DatasetParams, seed: int = 0) -> dict:
     "{id: split} with every task cut into the shares of `D` (deterministic by seed and task)."
     if D.validation_share + D.test_share + D.dpo_share >= 1: raise ValueError("validation_share + test_share + dpo_share must be < 1")
@@ -58,8 +60,10 @@ def assign_splits(ids_by_task: dict, D: DatasetParams, seed: int = 0) -> dict:
 
 # %% ../nbs/05_dataset.ipynb #3bb4e458
 def _msgs(ms, drop_system=False) -> list[dict]:
+    "Messages as plain `{role, content}` string pairs (system turns left out with `drop_system`)."
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in ms or [] if not (drop_system and m["role"] == "system")]
 
+# %% ../nbs/05_dataset.ipynb #bc6ac84a
 def to_row(r: dict, D: DatasetParams) -> dict:
     "Dataset row of one reviewed record."
     ev = [e["text"] if isinstance(e, dict) else str(e) for e in r.get("evidence") or []]
@@ -77,6 +81,7 @@ def to_row(r: dict, D: DatasetParams) -> dict:
             "draft_messages": _msgs(r.get("draft_messages") or r["messages"], D.drop_system), "evidence": ev,
             "provenance": json.dumps(prov, ensure_ascii=False, sort_keys=True)}
 
+# %% ../nbs/05_dataset.ipynb #f12cee9d
 def features():
     "The Arrow schema of every split (explicit, so that an empty split has the same columns)."
     from datasets import Features, Value, List
@@ -90,9 +95,10 @@ def dataset_stats(rows_by_split: dict) -> dict:
     "Counts per split and task, turns and characters of the target answers."
     st = {"splits": {}, "tasks": {}}
     for sp, rows in rows_by_split.items():
-        st["splits"][sp] = {"n": len(rows), "by_task": dict(sorted(Counter(r["task"] for r in rows).items()))}
+        c = Counter(r["task"] for r in rows)
+        st["splits"][sp] = {"n": len(rows), "by_task": {t: c[t] for t in task_order(c)}}
     allr = [r for rows in rows_by_split.values() for r in rows]
-    for task in sorted({r["task"] for r in allr}):
+    for task in task_order(r["task"] for r in allr):
         rs = [r for r in allr if r["task"] == task]
         ans = [next((m["content"] for m in reversed(r["messages"]) if m["role"] == "assistant"), "") for r in rs]
         st["tasks"][task] = {"n": len(rs), "mean_user_turns": round(sum(sum(m["role"] == "user" for m in r["messages"]) for r in rs) / len(rs), 2),
@@ -101,14 +107,18 @@ def dataset_stats(rows_by_split: dict) -> dict:
     st["n"] = len(allr)
     return st
 
+# %% ../nbs/05_dataset.ipynb #6b870e68
 def _md_table(df) -> str:
+    "A markdown table of `df` ('(empty)' when it has no rows)."
     return df.to_markdown(index=False) if len(df) else "(empty)"
 
+# %% ../nbs/05_dataset.ipynb #051502aa
 def dataset_card(P, stats: dict, funnel=None, sources: Sequence[str] = ()) -> str:
     "The README.md (dataset card) of a run's dataset."
     import pandas as pd
     D = P.dataset
-    tasks = sorted(stats["tasks"])
+    tasks = task_order(stats["tasks"])
+    families = "; ".join(f"`{t}` {get_task(t).title}" if t in task_names() else f"`{t}`" for t in tasks or task_names())
     comp = pd.DataFrame([{"task": t, **{sp: stats["splits"].get(sp, {}).get("by_task", {}).get(t, 0) for sp in SPLITS}} for t in tasks])
     size = "n<1K" if stats["n"] < 1000 else "1K<n<10K" if stats["n"] < 10000 else "10K<n<100K" if stats["n"] < 100000 else "100K<n<1M"
     teachers = sorted({m for m in stats.get("teachers", [])})
@@ -123,7 +133,7 @@ def dataset_card(P, stats: dict, funnel=None, sources: Sequence[str] = ()) -> st
              "## Splits and tasks", "", _md_table(comp), "",
              "`dpo` holds instances kept out of SFT for building preference pairs (`draft_messages` = the pre-review answer).", "",
              "## Columns", "",
-             "- `id`, `task` (mcqa, classification, root_cause, qa, conversation)",
+             f"- `id`, `task` (the task family: {families})",
              "- `messages`: list of `{role, content}` (TRL conversational format; the last assistant turn is the target)",
              "- `label` (gold answer / class, '' if none), `options` (MCQA choices)",
              "- `draft_messages`: the same conversation before review (rejected candidates for DPO)",
@@ -151,20 +161,23 @@ def _sources(P, evidence_ids: Sequence[str] = ()) -> list[str]:
     if len(used) > 30: out.append(f"... and {len(used) - 30} more sources")
     return ([P.dataset.sources_note] if P.dataset.sources_note else []) + out
 
+# %% ../nbs/05_dataset.ipynb #21135196
 def run_dataset(P) -> dict:
     "Dataset stage: review/reviewed.jsonl -> dataset/hf (DatasetDict), README.md, stats.json."
     from datasets import Dataset, DatasetDict
     import pandas as pd
     D = P.dataset
-    rdir = require_stage(P, "review"); out = run_dir(P, "dataset")
+    rdir = require_stage(P, "review"); out = open_stage(P, "dataset")
     recs = [r for r in read_jsonl(rdir/"reviewed.jsonl") if r.get("kept")]
+    for r in recs:
+        if r.get("task") not in task_names(): raise ValueError(f"{rdir/'reviewed.jsonl'}: kept record {r.get('id')!r}: {unknown_task(r.get('task'))}")
     by_task = defaultdict(list)
     for r in recs: by_task[r["task"]].append(r)
     if D.max_per_task is not None:
         for t in by_task: by_task[t] = sorted(by_task[t], key=lambda r: stable_hash([P.run.seed, r["id"]]))[:D.max_per_task]
     sp = assign_splits({t: [r["id"] for r in rs] for t, rs in by_task.items()}, D, P.run.seed)
     rows = {s: [] for s in SPLITS}
-    for t in sorted(by_task):
+    for t in sorted(by_task):            # rows by task name, then id: the training order does not depend on registration order
         for r in sorted(by_task[t], key=lambda r: r["id"]): rows[sp[r["id"]]].append(to_row(r, D))
     F = features()
     mk_split = lambda rs: Dataset.from_list(rs, features=F) if rs else Dataset.from_dict({k: [] for k in F}, features=F)
@@ -180,7 +193,7 @@ def run_dataset(P) -> dict:
     ev_ids = [e.get("id") for r in recs for e in r.get("evidence") or [] if isinstance(e, dict)]
     atomic_write(out/"README.md", dataset_card(P, stats, funnel, _sources(P, ev_ids)))
     summary = {"n": stats["n"], **{s: len(rows[s]) for s in SPLITS}, "by_task": {t: len(v) for t, v in sorted(by_task.items())}}
-    mark_done(out, params=P.section_hash("synthesis", "review", "dataset"), **summary)
+    finish_stage(P, "dataset", **summary)
     return summary
 
 # %% ../nbs/05_dataset.ipynb #07137d53
@@ -190,7 +203,7 @@ def figures_dataset(P) -> list[Path]:
     d = run_dir(P, "dataset"); out = figures_dir(P)
     if not (d/"stats.json").exists(): raise FileNotFoundError(f"{d/'stats.json'} missing: run the dataset stage first")
     st = read_json(d/"stats.json"); set_style()
-    tasks = sorted(st["tasks"])
+    tasks = task_order(st["tasks"])
     df = pd.DataFrame([{"task": t, **{s: st["splits"].get(s, {}).get("by_task", {}).get(t, 0) for s in SPLITS}} for t in tasks])
     df["total"] = df[list(SPLITS)].sum(1) if len(df) else []
     paths = save_table(df, out, "dataset_composition")

@@ -8,10 +8,11 @@ import importlib, json
 from pathlib import Path
 from typing import Optional
 
-from .core import Strict, Params, figures_dir, run_dir, read_json, set_style, save_figure, save_table, load_params
+from .core import (Strict, Params, STAGES, figures_dir, run_dir, read_json, set_style, save_figure, save_table, load_params,
+                        stage_done, finish_stage)
 
 # %% auto #0
-__all__ = ['FIGURE_STAGES', 'FiguresParams', 'stage_figures', 'flatten_numeric', 'compare_runs', 'figures_ablations',
+__all__ = ['FiguresParams', 'FiguresIncomplete', 'stage_figures', 'flatten_numeric', 'compare_runs', 'figures_ablations',
            'make_figures', 'run_figures']
 
 # %% ../nbs/09_figures.ipynb #1ce769bb
@@ -21,20 +22,29 @@ class FiguresParams(Strict):
     compare_metrics: list[str] = []       # dotted keys (review.n_kept, evaluate.<key of summary.json>...); empty = every shared one (max 12)
 
 # %% ../nbs/09_figures.ipynb #944a0f7b
-FIGURE_STAGES = ("knowledge", "synthesis", "review", "dataset", "train", "benchmark", "evaluate")
+class FiguresIncomplete(FileNotFoundError):
+    "Some figures could not be regenerated: `missing` lists (stage, what is missing); `paths` the files written anyway."
+    def __init__(self, missing: list, paths: list):
+        self.missing, self.paths = missing, paths
+        super().__init__("figures could not be regenerated for " + "; ".join(f"stage '{s}': {m}" for s, m in missing))
 
-def stage_figures(P: Params, verbose: bool = True) -> list[Path]:
-    "Call every available `figures_<stage>(P)` whose stage has finished; returns the files written."
-    out = []
-    for st in FIGURE_STAGES:
-        try: mod = importlib.import_module(f"omind.{st}")
-        except ModuleNotFoundError: continue
-        fn = getattr(mod, f"figures_{st}", None)
-        if fn is None or not (run_dir(P, st)/"done.json").exists():
-            if verbose and fn is not None: print(f"figures: stage '{st}' has not finished for run '{P.run.name}', skipped")
+def _has_run(P: Params, name: str) -> bool:
+    "Whether stage `name` finished, or (committed results without done markers) left any file in its folder."
+    d = run_dir(P)/name
+    return stage_done(P, name, any_key=True) or d.is_dir() and any(f.is_file() for f in d.rglob("*"))
+
+def stage_figures(P: Params, verbose: bool = True) -> tuple:
+    "Call `figures_<stage>(P)` of every stage that has run; returns (files written, [(stage, what is missing)])."
+    out, missing = [], []
+    for st in STAGES:
+        fn = getattr(importlib.import_module(st.module), f"figures_{st.name}", None)
+        if fn is None: continue
+        if not _has_run(P, st.name):
+            if verbose: print(f"figures: stage '{st.name}' has not run for run '{P.run.name}', skipped")
             continue
-        out += list(fn(P) or [])
-    return out
+        try: out += list(fn(P) or [])
+        except FileNotFoundError as e: missing.append((st.name, str(e)))
+    return out, missing
 
 # %% ../nbs/09_figures.ipynb #ede20782
 def flatten_numeric(d, prefix: str = "") -> dict:
@@ -93,13 +103,14 @@ def figures_ablations(P: Params) -> list[Path]:
 
 # %% ../nbs/09_figures.ipynb #c771b15e
 def make_figures(P: Params, verbose: bool = True) -> list[Path]:
-    "Every figure and table of a run (per stage, then ablations), from results/ alone."
-    return stage_figures(P, verbose) + figures_ablations(P)
+    "Every figure and table of a run (per stage, then ablations), from results/ alone; `FiguresIncomplete` names what is missing."
+    paths, missing = stage_figures(P, verbose)
+    paths += figures_ablations(P)
+    if missing: raise FiguresIncomplete(missing, paths)
+    return paths
 
 def run_figures(P: Params) -> dict:
     "The figures stage: regenerate everything and record the list of files."
-    from omind.core import mark_done
     paths = make_figures(P)
-    d = run_dir(P, "figures")
-    mark_done(d, files=[str(p) for p in paths])
+    finish_stage(P, "figures", files=[str(p) for p in paths])
     return {"files": len(paths), "figures_dir": str(figures_dir(P))}

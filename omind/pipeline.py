@@ -4,52 +4,40 @@
 
 # %% ../nbs/10_pipeline.ipynb #a881a07d
 from __future__ import annotations
-import argparse, datetime as _dt, fcntl, importlib.metadata as _md, json, os, sys, time
-from dataclasses import dataclass
+import argparse, contextlib, datetime as _dt, fcntl, importlib.metadata as _md, json, os, signal, sys, time
 from pathlib import Path
 from typing import Optional
 
-from .core import (Params, ParamsError, load_params, run_dir, project_root, file_hash, stable_hash,
-                        atomic_write, atomic_write_json, read_json)
+from .core import (Params, ParamsError, Stage, STAGES, STAGE_NAMES, load_params, run_dir, project_root,
+                        atomic_write, atomic_write_json, read_json, stage_key, stage_fingerprint, stage_done, finish_stage,
+                        set_aside, is_run_cell)
 
 # %% auto #0
-__all__ = ['STAGES', 'VERSIONED', 'Stage', 'PipelineError', 'available_stages', 'select_stages', 'versions', 'stage_fingerprint',
-           'manifest_path', 'read_manifest', 'stage_cells', 'StageFailed', 'execute_stage', 'run_pipeline',
-           'status_table', 'params_from_manifest', 'write_readme', 'main']
+__all__ = ['VERSIONED', 'KERNEL_LOCK_ENV', 'RUN_PID_ENV', 'FIRST_CELL', 'params_from_manifest', 'PipelineError', 'find_nbs',
+           'available_stages', 'select_stages', 'versions', 'manifest_path', 'read_manifest', 'changed_parts',
+           'guard_kernel', 'kernel_holder', 'kill_kernel', 'wait_for_kernel', 'stage_cells', 'StageFailed',
+           'execute_stage', 'run_pipeline', 'status_table', 'params_for_run', 'write_readme', 'parser', 'main']
 
 # %% ../nbs/10_pipeline.ipynb #bf7a5be8
-@dataclass(frozen=True)
-class Stage:
-    "One step of the pipeline: its name (= its folder under results/<run>/), notebook, params sections, upstream stages."
-    name: str
-    notebook: str
-    sections: tuple = ()
-    needs: tuple = ()
-
-STAGES = (
-    Stage("knowledge", "02_knowledge.ipynb", ("knowledge",)),
-    Stage("synthesis", "03_synthesis.ipynb", ("synthesis",), ("knowledge",)),
-    Stage("review", "04_review.ipynb", ("review",), ("synthesis",)),
-    Stage("dataset", "05_dataset.ipynb", ("dataset",), ("review",)),
-    Stage("train", "06_train.ipynb", ("train",), ("dataset",)),
-    Stage("benchmark", "07_benchmark.ipynb", ("benchmark",), ("knowledge",)),
-    Stage("evaluate", "08_evaluate.ipynb", ("evaluate",), ("dataset", "train", "benchmark")),
-    Stage("figures", "09_figures.ipynb", ("figures",), ("knowledge", "synthesis", "review", "dataset", "train", "benchmark", "evaluate")),
-)
-
 class PipelineError(RuntimeError):
-    "A pipeline cannot run as asked (unknown stage, missing upstream stage, a stage failed, a run is locked)."
+    "A pipeline cannot run as asked (no nbs/, unknown stage, missing upstream stage, a stage failed, a run is locked)."
+
+def find_nbs(nbs: Optional[Path] = None) -> Path:
+    "The `nbs/` folder of the project (found from the working directory); a clear error when there is none."
+    nbs = Path(nbs) if nbs else project_root()/"nbs"
+    if not nbs.is_dir():
+        raise PipelineError(f"no nbs/ folder at or above {Path.cwd()}: `omind run` executes the stage notebooks in nbs/, so start it inside the omind repository")
+    return nbs
 
 def available_stages(nbs: Optional[Path] = None) -> list:
-    "The stages whose notebooks exist, in order; upstream links to missing stages are dropped."
-    nbs = Path(nbs or project_root()/"nbs")
-    st = [s for s in STAGES if (nbs/s.notebook).exists()]
-    names = {s.name for s in st}
-    return [Stage(s.name, s.notebook, s.sections, tuple(n for n in s.needs if n in names)) for s in st]
+    "The registered stages whose notebooks exist in `nbs/`, in run order."
+    nbs = find_nbs(nbs)
+    return [s for s in STAGES if (nbs/s.notebook).exists()]
 
 def select_stages(stages: list, only: Optional[str] = None, start: Optional[str] = None) -> list:
-    "The stages to consider for `--only` / `--from` (names checked, with a clear error)."
+    "The stages to consider for `--only` / `--from` (names checked, with a clear error); empty is an error."
     names = [s.name for s in stages]
+    if not stages: raise PipelineError("nothing to do: no stage notebooks found in nbs/")
     for n in (only, start):
         if n is not None and n not in names: raise PipelineError(f"unknown stage '{n}'; stages: {', '.join(names)}")
     if only: return [s for s in stages if s.name == only]
@@ -67,11 +55,6 @@ def versions() -> dict:
         except _md.PackageNotFoundError: out[p] = None
     return out
 
-def stage_fingerprint(P: Params, stage: Stage, upstream: dict, nbs: Path) -> str:
-    "Hash of everything that decides a stage's outputs."
-    return stable_hash({"params": P.section_hash(*stage.sections), "notebook": file_hash(nbs/stage.notebook),
-                        "upstream": {n: upstream.get(n) for n in stage.needs}})
-
 def manifest_path(P: Params) -> Path: return run_dir(P)/"manifest.json"
 
 def read_manifest(P_or_dir) -> dict:
@@ -79,36 +62,69 @@ def read_manifest(P_or_dir) -> dict:
     p = manifest_path(P_or_dir) if isinstance(P_or_dir, Params) else Path(P_or_dir)/"manifest.json"
     return read_json(p) if p.exists() else {"stages": {}}
 
-# %% ../nbs/10_pipeline.ipynb #d56a49ee
-def _directives(src: str) -> set:
-    "nbdev directives (`#| export`, `#| slow`, ...) of a cell."
-    out = set()
-    for l in src.splitlines():
-        l = l.strip()
-        if l.startswith("#|"): out.add(l[2:].strip().split()[0] if l[2:].strip() else "")
-        elif l: break
-    return out
+def changed_parts(old: dict, new: dict) -> list:
+    "Which parts of a stage key differ between two fingerprints (e.g. ['code', 'upstream'])."
+    return [k for k in new if (old or {}).get(k) != new[k]]
 
-def _only_imports(src: str) -> bool:
-    "True when a cell holds nothing but import statements (and comments)."
-    import ast
-    try: body = ast.parse(src).body
-    except SyntaxError: return False
-    return bool(body) and all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body)
+# %% ../nbs/10_pipeline.ipynb #d56a49ee
+KERNEL_LOCK_ENV, RUN_PID_ENV = "OMIND_KERNEL_LOCK", "OMIND_RUN_PID"
+_GUARD: list = []
+
+def guard_kernel():
+    "In a stage kernel started by `omind run`: hold the run's kernel lock while alive and die with `omind run`."
+    path = os.environ.get(KERNEL_LOCK_ENV)
+    if not path or _GUARD: return
+    f = open(path, "a+")
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0); f.truncate(); f.write(f"{os.getpid()}\n"); f.flush()
+    _GUARD.append(f)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG: die with the parent
+        except Exception: pass
+    parent = int(os.environ.get(RUN_PID_ENV) or 0)
+    if parent and os.getppid() != parent: os._exit(1)                      # `omind run` died before we got here
+
+def kernel_holder(lock_path: Path) -> Optional[int]:
+    "The pid of a live kernel holding `lock_path`, or None when the lock is free."
+    if not Path(lock_path).exists(): return None
+    with open(lock_path, "a+") as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0); txt = f.read().strip()
+            return int(txt) if txt.isdigit() else -1
+        fcntl.flock(f, fcntl.LOCK_UN); return None
+
+def kill_kernel(lock_path: Path, timeout: float = 10) -> bool:
+    "Kill the process group of the kernel holding `lock_path` (it runs in its own session); True when one was killed."
+    pid = kernel_holder(lock_path)
+    if not pid or pid < 0: return False
+    try:
+        pgid = os.getpgid(pid)
+        if pgid == pid: os.killpg(pgid, signal.SIGKILL)                    # the kernel leads its own session
+        else: os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError: return False
+    t0 = time.time()
+    while kernel_holder(lock_path) and time.time() - t0 < timeout: time.sleep(0.05)
+    return True
+
+def wait_for_kernel(lock_path: Path, timeout: float = 10):
+    "Wait up to `timeout` s for a previous run's kernel to release the lock; then refuse with its pid."
+    t0 = time.time()
+    while (pid := kernel_holder(lock_path)) and time.time() - t0 < timeout: time.sleep(0.1)
+    if pid: raise PipelineError(f"a kernel of a previous `omind run` (pid {pid}) still holds {lock_path}: wait for it to exit, or stop it with `kill {pid}`")
+
+# %% ../nbs/10_pipeline.ipynb #c9edfac3
+FIRST_CELL = ("from omind.core import *\nfrom omind.pipeline import guard_kernel\n"
+              "guard_kernel()  # added by omind run: the kernel holds the run's kernel lock and dies with `omind run`")
 
 def stage_cells(nb, with_tests: bool = False):
     "The notebook reduced to what a stage run executes: markdown, exported code, imports, parameters and `#| slow` cells."
-    keep = []
-    for c in nb.cells:
-        if c.cell_type != "code": keep.append(c); continue
-        d = _directives(c.source)
-        if "eval:" in d or "hide" in d and not d & {"export", "exports"}: continue
-        if (with_tests or d & {"default_exp", "export", "exports", "exporti", "slow"} or _only_imports(c.source)
-            or "parameters" in c.metadata.get("tags", [])):
-            keep.append(c)
     import nbformat
+    keep = [c for c in nb.cells if c.cell_type != "code" or is_run_cell(c, with_tests)]
     # the stage cells may use the core helpers that the (skipped) test cells imported
-    nb.cells = [nbformat.v4.new_code_cell("from omind.core import *  # added by omind run")] + keep
+    nb.cells = [nbformat.v4.new_code_cell(FIRST_CELL)] + keep
     return nb
 
 # %% ../nbs/10_pipeline.ipynb #05bc08f3
@@ -142,78 +158,139 @@ def execute_stage(stage: Stage, params_file: Path, out_nb: Path, nbs: Path, log_
             raise StageFailed(f"stage '{stage.name}' failed in {out_nb}, {_failed_cell(out_nb)}: {e.ename}: {e.evalue}") from None
 
 # %% ../nbs/10_pipeline.ipynb #637c4a01
-def _now(): return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
 def _write_manifest(P: Params, man: dict):
     atomic_write_json(manifest_path(P), man)
 
-def _check_upstream(P: Params, stage: Stage, man: dict, todo: set):
-    "Every upstream stage of `stage` must be finished already or be about to run."
+def _now(): return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+def _check_upstream(P: Params, stage: Stage, todo: set):
+    "Every upstream stage of `stage` must be up to date already or be about to run."
     for n in stage.needs:
-        if n in todo: continue
-        if man["stages"].get(n, {}).get("status") != "done" or not (run_dir(P, n)/"done.json").exists():
-            raise PipelineError(f"stage '{stage.name}' needs stage '{n}', which has not finished for run '{P.run.name}': run `omind run {P.source} --only {n}` (or without --only) first")
+        if n in todo or stage_done(P, n): continue
+        what = "is out of date (its params, inputs or code changed)" if stage_done(P, n, any_key=True) else "has not finished"
+        raise PipelineError(f"stage '{stage.name}' needs stage '{n}', which {what} for run '{P.run.name}': run `omind run {P.source} --from {n}` (or without --only) first")
+
+@contextlib.contextmanager
+def _env(**kv):
+    "Set environment variables (None = leave alone) for the duration of the block."
+    old = {k: os.environ.get(k) for k in kv}
+    os.environ.update({k: v for k, v in kv.items() if v is not None})
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
+@contextlib.contextmanager
+def _kernel_dies_with_us(lock_path: Path):
+    "Kill the stage kernel on SIGTERM / SIGINT and when the block ends with an error."
+    def stop(signum, frame):
+        kill_kernel(lock_path)
+        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+    import threading
+    main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try: yield
+    finally:
+        kill_kernel(lock_path)          # normally papermill has shut it down already: then this does nothing
+        for s, h in old.items(): signal.signal(s, h)
 
 def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] = None, force: bool = False,
-                 nbs: Optional[Path] = None, log_output: bool = False, quiet: bool = False, with_tests: bool = False) -> dict:
+                 nbs: Optional[Path] = None, log_output: bool = False, quiet: bool = False, with_tests: bool = False,
+                 sets=(), no_cache: bool = False) -> dict:
     "Run (or skip, when up to date) the stages of an experiment; returns the manifest."
     from tqdm.auto import tqdm
+    nbs = find_nbs(nbs)
     params_file = Path(params_file).resolve()
-    P = load_params(params_file)
-    nbs = Path(nbs or project_root()/"nbs")
-    stages = available_stages(nbs)
-    chosen = select_stages(stages, only, start)
+    P = load_params(params_file, sets=sets)
+    chosen = select_stages(available_stages(nbs), only, start)
     rd = run_dir(P)
     lock = open(rd/".lock", "w")
     try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError: raise PipelineError(f"another `omind run` holds {rd/'.lock'}; wait for it to finish")
+    klock = rd/".kernel.lock"
     try:
+        wait_for_kernel(klock)
+        nb_params = params_file
+        if P.sets:                      # the notebooks read the merged params, overrides included
+            import yaml
+            nb_params = atomic_write(rd/"params.yaml", f"# {params_file} with --set {' --set '.join(P.sets)}\n" + yaml.safe_dump(P.raw, sort_keys=False))
         man = read_manifest(P)
-        man.update(run=P.run.name, params_file=str(params_file), params=P.to_dict(), versions=versions())
-        fps = {n: v.get("fingerprint") for n, v in man["stages"].items() if v.get("status") == "done"}
-        todo_names = {s.name for s in chosen}
+        man.update(run=P.run.name, params_file=str(params_file), sets=list(P.sets), params=P.to_dict(), versions=versions())
+        todo = {s.name for s in chosen}
+        if force and not quiet and not no_cache:
+            tqdm.write("  --force: outputs are set aside and recomputed; LLM responses may still come from the response cache (add --no-cache to regenerate them)")
         bar = tqdm(chosen, desc=f"omind run {P.run.name}", unit="stage", disable=quiet)
-        for st in bar:
-            bar.set_postfix_str(st.name)
-            _check_upstream(P, st, man, todo_names)
-            fp = stage_fingerprint(P, st, fps, nbs)
-            prev = man["stages"].get(st.name, {})
-            if not force and prev.get("status") == "done" and prev.get("fingerprint") == fp and (rd/st.name/"done.json").exists():
-                prev["skipped_at"] = _now(); fps[st.name] = fp
-                if not quiet: tqdm.write(f"  {st.name:<10} up to date, skipped")
-                continue
-            out_nb = rd/"notebooks"/st.notebook
-            entry = {"status": "running", "fingerprint": fp, "params_hash": P.section_hash(*st.sections),
-                     "upstream": {n: fps.get(n) for n in st.needs}, "notebook": str(out_nb.relative_to(rd)),
-                     "versions": man["versions"], "started": _now()}
-            man["stages"][st.name] = entry; _write_manifest(P, man)
-            t0 = time.time()
-            try: execute_stage(st, params_file, out_nb, nbs, log_output, with_tests)
-            except BaseException as e:
-                entry.update(status="failed", ended=_now(), seconds=round(time.time() - t0, 1), error=str(e)[:2000])
-                _write_manifest(P, man); raise
-            entry.update(status="done", ended=_now(), seconds=round(time.time() - t0, 1))
-            fps[st.name] = fp          # downstream fingerprints include this one, so they rerun when it changes
-            _write_manifest(P, man)
-            if not quiet: tqdm.write(f"  {st.name:<10} done in {entry['seconds']:.0f} s")
+        with _kernel_dies_with_us(klock), _env(**{KERNEL_LOCK_ENV: str(klock), RUN_PID_ENV: str(os.getpid()),
+                                                  "OMIND_NO_CACHE": "1" if no_cache else None}):
+            for st in bar:
+                bar.set_postfix_str(st.name)
+                _check_upstream(P, st, todo)
+                parts = stage_fingerprint(P, st.name); key = stage_key(P, st.name)
+                prev = man["stages"].get(st.name, {})
+                if not force and stage_done(P, st.name):
+                    prev["skipped_at"] = _now()
+                    if not quiet: tqdm.write(f"  {st.name:<10} up to date, skipped")
+                    continue
+                if force: set_aside(P, st.name, "set aside by --force")
+                elif prev.get("parts") and not quiet:
+                    tqdm.write(f"  {st.name:<10} out of date: {', '.join(changed_parts(prev['parts'], parts)) or 'not finished'}")
+                out_nb = rd/"notebooks"/st.notebook
+                entry = {"status": "running", "key": key, "parts": parts, "notebook": str(out_nb.relative_to(rd)),
+                         "forced": force, "no_cache": no_cache, "versions": man["versions"], "started": _now()}
+                man["stages"][st.name] = entry; _write_manifest(P, man)
+                t0 = time.time()
+                try:
+                    execute_stage(st, nb_params, out_nb, nbs, log_output, with_tests)
+                    done = rd/st.name/"done.json"
+                    if not done.exists(): raise StageFailed(f"stage '{st.name}' ran without error but wrote no {done}")
+                    facts = read_json(done)
+                    if "key" not in facts: finish_stage(P, st.name, **facts)   # a stage that still writes its own marker
+                except BaseException as e:
+                    entry.update(status="failed", ended=_now(), seconds=round(time.time() - t0, 1), error=str(e)[:2000])
+                    _write_manifest(P, man); raise
+                entry.update(status="done", ended=_now(), seconds=round(time.time() - t0, 1))
+                _write_manifest(P, man)
+                if not quiet: tqdm.write(f"  {st.name:<10} done in {entry['seconds']:.0f} s")
         return man
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN); lock.close()
 
 # %% ../nbs/10_pipeline.ipynb #fa15e402
-def status_table(run_path) -> str:
-    "The manifest of a run as a text table."
-    from tabulate import tabulate
-    man = read_manifest(run_path)
-    rows = [(n, v.get("status"), v.get("started", ""), v.get("ended", ""), v.get("seconds", ""), (v.get("fingerprint") or "")[:10])
-            for n, v in man["stages"].items()]
-    return tabulate(rows, headers=["stage", "status", "started", "ended", "seconds", "fingerprint"])
+def _run_root(arg: str) -> Path:
+    "A run given as a path or as a name under results/; a clear error naming the runs there when it does not exist."
+    p, q = Path(arg), project_root()/"results"/arg
+    if p.is_dir(): return p
+    if q.is_dir(): return q
+    runs = sorted(d.name for d in (project_root()/"results").glob("*") if d.is_dir())
+    raise PipelineError(f"no run '{arg}': neither a folder nor a run under {project_root()/'results'} (runs: {', '.join(runs) or 'none'})")
 
-def params_from_manifest(run_path) -> Params:
-    "The validated params of a finished run, rebuilt from its manifest (no params file needed)."
-    man = read_manifest(run_path)
-    if "params" not in man: raise PipelineError(f"{run_path} has no manifest.json with params; run `omind run PARAMS` first")
-    return load_params(overrides=man["params"], check_paths=False)
+def status_table(run_path) -> str:
+    "The stages of a run as a text table: from its manifest, or from its folders when it has none (committed results)."
+    from tabulate import tabulate
+    run_path = Path(run_path); man = read_manifest(run_path)
+    if man["stages"]:
+        rows = [(n, v.get("status"), v.get("started", ""), v.get("ended", ""), v.get("seconds", ""), (v.get("key") or v.get("fingerprint") or "")[:10])
+                for n, v in man["stages"].items()]
+        return tabulate(rows, headers=["stage", "status", "started", "ended", "seconds", "key"])
+    rows = []
+    for s in STAGES:
+        d = run_path/s.name
+        st = "done" if (d/"done.json").exists() else "outputs only (no manifest)" if d.is_dir() and any(d.iterdir()) else "not run"
+        rows.append((s.name, st))
+    return tabulate(rows, headers=["stage", "status"])
+
+def params_for_run(run_path) -> Params:
+    "The params of a run: from its manifest, else from the params/*.yaml whose run name it is (committed results)."
+    run_path = Path(run_path); man = read_manifest(run_path)
+    if "params" in man: return load_params(overrides=man["params"], check_paths=False)
+    for f in sorted((project_root()/"params").glob("*.yaml")):
+        try: P = load_params(f, check_paths=False)
+        except ParamsError: continue
+        if P.run.name == run_path.name and run_dir(P).resolve() == run_path.resolve(): return P
+    raise PipelineError(f"{run_path} has no manifest.json and no params/*.yaml names run '{run_path.name}': run `omind run PARAMS` first")
+
+params_from_manifest = params_for_run
 
 def write_readme(nb="nbs/index.ipynb", out="README.md") -> Path:
     "Render the index notebook as the README: markdown cells as they are, code cells as python blocks with text outputs."
@@ -228,36 +305,53 @@ def write_readme(nb="nbs/index.ipynb", out="README.md") -> Path:
                 if txt: parts.append("```\n" + (txt if isinstance(txt, str) else "".join(txt)).rstrip() + "\n```")
     return atomic_write(root/out, "\n\n".join(parts).rstrip() + "\n")
 
-def _run_root(arg: str) -> Path:
-    "A run given as a name (results/<name>) or a path."
-    p = Path(arg)
-    return p if p.is_dir() else project_root()/"results"/arg
+def _version() -> str:
+    try: return _md.version("omind")
+    except _md.PackageNotFoundError:
+        import omind; return getattr(omind, "__version__", "unknown")
 
-def main(argv=None):
-    "Entry point of the `omind` command."
+def parser() -> argparse.ArgumentParser:
+    "The `omind` command line."
     ap = argparse.ArgumentParser(prog="omind", description="Run and inspect omind experiments.")
+    ap.add_argument("--version", action="version", version=f"omind {_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run the stages of an experiment (papermill)")
-    r.add_argument("params"); r.add_argument("--only", metavar="STAGE"); r.add_argument("--from", dest="start", metavar="STAGE")
-    r.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+    r = sub.add_parser("run", help="run the stages of an experiment (papermill)",
+                       description=f"Run the stages of an experiment in order ({' -> '.join(STAGE_NAMES)}), skipping those that are up to date.")
+    r.add_argument("params", help="params YAML file, e.g. params/smoke.yaml")
+    r.add_argument("--only", metavar="STAGE", choices=STAGE_NAMES, help=f"run this stage only; one of: {', '.join(STAGE_NAMES)}")
+    r.add_argument("--from", dest="start", metavar="STAGE", choices=STAGE_NAMES, help="run from this stage on (same choices)")
+    r.add_argument("--force", action="store_true", help="set the chosen stages' outputs aside and recompute them (LLM responses may still come from the response cache)")
+    r.add_argument("--no-cache", action="store_true", help="bypass the LLM response cache (OMIND_NO_CACHE=1)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one params key for this run (YAML value; repeatable), e.g. --set train.max_steps=10")
     r.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     r.add_argument("--with-tests", action="store_true", help="also execute the notebooks' unit-test cells")
-    s = sub.add_parser("status", help="print a run's manifest"); s.add_argument("run")
+    s = sub.add_parser("status", help="print a run's stages"); s.add_argument("run", help="run name (under results/) or folder")
     f = sub.add_parser("figures", help="regenerate figures and tables of a run from results/ alone"); f.add_argument("run")
     sub.add_parser("readme", help="render nbs/index.ipynb to README.md")
     sub.add_parser("stages", help="list the stages")
-    a = ap.parse_args(argv)
+    return ap
+
+def main(argv=None):
+    "Entry point of the `omind` command."
+    a = parser().parse_args(argv)
     try:
         if a.cmd == "run":
-            man = run_pipeline(a.params, a.only, a.start, a.force, log_output=a.log_output, with_tests=a.with_tests)
-            print(status_table(run_dir(load_params(a.params))))
+            man = run_pipeline(a.params, a.only, a.start, a.force, log_output=a.log_output, with_tests=a.with_tests,
+                               sets=a.sets, no_cache=a.no_cache)
+            print(status_table(run_dir(load_params(a.params, sets=a.sets))))
         elif a.cmd == "status": print(status_table(_run_root(a.run)))
         elif a.cmd == "figures":
-            from omind.figures import make_figures
-            for p in make_figures(params_from_manifest(_run_root(a.run))): print(p)
+            from omind.figures import make_figures, FiguresIncomplete
+            try:
+                for p in make_figures(params_for_run(_run_root(a.run))): print(p)
+            except FiguresIncomplete as e:
+                for p in e.paths: print(p)
+                raise
         elif a.cmd == "readme": print(write_readme())
         elif a.cmd == "stages":
-            for s_ in available_stages(): print(f"{s_.name:<10} nbs/{s_.notebook:<22} needs: {', '.join(s_.needs) or '-'}")
+            nbs = find_nbs()
+            for s_ in STAGES: print(f"{s_.name:<10} nbs/{s_.notebook:<22} needs: {', '.join(s_.needs) or '-'}{'' if (nbs/s_.notebook).exists() else '  (notebook missing)'}")
     except (ParamsError, PipelineError, FileNotFoundError) as e:
         print(f"omind: error: {e}", file=sys.stderr); return 1
     return 0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_review.ipynb #498265cf
 from __future__ import annotations
-import copy, csv, io, json, math, re
+import copy, json, re
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
@@ -12,17 +12,17 @@ from typing import Callable, Literal, Optional, Sequence
 from pydantic import Field
 from tqdm.auto import tqdm
 from .core import (Strict, JsonlLog, atomic_write, atomic_write_json, read_jsonl, read_json, run_dir, figures_dir,
-                        require_stage, mark_done, stable_hash, set_style, save_figure, save_table, resolve_path)
+                        require_stage, open_stage, finish_stage, set_style, save_figure, save_table)
+from .text import split_sentences, split_paragraph_sentences
+from . import safety
+from .tasks import check_messages, get_task, task_names, task_order, unknown_task
 
 # %% auto #0
-__all__ = ['REFUSAL_PATTERNS', 'NLI_LABELS', 'NLI_SYSTEM', 'NLI_PROMPT', 'TASKS', 'CRISIS_TOPIC', 'CRISIS_RESOURCES',
-           'METHOD_DETAIL', 'REGEN_SYSTEM', 'REGEN_PROMPT', 'FUNNEL_STAGES', 'SHEET_COLUMNS', 'DECISIONS',
-           'ReviewParams', 'split_sentences', 'flat_sentences', 'rebuild_text', 'HFNLI', 'first_token_logprobs',
-           'LLMNLI', 'make_nli', 'tiny_nli_model_dir', 'format_error', 'final_answer', 'is_refusal', 'leakage_terms',
-           'post_text', 'label_leak', 'crisis_topic', 'crisis_resources', 'method_details', 'safety_check', 'NearDup',
-           'conv_text', 'regen_conv', 'filter_record', 'review_records', 'funnel_table', 'nli_verdict_table',
-           'audit_rows', 'load_samples', 'run_review', 'ReviewSheetError', 'export_review_sheet', 'import_review_sheet',
-           'apply_decisions', 'apply_review_sheet', 'figures_review']
+__all__ = ['REFUSAL_PATTERNS', 'NLI_LABELS', 'NLI_SYSTEM', 'NLI_PROMPT', 'NLI_SPLIT', 'REGEN_SYSTEM', 'REGEN_PROMPT',
+           'FUNNEL_STAGES', 'ReviewParams', 'rebuild_text', 'HFNLI', 'nli_convs', 'LLMNLI', 'make_nli', 'format_error',
+           'final_answer', 'is_refusal', 'NearDup', 'conv_text', 'regen_conv', 'evidence_texts', 'leakage_rule',
+           'check_leakage_tasks', 'filter_record', 'review_records', 'funnel_table', 'nli_verdict_table', 'audit_rows',
+           'seeded_counts', 'load_samples', 'run_review', 'figures_review']
 
 # %% ../nbs/04_review.ipynb #0a50220e
 REFUSAL_PATTERNS = [
@@ -31,11 +31,12 @@ REFUSAL_PATTERNS = [
     r"\bi('m| am) (not able|unable) to (help|assist|provide)\b", r"\bi do not have (personal|the ability)\b",
 ]
 
+# %% ../nbs/04_review.ipynb #759a96b9
 class ReviewParams(Strict):
     "Review stage: NLI model and thresholds, regeneration, filters, safety, dedup, chunking."
     enabled: bool = True                      # False (ablation): no NLI, regeneration, quality filters or dedup; format validity and crisis safety still apply
     nli_model: str = ""                       # HF sequence-classification NLI model (path or Hub id, e.g. roberta-large-mnli); "" = LLM label scoring with role "nli"
-    nli_scoring: Literal["full", "first_token"] = "full"  # LLM fallback: full label log-probs (llm.score) or first label token in one forward (local models, ~3x faster)
+    nli_scoring: Literal["full", "first_token"] = "full"  # LLM fallback: full label log-probs (llm.score_choices) or first label token in one forward (local models, ~3x faster)
     nli_batch_size: int = Field(32, ge=1)     # sentence pairs per NLI forward pass (HF model)
     nli_max_evidence_chars: int = Field(2000, ge=50)  # the premise (kept evidence joined) is cut to this many characters
     nli_min_words: int = Field(3, ge=0)       # shorter sentences (e.g. "Answer: B.") are not judged
@@ -49,11 +50,9 @@ class ReviewParams(Strict):
     max_chars: int = Field(6000, ge=1)        # ... or longer than this
     drop_refusals: bool = True
     refusal_patterns: list[str] = Field(default_factory=lambda: list(REFUSAL_PATTERNS))  # regexes, case-insensitive
-    label_leakage_tasks: list[str] = Field(default_factory=lambda: ["classification"])  # tasks whose user post must not name the label
+    label_leakage_tasks: Optional[list[str]] = None  # families whose user post must not name the label (None: every family with a leakage rule)
     safety: bool = True                       # crisis content must carry crisis-support guidance and no method detail
-    safety_repair: bool = False               # True: append `crisis_guidance` to a crisis sample that lacks it instead of dropping it
-    crisis_guidance: str = ("If you are thinking about suicide or self-harm, please reach out now: call or text 988 in the US, "
-                            "or your local emergency number, or go to the nearest emergency department.")
+    safety_repair: bool = False               # True: repair a crisis sample that lacks guidance with `safety.enforce` (adds safety.GUIDANCE) instead of dropping it
     dedup: bool = True                        # MinHash LSH near-duplicate removal (first one kept)
     dedup_threshold: float = Field(0.85, gt=0, le=1)  # estimated Jaccard similarity of word 3-shingles
     dedup_num_perm: int = Field(64, ge=8)
@@ -61,27 +60,10 @@ class ReviewParams(Strict):
     max_samples: Optional[int] = None         # review only the first N samples (None = all)
 
 # %% ../nbs/04_review.ipynb #4383799b
-_SEG = None
-
-def split_sentences(text: str) -> list[list[str]]:
-    "Sentences of `text`, grouped by line (empty lines are kept as empty groups to preserve paragraphs)."
-    global _SEG
-    if _SEG is None:
-        import pysbd
-        _SEG = pysbd.Segmenter(language="en", clean=False)
-    out = []
-    for line in (text or "").split("\n"):
-        out.append([s.strip() for s in _SEG.segment(line) if s.strip()] if line.strip() else [])
-    return out
-
-def flat_sentences(text: str) -> list[str]:
-    "All sentences of `text` in order."
-    return [s for line in split_sentences(text) for s in line]
-
 def rebuild_text(text: str, keep: Sequence[bool]) -> str:
-    "`text` with the sentences whose `keep` flag is False removed (flags in `flat_sentences` order)."
+    "`text` with the sentences whose `keep` flag is False removed (flags in `split_sentences` order)."
     lines, i = [], 0
-    for line in split_sentences(text):
+    for line in split_paragraph_sentences(text):
         kept = []
         for s in line:
             if keep[i]: kept.append(s)
@@ -89,15 +71,17 @@ def rebuild_text(text: str, keep: Sequence[bool]) -> str:
         if kept or not line: lines.append(" ".join(kept))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
-# %% ../nbs/04_review.ipynb #1dad522c
+# %% ../nbs/04_review.ipynb #82df86e9
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 
 def _norm_label(name: str) -> str:
+    "The NLI label (entailment / neutral / contradiction) a classifier's label name stands for."
     n = str(name).lower()
     for lab in NLI_LABELS:
         if n.startswith(lab[:6]): return lab
     raise ValueError(f"NLI model label {name!r} is not entailment / neutral / contradiction: set config.id2label")
 
+# %% ../nbs/04_review.ipynb #9cf8f5cb
 class HFNLI:
     "NLI with a Hugging Face sequence-classification model (path or Hub id)."
     def __init__(self, model: str, batch_size: int = 32, device: str = "cpu", max_length: int = 512):
@@ -122,97 +106,32 @@ class HFNLI:
             out += [{lab: float(p) for lab, p in zip(self.labels, row)} for row in pr]
         return out
 
+# %% ../nbs/04_review.ipynb #e673ea58
 NLI_SYSTEM = "You are a careful judge of natural language inference."
 NLI_PROMPT = ("Premise:\n{premise}\n\nIs the hypothesis below entailed, neutral, or contradicted given the premise? "
               "Answer with one word: entailment, neutral, or contradiction.\n\nHypothesis:\n{hypothesis}")
+NLI_SPLIT = "\n\nHypothesis:\n"
 
-def _batched_last_logits(tllm, ids, progress=False):
-    "Next-token log-probs after each token list (left padded, length sorted batches, lm head on the last position only)."
-    import torch
-    tok, order, out = tllm.tok, sorted(range(len(ids)), key=lambda i: len(ids[i])), [None]*len(ids)
-    for s in tqdm(range(0, len(order), tllm.batch_size), desc="nli", disable=not progress):
-        idx = order[s:s+tllm.batch_size]; L = max(len(ids[i]) for i in idx)
-        x = torch.full((len(idx), L), tok.pad_token_id); att = torch.zeros((len(idx), L), dtype=torch.long)
-        for r, i in enumerate(idx): x[r, L-len(ids[i]):] = torch.tensor(ids[i]); att[r, L-len(ids[i]):] = 1
-        with torch.inference_mode():
-            lg = tllm.model(input_ids=x.to(tllm.device), attention_mask=att.to(tllm.device), logits_to_keep=1).logits[:, -1].float()
-        lp = torch.log_softmax(lg, -1).cpu()
-        for r, i in enumerate(idx): out[i] = lp[r]
-    return out
+def nli_convs(pairs: Sequence[tuple[str, str]]) -> list[list[dict]]:
+    "The judge conversations (system + NLI prompt) of (premise, hypothesis) pairs."
+    return [[{"role": "system", "content": NLI_SYSTEM},
+             {"role": "user", "content": NLI_PROMPT.format(premise=p, hypothesis=h)}] for p, h in pairs]
 
-def _grouped_prefix_logits(tllm, groups, progress: bool = False):
-    """Next-token log-probs after prefix + each suffix, for many `(prefix_ids, [suffix_ids, ...])` groups. Each prefix is
-    encoded once; prefixes are batched (left padded) and their KV cache rows gathered for every suffix (right padded)."""
-    import torch
-    import warnings
-    from omind.llm import kv_cache_kwargs, kv_cache_of
-    m, dev, pad, bs = tllm.model, tllm.device, tllm.tok.pad_token_id, tllm.batch_size
-    out = [[None]*len(sf) for _, sf in groups]
-    batches, cur, nrows = [], [], 0               # groups of similar prefix length; <= bs prefixes and <= 2 bs suffix rows a batch
-    for g in sorted(range(len(groups)), key=lambda g: len(groups[g][0])):
-        if cur and (len(cur) >= bs or nrows + len(groups[g][1]) > 2*bs): batches.append(cur); cur, nrows = [], 0
-        cur.append(g); nrows += len(groups[g][1])
-    if cur: batches.append(cur)
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        for b in tqdm(batches, desc="nli (shared premises)", disable=not progress):
-            P0 = max(len(groups[g][0]) for g in b)
-            x = torch.full((len(b), P0), pad); pm = torch.zeros((len(b), P0), dtype=torch.long)
-            for r, g in enumerate(b): p = groups[g][0]; x[r, P0-len(p):] = torch.tensor(p); pm[r, P0-len(p):] = 1
-            pre = m(input_ids=x.to(dev), attention_mask=pm.to(dev), position_ids=(pm.cumsum(-1) - 1).clamp(min=0).to(dev),
-                    use_cache=True, logits_to_keep=1)
-            rows = [(r, g, j) for r, g in enumerate(b) for j in range(len(groups[g][1]))]
-            ri = torch.tensor([r for r, _, _ in rows]); cache = kv_cache_of(pre)
-            cache.reorder_cache(ri.to(dev))
-            sf = [groups[g][1][j] for _, g, j in rows]; n, L = len(sf), max(map(len, sf))
-            y = torch.full((n, L), pad); sm = torch.zeros((n, L), dtype=torch.long)
-            for i, s in enumerate(sf): y[i, :len(s)] = torch.tensor(s); sm[i, :len(s)] = 1
-            pos = pm.sum(-1)[ri].unsqueeze(1) + torch.arange(L).unsqueeze(0)
-            last = torch.tensor([len(s) - 1 for s in sf]); keep = torch.unique(last)   # logits only where a suffix ends
-            lg = m(input_ids=y.to(dev), attention_mask=torch.cat([pm[ri], sm], 1).to(dev), position_ids=pos.to(dev),
-                   **kv_cache_kwargs(m, cache), cache_position=torch.arange(P0, P0 + L, device=dev), logits_to_keep=keep.to(dev)).logits
-            col = torch.searchsorted(keep, last)
-            lp = torch.log_softmax(lg[torch.arange(n), col.to(dev)].float(), -1).cpu()
-            for i, (_, g, j) in enumerate(rows): out[g][j] = lp[i]
-    return out
-
-def first_token_logprobs(tllm, convs, labels, split_at: Optional[str] = None, progress: bool = False) -> list[dict]:
-    """Log-probability of each label's first token as the next token after each prompt (local transformers backend).
-    With `split_at`, prompts that share the text up to the last `split_at` share one encoding of that prefix."""
-    tok = tllm.tok
-    first = [tok(l, add_special_tokens=False)["input_ids"][0] for l in labels]
-    if len(set(first)) != len(first): raise ValueError(f"labels {labels} share a first token: use nli_scoring='full'")
-    prompts = [tllm._prompt(c) for c in convs]
-    enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]
-    lps = [None]*len(prompts)
-    groups = {}
-    for i, p in enumerate(prompts):
-        k = p.rfind(split_at) if split_at else -1
-        groups.setdefault(p[:k + len(split_at)] if k >= 0 else None, []).append(i)
-    single = [i for pre, idx in groups.items() if pre is None or len(idx) == 1 for i in idx]
-    shared = [(pre, idx) for pre, idx in groups.items() if pre is not None and len(idx) > 1]
-    for i, lp in zip(single, _batched_last_logits(tllm, [enc(prompts[i])[-tllm.max_prompt_tokens:] for i in single], progress)): lps[i] = lp
-    res = _grouped_prefix_logits(tllm, [(enc(pre)[-tllm.max_prompt_tokens:], [enc(prompts[i][len(pre):]) for i in idx]) for pre, idx in shared], progress)
-    for (_, idx), r in zip(shared, res):
-        for i, lp in zip(idx, r): lps[i] = lp
-    return [{l: float(lp[t]) for l, t in zip(labels, first)} for lp in lps]
-
+# %% ../nbs/04_review.ipynb #936cc5ba
 class LLMNLI:
-    "NLI by label scoring with an omind LLM backend: `score` + `label_probs` ('full'), or first-token scoring ('first_token', local models)."
+    """NLI by label scoring with an omind LLM backend (or its `CachedLLM`): on a local model the whole label words
+    (`score_choices`, 'full') or their first tokens with the premise encoded once (`score_next_token`, 'first_token');
+    on an OpenAI-compatible server the first tokens' `top_logprobs` either way."""
     def __init__(self, llm, scoring: str = "full"): self.llm, self.scoring, self.name = llm, scoring, getattr(llm, "name", "llm")
     def __call__(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[dict]:
-        from omind.llm import label_probs, CachedLLM
-        convs = [[{"role": "system", "content": NLI_SYSTEM},
-                  {"role": "user", "content": NLI_PROMPT.format(premise=p, hypothesis=h)}] for p, h in pairs]
+        from omind.llm import label_probs
+        convs, labels = nli_convs(pairs), list(NLI_LABELS)
         if not convs: return []
-        labels = list(NLI_LABELS)
-        base = self.llm.llm if isinstance(self.llm, CachedLLM) else self.llm
-        if self.scoring == "first_token" and getattr(base, "kind", "") == "transformers":
-            fn = lambda cs: first_token_logprobs(base, cs, labels, "\n\nHypothesis:\n", progress)
-            lps = self.llm._run("score_first_token", convs, labels, fn, False) if isinstance(self.llm, CachedLLM) else fn(convs)
-        else: lps = self.llm.score(convs, labels)
+        if self.scoring == "full" and getattr(self.llm, "kind", "") == "transformers": lps = self.llm.score_choices(convs, labels)
+        else: lps = self.llm.score_next_token(convs, labels, split_at=NLI_SPLIT, progress=progress)
         return [label_probs(d) for d in lps]
 
+# %% ../nbs/04_review.ipynb #7e4b6b1c
 def make_nli(P):
     "The NLI judge of a run: `review.nli_model` when given, else the `nli` role's LLM."
     R = P.review
@@ -222,127 +141,27 @@ def make_nli(P):
     from omind.llm import llm_for
     return LLMNLI(llm_for(P, "nli"), R.nli_scoring)
 
-# %% ../nbs/04_review.ipynb #1e1b9ad6
-def tiny_nli_model_dir(seed: int = 0) -> Path:
-    "A tiny random 3-label NLI classifier (Llama, SmolLM2 tokenizer, roberta-mnli label order), saved once; for tests."
-    from omind.llm import _materialise, omind_cache, tiny_model_dir
-    def build(tmp):
-        import torch
-        from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
-        tok = AutoTokenizer.from_pretrained(tiny_model_dir())
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                          num_key_value_heads=1, num_labels=3, pad_token_id=tok.pad_token_id,
-                          id2label={0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"},
-                          label2id={"CONTRADICTION": 0, "NEUTRAL": 1, "ENTAILMENT": 2})
-        torch.manual_seed(seed)
-        LlamaForSequenceClassification(cfg).save_pretrained(tmp); tok.save_pretrained(tmp)
-    return _materialise(omind_cache()/"models"/f"tiny-random-nli-{seed}", build)
-
 # %% ../nbs/04_review.ipynb #c82d691f
-TASKS = ("mcqa", "classification", "root_cause", "qa", "conversation")
-
 def format_error(rec: dict) -> str:
-    "Why `rec` is not a valid sample ('' when it is)."
+    "Why `rec` is not a valid sample ('' when it is): synthesis status, unknown task family, message shape, or the family's `validate`."
     if not isinstance(rec, dict): return "record is not an object"
     if rec.get("status", "ok") != "ok": return f"synthesis status {rec.get('status')!r}: {rec.get('error', '')}".strip()
-    if rec.get("task") not in TASKS: return f"unknown task {rec.get('task')!r}"
-    msgs = rec.get("messages")
-    if not isinstance(msgs, list) or not msgs: return "messages missing or empty"
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ("system", "user", "assistant"):
-            return f"message {i} is not a {{role, content}} pair"
-    turns = msgs[1:] if msgs[0]["role"] == "system" else msgs
-    if not turns or turns[0]["role"] != "user": return "first turn is not a user turn"
-    for i, m in enumerate(turns):
-        if m["role"] != ("user" if i % 2 == 0 else "assistant"): return "turns do not alternate user / assistant"
-    if turns[-1]["role"] != "assistant": return "last turn is not an assistant turn"
-    if any(not m["content"].strip() for m in turns): return "empty turn"
-    if rec["task"] == "mcqa" and (not rec.get("options") or not rec.get("label")): return "mcqa without options or label"
-    if rec["task"] == "classification" and not rec.get("label"): return "classification without label"
-    return ""
+    if rec.get("task") not in task_names(): return unknown_task(rec.get("task"))
+    return check_messages(rec) or get_task(rec["task"]).validate(rec)
 
+# %% ../nbs/04_review.ipynb #89cc26b1
 def final_answer(rec_or_msgs) -> str:
     "Content of the last assistant turn."
     msgs = rec_or_msgs["messages"] if isinstance(rec_or_msgs, dict) else rec_or_msgs
     return next((m["content"] for m in reversed(msgs) if m["role"] == "assistant"), "")
 
+# %% ../nbs/04_review.ipynb #4c160bd2
 def is_refusal(text: str, patterns: Sequence[str] = REFUSAL_PATTERNS) -> str:
     "The first refusal / 'as an AI' pattern that matches `text` ('' when none)."
     for p in patterns:
         m = re.search(p, text or "", re.I)
         if m: return m.group(0)
     return ""
-
-def leakage_terms(label: str) -> list[str]:
-    "Phrases that name `label` in a post: the label itself and the label without generic words like 'disorder'."
-    lab = re.sub(r"[_\-]+", " ", str(label or "")).strip().lower()
-    if not lab: return []
-    terms = {lab}
-    core = re.sub(r"\b(disorders?|syndrome|condition|problems?|issues?)\b", " ", lab)
-    core = re.sub(r"\s+", " ", core).strip()
-    if len(core) >= 4: terms.add(core)
-    return sorted(terms, key=len, reverse=True)
-
-def post_text(rec: dict) -> str:
-    "The post of a classification sample: `seed.post`, else the quoted `Post: \"...\"` of the user turn, else the user turns without the candidate label list."
-    seed = rec.get("seed") or {}
-    if isinstance(seed.get("post"), str) and seed["post"].strip(): return seed["post"]
-    user = "\n".join(m["content"] for m in rec.get("messages", []) if m.get("role") == "user")
-    m = re.search(r'Post:\s*"(.*)"', user, re.S)
-    if m: return m.group(1)
-    for c in sorted(seed.get("candidates") or [], key=len, reverse=True): user = user.replace(str(c), " ")
-    return user
-
-def label_leak(rec: dict) -> str:
-    "The label phrase (or one of the seed's `aliases`) that a classification post (user turns) names ('' when none)."
-    user = post_text(rec).lower()
-    aliases = [a for a in ((rec.get("seed") or {}).get("aliases") or []) if isinstance(a, str) and len(a) > 2]
-    for t in leakage_terms(rec.get("label", "")) + sorted({a.lower() for a in aliases}, key=len, reverse=True):
-        if re.search(r"\b" + re.escape(t) + r"\b", user): return t
-    return ""
-
-# %% ../nbs/04_review.ipynb #396cfab3
-_W = r"(?:my|him|her|them|your|our)sel(?:f|ves)"
-CRISIS_TOPIC = [
-    r"\bsuicid\w*", r"\bkill(?:ing|ed)?\s+" + _W, r"\bend(?:ing)?\s+(?:my|his|her|their|your)\s+(?:own\s+)?li(?:fe|ves)\b",
-    r"\btak(?:e|ing)\s+(?:my|his|her|their|your)\s+own\s+li(?:fe|ves)\b", r"\bwant(?:ed|s)?\s+to\s+die\b", r"\bbetter\s+off\s+dead\b",
-    r"\bself[-\s]?harm\w*", r"\bself[-\s]?injur\w*", r"\bself[-\s]?mutilat\w*", r"\b(?:hurt(?:ing)?|harm(?:ing)?|cut(?:ting)?|burn(?:ing)?|starv(?:e|ing))\s+" + _W,
-    r"\bno\s+reason\s+to\s+(?:live|go\s+on)\b", r"\boverdos(?:e|ed|ing)\b", r"\bnot\s+(?:want|wanting)\s+to\s+(?:live|be\s+alive)\b",
-]
-CRISIS_RESOURCES = [
-    r"\b988\b", r"\b(?:911|112|999|000)\b", r"\bcrisis\s+(?:line|hotline|text\s+line|helpline|support|team|cent(?:er|re)|service)s?\b",
-    r"\b(?:suicide|crisis)\s+(?:(?:and|&)\s+crisis\s+)?(?:prevention\s+)?(?:life)?line\b", r"\blifeline\b", r"\bsamaritans\b",
-    r"\bhelpline\b", r"\bhotline\b", r"\bemergency\s+(?:number|services?|room|department|line)\b", r"\b741741\b",
-    r"\btext\s+(?:home|hello|talk|shout)\s+to\b", r"\b(?:nearest|local)\s+(?:emergency|hospital|a&e|er)\b",
-]
-METHOD_DETAIL = [
-    r"\b(?:lethal|fatal|deadly|toxic)\s+(?:dose|dosage|amount|quantity|level)s?\b",
-    r"\bhow\s+(?:many|much)\s+(?:pills|tablets|capsules|mg|milligrams|grams)\b",
-    r"\b\d+\s*(?:mg|milligrams?|grams?|g|pills|tablets|capsules)\b[^.\n]{0,60}\b(?:overdos\w*|die|dying|kill|lethal|fatal|end\s+it|suicid\w*)",
-    r"\b(?:overdos\w*|die|kill|lethal|fatal|suicid\w*)\b[^.\n]{0,60}\b\d+\s*(?:mg|milligrams?|grams?|pills|tablets|capsules)\b",
-    r"\bnoose\b", r"\bhang(?:ing)?\s+" + _W, r"\btie\s+(?:a|the)\s+(?:rope|belt|cord|ligature)\b", r"\bligature\s+point",
-    r"\b(?:slit|slash|cut)(?:ting)?\s+(?:my|your|his|her|their|the)?\s*(?:wrists?|throat|veins?|arteries)\b",
-    r"\bcut(?:ting)?\s+(?:deep(?:er)?|vertical(?:ly)?|along\s+the\s+vein)", r"\bjump(?:ing|ed)?\s+(?:off|from)\s+(?:a|the|my)\s+(?:\w+\s+)?(?:bridge|building|roof|balcony|cliff|tower|window|floor)\b",
-    r"\bcarbon\s+monoxide\b", r"\b(?:car\s+)?exhaust\s+(?:fumes|pipe|hose)\b", r"\bcharcoal\s+burning\b",
-    r"\bshoot(?:ing)?\s+" + _W, r"\bgun\s+to\s+(?:my|his|her|their|your)\s+head\b",
-    r"\b(?:most|least|quick(?:est)?|easi(?:est)?|painless|effective|reliable|sure)\s+(?:\w+\s+)?(?:way|method)s?\s+(?:to|of)\s+(?:die|kill|end|commit|suicide|dying)\b",
-    r"\bpainless\s+(?:way|method|death)\b", r"\bstep[-\s]by[-\s]step\b[^.\n]{0,60}\b(?:suicid\w*|kill|die|overdos\w*)",
-]
-
-def _find(patterns, text) -> list[str]:
-    return [m.group(0) for p in patterns for m in [re.search(p, text or "", re.I)] if m]
-
-def crisis_topic(text: str) -> list[str]: "Crisis-topic phrases (suicide, self-harm) found in `text`."; return _find(CRISIS_TOPIC, text)
-def crisis_resources(text: str) -> list[str]: "Crisis-support resources (988, hotlines, emergency services) in `text`."; return _find(CRISIS_RESOURCES, text)
-def method_details(text: str) -> list[str]: "Method-detail phrases (means, doses, how-to) in `text`."; return _find(METHOD_DETAIL, text)
-
-def safety_check(messages: Sequence[dict]) -> dict:
-    "Safety verdict of a conversation: {'ok', 'reason', 'topic', 'resources', 'methods'}."
-    alltext = "\n".join(m["content"] for m in messages if m.get("role") != "system")
-    assistant = "\n".join(m["content"] for m in messages if m.get("role") == "assistant")
-    topic, res, meth = crisis_topic(alltext), crisis_resources(assistant), method_details(alltext)
-    reason = "method_detail" if meth else "crisis_without_guidance" if topic and not res else ""
-    return {"ok": not reason, "reason": reason, "topic": topic, "resources": res, "methods": meth}
 
 # %% ../nbs/04_review.ipynb #6b1fb28f
 class NearDup:
@@ -363,6 +182,7 @@ class NearDup:
         if hits: return sorted(hits)[0]
         self.lsh.insert(key, m); return ""
 
+# %% ../nbs/04_review.ipynb #4b0a39a3
 def conv_text(messages) -> str:
     "All non-system turns of a conversation as one string."
     return "\n".join(m["content"] for m in messages if m.get("role") != "system")
@@ -376,6 +196,7 @@ REGEN_SYSTEM = ("You are a careful mental-health educator. You rewrite an assist
 REGEN_PROMPT = ("Evidence:\n{evidence}\n\nConversation so far:\n{history}\n\nDraft reply:\n{draft}\n\n"
                 "Statements in the draft that contradict the evidence:\n{bad}\n\nWrite the corrected reply only.")
 
+# %% ../nbs/04_review.ipynb #7c63776e
 def regen_conv(messages: list, turn: int, evidence: Sequence[str], bad: Sequence[str]) -> list:
     "The regeneration prompt for assistant turn `turn` of `messages`."
     hist = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages[:turn] if m["role"] != "system")
@@ -384,24 +205,16 @@ def regen_conv(messages: list, turn: int, evidence: Sequence[str], bad: Sequence
                                                             history=hist, draft=messages[turn]["content"],
                                                             bad="\n".join(f"- {b}" for b in bad) or "(none)")}]
 
-def _evidence_texts(rec) -> list[str]:
+# %% ../nbs/04_review.ipynb #8e8a6dd7
+def evidence_texts(rec) -> list[str]:
+    "The kept evidence texts of a record."
     return [e["text"] if isinstance(e, dict) else str(e) for e in rec.get("evidence") or []]
 
 def _premise(rec, max_chars) -> str:
-    return " ".join(_evidence_texts(rec))[:max_chars]
+    "The NLI premise of a record: its kept evidence joined, cut to `max_chars`."
+    return " ".join(evidence_texts(rec))[:max_chars]
 
-def _protected(rec, sent: str) -> bool:
-    "A sentence stating the gold label (or, for MCQA, the gold letter / option) is never removed by NLI."
-    if rec.get("task") not in ("mcqa", "classification", "root_cause"): return False
-    lab, opts = str(rec.get("label") or "").replace("_", " ").strip(), rec.get("options") or []
-    if not lab: return False
-    texts = [lab] if len(lab) > 1 else []
-    if rec.get("task") == "mcqa" and len(lab) == 1 and lab.isalpha():
-        k = ord(lab.upper()) - ord("A")
-        if 0 <= k < len(opts): texts.append(str(opts[k]))
-        if re.match(rf"^\W*(?:answer\W*)?{lab}\s*[.):]", sent, re.I): return True
-    return any(re.search(r"(?<!\w)" + re.escape(t.lower()) + r"(?!\w)", sent.lower()) for t in texts if len(t) > 1)
-
+# %% ../nbs/04_review.ipynb #51d2ffa6
 def _judge(recs, msgs_list, nli, R, progress=False):
     "NLI of every judged sentence of every assistant turn: per sample a list of sentence dicts."
     pairs, where, out = [], [], []
@@ -409,7 +222,7 @@ def _judge(recs, msgs_list, nli, R, progress=False):
         prem, sents = _premise(rec, R.nli_max_evidence_chars), []
         for ti, m in enumerate(msgs):
             if m["role"] != "assistant": continue
-            for si, s in enumerate(flat_sentences(m["content"])):
+            for si, s in enumerate(split_sentences(m["content"])):
                 d = {"turn": ti, "idx": si, "text": s, "nli": None, "action": "kept"}
                 if prem and nli is not None and len(s.split()) >= R.nli_min_words:
                     pairs.append((prem, s)); where.append((k, len(sents)))
@@ -419,9 +232,12 @@ def _judge(recs, msgs_list, nli, R, progress=False):
         out[k][j]["nli"] = {lab: round(float(pr[lab]), 4) for lab in NLI_LABELS}
     return out
 
+# %% ../nbs/04_review.ipynb #14413866
 def _contradicted(s, R) -> bool:
+    "True when sentence `s` was judged contradiction with p > `R.contradiction_p`."
     return s["nli"] is not None and s["nli"]["contradiction"] > R.contradiction_p
 
+# %% ../nbs/04_review.ipynb #b453d11b
 def _apply_removals(rec, msgs, sents, R, actions):
     "Remove contradicted, unprotected sentences; returns the new messages."
     msgs = copy.deepcopy(msgs)
@@ -429,7 +245,7 @@ def _apply_removals(rec, msgs, sents, R, actions):
         ts = [s for s in sents if s["turn"] == ti]
         keep = []
         for s in ts:
-            rm = _contradicted(s, R) and not _protected(rec, s["text"])
+            rm = _contradicted(s, R) and not get_task(rec["task"]).protected(rec, s["text"])
             if rm:
                 s["action"] = "removed"
                 actions.append({"stage": "nli", "action": "remove_sentence", "reason": f"contradiction > {R.contradiction_p}",
@@ -438,12 +254,27 @@ def _apply_removals(rec, msgs, sents, R, actions):
         if not all(keep): msgs[ti]["content"] = rebuild_text(msgs[ti]["content"], keep)
     return msgs
 
+# %% ../nbs/04_review.ipynb #8ef31bc0
+def leakage_rule(task: str, R: ReviewParams) -> Optional[Callable]:
+    "The label-leakage rule review applies to records of `task` (None: none), from its task family."
+    if R.label_leakage_tasks is not None and task not in R.label_leakage_tasks: return None
+    return get_task(task).leakage
+
+# %% ../nbs/04_review.ipynb #c21591fb
+def check_leakage_tasks(R: ReviewParams) -> None:
+    "Raise when `review.label_leakage_tasks` names a family that is not registered or has no leakage rule."
+    for i, t in enumerate(R.label_leakage_tasks or []):
+        if t not in task_names(): raise ValueError(f"review.label_leakage_tasks.{i}: {unknown_task(t)}")
+        if get_task(t).leakage is None:
+            raise ValueError(f"review.label_leakage_tasks.{i}: task family {t!r} has no leakage rule "
+                             f"(families with one: {', '.join(n for n in task_names() if get_task(n).leakage) or 'none'})")
+
 # %% ../nbs/04_review.ipynb #9001d13e
 def filter_record(rec: dict, R: ReviewParams) -> tuple[str, dict]:
     "('', {}) when `rec` (after NLI review) passes length, refusal, leakage and safety filters; else (reason, details)."
     ans = final_answer(rec)
     if not R.enabled:                                   # ablation: only crisis safety
-        s = safety_check(rec["messages"]) if R.safety else {"ok": True}
+        s = safety.check(rec["messages"]) if R.safety else {"ok": True}
         return ("", {}) if s["ok"] else (s["reason"], {k: s[k] for k in ("topic", "resources", "methods")})
     if any(m["role"] == "assistant" and not m["content"].strip() for m in rec["messages"]): return "empty_after_review", {}
     if len(ans) < R.min_chars: return "too_short", {"chars": len(ans)}
@@ -451,11 +282,12 @@ def filter_record(rec: dict, R: ReviewParams) -> tuple[str, dict]:
     if R.drop_refusals:
         hit = next((h for m in rec["messages"] if m["role"] == "assistant" for h in [is_refusal(m["content"], R.refusal_patterns)] if h), "")
         if hit: return "refusal", {"match": hit}
-    if rec.get("task") in R.label_leakage_tasks:
-        t = label_leak(rec)
+    leak = leakage_rule(rec["task"], R)
+    if leak is not None:
+        t = leak(rec)
         if t: return "label_leakage", {"match": t}
     if R.safety:
-        s = safety_check(rec["messages"])
+        s = safety.check(rec["messages"])
         if not s["ok"]: return s["reason"], {k: s[k] for k in ("topic", "resources", "methods")}
     return "", {}
 
@@ -470,7 +302,7 @@ def review_records(recs: Sequence[dict], nli: Callable, R: ReviewParams, teacher
     for o in out:
         err = format_error(o)
         if err:
-            o["drop_reason"] = "invalid"
+            o["drop_reason"] = "unknown_task" if o.get("status", "ok") == "ok" and o.get("task") not in task_names() else "invalid"
             o["review"]["actions"].append({"stage": "format", "action": "drop", "reason": err, "scores": None})
         else: live.append(o)
     cur = {id(o): o["messages"] for o in live}
@@ -490,7 +322,7 @@ def review_records(recs: Sequence[dict], nli: Callable, R: ReviewParams, teacher
         for o in regen:
             msgs, ss = cur[id(o)], o["_sents"]
             for ti in sorted({s["turn"] for s in ss if _contradicted(s, R)}):
-                convs.append(regen_conv(msgs, ti, _evidence_texts(o), [s["text"] for s in ss if s["turn"] == ti and _contradicted(s, R)]))
+                convs.append(regen_conv(msgs, ti, evidence_texts(o), [s["text"] for s in ss if s["turn"] == ti and _contradicted(s, R)]))
                 slots.append((o, ti))
         texts = teacher.chat(convs, GenConfig(max_new_tokens=R.regen_max_new_tokens, temperature=R.regen_temperature,
                                               seed=seed + attempt), progress=progress)
@@ -518,8 +350,8 @@ def review_records(recs: Sequence[dict], nli: Callable, R: ReviewParams, teacher
             continue
         reason, det = filter_record(o, R)
         if reason == "crisis_without_guidance" and R.safety_repair:
-            o["messages"][-1]["content"] = o["messages"][-1]["content"].rstrip() + "\n\n" + R.crisis_guidance
-            o["review"]["actions"].append({"stage": "safety", "action": "repair", "reason": "crisis guidance appended", "scores": det})
+            o["messages"][-1]["content"] = safety.enforce(o["messages"][-1]["content"], *(m["content"] for m in o["messages"][:-1] if m["role"] != "system"))
+            o["review"]["actions"].append({"stage": "safety", "action": "repair", "reason": "crisis guidance added (safety.enforce)", "scores": det})
             reason, det = filter_record(o, R)
         if reason:
             o["drop_reason"] = reason
@@ -539,16 +371,17 @@ def review_records(recs: Sequence[dict], nli: Callable, R: ReviewParams, teacher
 # %% ../nbs/04_review.ipynb #574d2d0a
 FUNNEL_STAGES = ["seeded", "generated", "after_review", "kept"]
 
+# %% ../nbs/04_review.ipynb #31609ffa
 def funnel_table(reviewed: Sequence[dict], seeded: Optional[dict] = None):
     "Per task (and 'all'): seeded -> generated -> after_review -> kept, plus one column per drop reason."
     import pandas as pd
     rows = []
-    for task in [t for t in TASKS if any(r.get("task") == t for r in reviewed)] + sorted({str(r.get("task")) for r in reviewed} - set(TASKS)):
-        rs = [r for r in reviewed if r.get("task") == task]
+    for task in task_order(r.get("task") for r in reviewed):
+        rs = [r for r in reviewed if str(r.get("task")) == task]
         dr = Counter(r["drop_reason"] for r in rs if not r["kept"])
         rows.append({"task": task, "seeded": (seeded or {}).get(task, len(rs)),
-                     "generated": sum(r["drop_reason"] != "invalid" for r in rs),
-                     "after_review": sum(r["drop_reason"] not in ("invalid", "nli_unresolved") for r in rs),
+                     "generated": sum(r["drop_reason"] not in ("invalid", "unknown_task") for r in rs),
+                     "after_review": sum(r["drop_reason"] not in ("invalid", "unknown_task", "nli_unresolved") for r in rs),
                      "kept": sum(bool(r["kept"]) for r in rs), **{f"drop_{k}": v for k, v in sorted(dr.items())}})
     df = pd.DataFrame(rows).fillna(0)
     if len(df):
@@ -557,26 +390,28 @@ def funnel_table(reviewed: Sequence[dict], seeded: Optional[dict] = None):
         df[[c for c in df.columns if c != "task"]] = df[[c for c in df.columns if c != "task"]].astype(int)
     return df
 
+# %% ../nbs/04_review.ipynb #01feeb33
 def nli_verdict_table(reviewed: Sequence[dict]):
     "Per task: number of judged sentences whose most probable NLI label is each label, unjudged, removed."
     import pandas as pd
     rows = []
-    for task in sorted({r.get("task") for r in reviewed}, key=lambda t: TASKS.index(t) if t in TASKS else 99):
+    for task in task_order(r.get("task") for r in reviewed):
         c = Counter()
         for r in reviewed:
-            if r.get("task") != task: continue
+            if str(r.get("task")) != task: continue
             for s in r.get("review", {}).get("sentences", []):
                 c[max(s["nli"], key=s["nli"].get) if s["nli"] else "unjudged"] += 1
                 c["removed"] += s["action"] == "removed"
         rows.append({"task": task, **{k: c.get(k, 0) for k in (*NLI_LABELS, "unjudged", "removed")}})
     return pd.DataFrame(rows, columns=["task", *NLI_LABELS, "unjudged", "removed"])
 
+# %% ../nbs/04_review.ipynb #1490e664
 def audit_rows(reviewed: Sequence[dict]) -> list[dict]:
     "One audit row per review action: (id, task, stage, action, reason, scores[, text])."
     return [{"id": r.get("id"), "task": r.get("task"), **a} for r in reviewed for a in r.get("review", {}).get("actions", [])]
 
 # %% ../nbs/04_review.ipynb #9a04ff13
-def _seeded_counts(syn_dir: Path, recs) -> dict:
+def seeded_counts(syn_dir: Path, recs) -> dict:
     "Per-task count of seeds, from synthesis' summary when it reports one, else the records written."
     for name in ("summary.json", "done.json", "stats.json"):
         p = syn_dir/name
@@ -586,6 +421,7 @@ def _seeded_counts(syn_dir: Path, recs) -> dict:
                 if isinstance(d.get(k), dict) and d[k]: return {t: int(v) for t, v in d[k].items() if isinstance(v, (int, float))}
     return dict(Counter(r.get("task") for r in recs))
 
+# %% ../nbs/04_review.ipynb #86c06385
 def load_samples(path) -> list[dict]:
     "Synthesis records from JSONL; a line that is not JSON is an error naming the file and line."
     out = []
@@ -596,23 +432,19 @@ def load_samples(path) -> list[dict]:
         if not isinstance(out[-1], dict) or "id" not in out[-1]: raise ValueError(f"{path}:{i}: record has no 'id'")
     return out
 
+# %% ../nbs/04_review.ipynb #a25f9562
 def run_review(P) -> dict:
     "Review stage: synthesis/samples.jsonl -> review/reviewed.jsonl, audit.jsonl, funnel.csv, nli_verdicts.csv."
     import time
     from omind.llm import llm_for
     R, t0 = P.review, time.time()
-    syn = require_stage(P, "synthesis"); out_dir = run_dir(P, "review")
+    check_leakage_tasks(R)
+    syn = require_stage(P, "synthesis")
     recs = load_samples(syn/"samples.jsonl")
     ids = [r["id"] for r in recs]
     if len(set(ids)) != len(ids): raise ValueError(f"{syn/'samples.jsonl'}: duplicate ids, e.g. {Counter(ids).most_common(1)[0][0]!r}")
     if R.max_samples is not None: recs = recs[:R.max_samples]
-    from omind.core import file_hash
-    key = {"params": P.section_hash("review"), "nli_role": P.model("nli").model_dump(), "teacher": P.model("teacher").model_dump(),
-           "samples": file_hash(syn/"samples.jsonl")}
-    meta = out_dir/"inputs.json"
-    if not meta.exists() or read_json(meta) != json.loads(json.dumps(key)):   # new inputs or params: start over
-        for f in ("reviewed.jsonl", "done.json"): (out_dir/f).unlink(missing_ok=True)
-        atomic_write_json(meta, key)
+    out_dir = open_stage(P, "review")              # outputs of other params / code are set aside; a killed run resumes
     log = JsonlLog(out_dir/"reviewed.jsonl")
     done = log.keys("id")
     dd = NearDup(R.dedup_threshold, R.dedup_num_perm) if R.dedup else None
@@ -628,7 +460,7 @@ def run_review(P) -> dict:
     order = {i: k for k, i in enumerate(r["id"] for r in recs)}
     reviewed = sorted((r for r in log if r["id"] in order), key=lambda r: order[r["id"]])
     atomic_write(out_dir/"audit.jsonl", "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in audit_rows(reviewed)))
-    ft = funnel_table(reviewed, _seeded_counts(syn, recs)); vt = nli_verdict_table(reviewed)
+    ft = funnel_table(reviewed, seeded_counts(syn, recs)); vt = nli_verdict_table(reviewed)
     atomic_write(out_dir/"funnel.csv", ft.to_csv(index=False)); atomic_write(out_dir/"nli_verdicts.csv", vt.to_csv(index=False))
     summary = {"n_samples": len(reviewed), "n_kept": sum(r["kept"] for r in reviewed),
                "kept_by_task": dict(Counter(r["task"] for r in reviewed if r["kept"])),
@@ -636,87 +468,14 @@ def run_review(P) -> dict:
                "regenerated": sum(r["review"]["regenerations"] > 0 for r in reviewed),
                "sentences_removed": sum(s["action"] == "removed" for r in reviewed for s in r["review"]["sentences"]),
                "nli": R.nli_model or f"llm:{P.model('nli').model}", "seconds": round(time.time() - t0, 1)}
+    unknown = Counter(str(r.get("task")) for r in reviewed if r["drop_reason"] == "unknown_task")
+    if unknown:
+        summary["unknown_tasks"] = dict(unknown)
+        print(f"review: dropped {sum(unknown.values())} record(s) of task families the registry does not know: "
+              f"{dict(unknown)} (registered: {', '.join(task_names())}); register them (omind.tasks.register) to review them")
     atomic_write_json(out_dir/"summary.json", summary)
-    mark_done(out_dir, params=P.section_hash("synthesis", "review"), **{k: summary[k] for k in ("n_samples", "n_kept")})
+    finish_stage(P, "review", **{k: summary[k] for k in ("n_samples", "n_kept")})
     return summary
-
-# %% ../nbs/04_review.ipynb #d4c294b6
-SHEET_COLUMNS = ["id", "task", "context", "evidence", "text", "nli_flags", "drop_reason", "decision", "edit"]
-DECISIONS = ("accept", "edit", "reject")
-
-class ReviewSheetError(ValueError):
-    "A review sheet has bad rows; the message lists each with its line number."
-
-def export_review_sheet(reviewed: Sequence[dict], path, only_kept: bool = False) -> Path:
-    "Write the human review CSV for `reviewed` records."
-    buf = io.StringIO(); w = csv.DictWriter(buf, SHEET_COLUMNS); w.writeheader()
-    for r in reviewed:
-        if only_kept and not r.get("kept"): continue
-        flags = [f"{s['action']} p_contra={s['nli']['contradiction']:.2f}: {s['text']}" for s in r.get("review", {}).get("sentences", [])
-                 if s.get("nli") and (s["action"] == "removed" or s["nli"]["contradiction"] > 0.5)]
-        w.writerow({"id": r["id"], "task": r.get("task", ""), "context": conv_text(r["messages"][:-1]),
-                    "evidence": "\n".join(_evidence_texts(r)), "text": final_answer(r), "nli_flags": "\n".join(flags),
-                    "drop_reason": r.get("drop_reason", ""), "decision": "", "edit": ""})
-    return atomic_write(path, buf.getvalue())
-
-def import_review_sheet(path, known_ids) -> list[dict]:
-    "Validated decisions [{id, decision, edit, line (row)}] of a filled review sheet (blank decisions skipped)."
-    path = Path(path)
-    if not path.exists(): raise ReviewSheetError(f"{path}: review sheet not found")
-    rd = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
-    miss = [c for c in ("id", "decision", "edit") if c not in (rd.fieldnames or [])]
-    if miss: raise ReviewSheetError(f"{path}: missing column(s) {miss}; expected {SHEET_COLUMNS}")
-    known, seen, errs, out = set(known_ids), {}, [], []
-    for line, row in enumerate(rd, 2):                # spreadsheet row numbers: the header is row 1
-        rid, dec, edit = (row.get("id") or "").strip(), (row.get("decision") or "").strip().lower(), (row.get("edit") or "").strip()
-        if not rid: errs.append(f"row {line}: empty id"); continue
-        if rid not in known: errs.append(f"row {line}: unknown id {rid!r}"); continue
-        if rid in seen: errs.append(f"row {line}: id {rid!r} repeats row {seen[rid]}"); continue
-        seen[rid] = line
-        if not dec:
-            if edit: errs.append(f"row {line}: id {rid!r} has an edit but no decision (use 'edit')")
-            continue
-        if dec not in DECISIONS: errs.append(f"row {line}: id {rid!r}: decision {dec!r} is not one of {list(DECISIONS)}"); continue
-        if dec == "edit" and not edit: errs.append(f"row {line}: id {rid!r}: decision 'edit' needs text in the 'edit' column"); continue
-        out.append({"id": rid, "decision": dec, "edit": edit, "line": line})
-    if errs: raise ReviewSheetError(f"{path}: {len(errs)} bad row(s):\n" + "\n".join(errs))
-    return out
-
-def apply_decisions(reviewed: list[dict], decisions: Sequence[dict], nli: Callable, R: ReviewParams) -> list[dict]:
-    "New reviewed records with human decisions applied; edited text is re-checked with NLI and the filters."
-    by = {d["id"]: d for d in decisions}; out = []
-    for r in reviewed:
-        d = by.get(r["id"])
-        if d is None: out.append(r); continue
-        r = copy.deepcopy(r); acts = r["review"]["actions"]
-        if d["decision"] == "reject":
-            r.update(kept=False, drop_reason="human_reject")
-            acts.append({"stage": "human", "action": "drop", "reason": "human_reject", "scores": None})
-        elif d["decision"] == "accept":
-            r.update(kept=True, drop_reason="")
-            acts.append({"stage": "human", "action": "accept", "reason": "", "scores": None})
-        else:
-            msgs = copy.deepcopy(r["messages"]); msgs[-1]["content"] = d["edit"]
-            chk = review_records([dict(r, messages=msgs, status="ok")], nli, R.model_copy(update={"max_regenerations": 0}))[0]
-            acts.append({"stage": "human", "action": "edit", "reason": "", "scores": None, "text": d["edit"]})
-            acts += [a for a in chk["review"]["actions"] if a["stage"] != "review"]
-            r.update(messages=chk["messages"], kept=chk["kept"], drop_reason=chk["drop_reason"] and f"after_edit:{chk['drop_reason']}")
-            r["review"]["sentences"] = chk["review"]["sentences"]
-        out.append(r)
-    return out
-
-def apply_review_sheet(P, path) -> dict:
-    "Apply a filled review sheet to a run's review stage (reviewed.jsonl, audit.jsonl, funnel.csv rewritten)."
-    d = run_dir(P, "review"); rv = read_jsonl(d/"reviewed.jsonl")
-    if not rv: raise FileNotFoundError(f"{d/'reviewed.jsonl'} is missing or empty: run the review stage first")
-    decs = import_review_sheet(path, [r["id"] for r in rv])
-    new = apply_decisions(rv, decs, make_nli(P) if any(x["decision"] == "edit" for x in decs) else None, P.review)
-    atomic_write(d/"reviewed.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
-    atomic_write(d/"audit.jsonl", "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in audit_rows(new)))
-    syn = run_dir(P, "synthesis")
-    atomic_write(d/"funnel.csv", funnel_table(new, _seeded_counts(syn, new)).to_csv(index=False))
-    atomic_write(d/"nli_verdicts.csv", nli_verdict_table(new).to_csv(index=False))
-    return dict(Counter(x["decision"] for x in decs))
 
 # %% ../nbs/04_review.ipynb #87928bb3
 def figures_review(P) -> list[Path]:

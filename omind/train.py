@@ -4,19 +4,19 @@
 
 # %% ../nbs/06_train.ipynb #3f3580c4
 from __future__ import annotations
-import gc, json, os, random, shutil, sys, tempfile, time, warnings
+import gc, json, os, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 from typing import Literal, Optional, Union
 
 from pydantic import Field
 from .core import (Strict, load_params, run_dir, require_stage, atomic_write, atomic_write_json, read_json,
-                        mark_done, is_done, stable_hash, resolve_path, figures_dir, set_style, save_figure, save_table)
+                        mark_done, is_done, stable_hash, resolve_path, figures_dir, set_style, save_figure, save_table,
+                        stage_key, open_stage, finish_stage, stage_done)
 
 # %% auto #0
-__all__ = ['CHATML_TRAIN_TEMPLATES', 'TrainParams', 'toy_dataset', 'write_toy_dataset', 'training_chat_template',
-           'resolve_precision', 'load_student', 'lora_config', 'sft_trainer', 'label_spans', 'dpo_pairs',
-           'last_checkpoint', 'save_log', 'heldout_loss', 'run_sft', 'rejected_answers', 'run_dpo', 'run_train',
-           'figures_train', 'main']
+__all__ = ['CHATML_TRAIN_TEMPLATES', 'TrainParams', 'training_chat_template', 'resolve_precision', 'load_student', 'lora_config',
+           'sft_trainer', 'label_spans', 'dpo_pairs', 'last_checkpoint', 'save_log', 'heldout_loss', 'run_sft',
+           'rejected_answers', 'run_dpo', 'run_train', 'adapter_status', 'figures_train', 'main']
 
 # %% ../nbs/06_train.ipynb #b46f2c0c
 class TrainParams(Strict):
@@ -64,53 +64,6 @@ class TrainParams(Strict):
     dpo_batch_size: int = Field(2, ge=1)       # preference pairs per device and step
     dpo_grad_accum: int = Field(1, ge=1)
     dpo_max_length: int = Field(1024, ge=16)   # tokens of prompt + answer (truncated)
-
-# %% ../nbs/06_train.ipynb #2fcdec7f
-_TOY = [("depression", "low mood, loss of interest and poor sleep", "psychotherapy such as CBT, and antidepressants"),
-        ("generalized anxiety disorder", "persistent worry, restlessness and muscle tension", "CBT and, if needed, SSRIs"),
-        ("panic disorder", "sudden surges of fear with palpitations", "CBT with interoceptive exposure"),
-        ("PTSD", "intrusive memories, avoidance and hyperarousal", "trauma-focused psychotherapy"),
-        ("insomnia", "trouble falling or staying asleep", "CBT for insomnia and regular sleep times"),
-        ("OCD", "intrusive thoughts and repetitive rituals", "exposure and response prevention"),
-        ("bipolar disorder", "episodes of mania and depression", "mood stabilisers and psychoeducation"),
-        ("social anxiety", "fear of being judged in social situations", "CBT and graded exposure")]
-_EXTRA = ["A clinician can confirm the diagnosis and tailor the plan.", "Regular exercise and routine often help.",
-          "Talking to someone you trust can make it easier.", "Symptoms usually improve with treatment.",
-          "Keeping a short diary of symptoms helps appointments.", "If you ever feel unsafe, call or text 988 in the US, or your local emergency number."]
-
-def toy_dataset(n: int = 24, seed: int = 0):
-    "A deterministic `DatasetDict` (train/validation/test/dpo) with the dataset stage's columns, `n` train records."
-    from datasets import Dataset, DatasetDict
-    rng = random.Random(seed)
-    def record(i, split):
-        cond, sym, tx = _TOY[i % len(_TOY)]
-        k = rng.randint(0, 5)
-        ans = f"{cond.capitalize()} typically shows {sym}. First-line care is {tx}. " + " ".join(rng.sample(_EXTRA, k))
-        draft = ans + (" It always goes away on its own within a week." if i % 2 == 0 else "")
-        if i % 3 == 2:                                   # multi-turn conversation (2-3 user turns)
-            msgs = [{"role": "system", "content": "You are a supportive mental-health assistant."},
-                    {"role": "user", "content": f"I think I might have {cond}."},
-                    {"role": "assistant", "content": f"Thank you for sharing. What have you noticed? Common signs are {sym}."},
-                    {"role": "user", "content": "What can help?"}, {"role": "assistant", "content": ans.strip()}]
-            if k > 2: msgs += [{"role": "user", "content": "Thanks, anything else?"}, {"role": "assistant", "content": _EXTRA[k]}]
-            task = "conversation"
-        else:
-            msgs = [{"role": "user", "content": f"What are the signs of {cond} and how is it treated? (case {i})"},
-                    {"role": "assistant", "content": ans.strip()}]
-            task = "qa"
-        dm = msgs[:-1] + [{"role": "assistant", "content": (draft if msgs[-1]["content"] == ans.strip() else msgs[-1]["content"]).strip()}]
-        return {"id": f"toy-{split}-{i}", "task": task, "messages": msgs, "label": "", "options": [],
-                "draft_messages": dm, "evidence": [f"{cond} has_symptom {sym}", f"{cond} first_line_treatment {tx}"],
-                "provenance": json.dumps({"source": "toy", "i": i})}
-    sizes = {"train": n, "validation": max(4, n//4), "test": max(4, n//4), "dpo": max(4, n//4)}
-    return DatasetDict({s: Dataset.from_list([record(i, s) for i in range(m)]) for s, m in sizes.items()})
-
-def write_toy_dataset(P, n: int = 24) -> Path:
-    "Save `toy_dataset(n)` as run `P`'s dataset stage output (for tests and benchmarks only) and mark it done."
-    d = run_dir(P, "dataset")
-    toy_dataset(n, P.run.seed).save_to_disk(str(d/"hf"))
-    mark_done(d, toy=True, n=n)
-    return d/"hf"
 
 # %% ../nbs/06_train.ipynb #fb96dbe7
 _SMOL_SYS = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -313,9 +266,9 @@ def _save_adapter(trainer, tok, dest: Path, base_name: str):
             c = json.loads(cfg.read_text()); c["base_model_name_or_path"] = base_name; atomic_write_json(cfg, c)
 
 # %% ../nbs/06_train.ipynb #cf61c0c2
-def _phase_key(P, ds_dir: Path, phase: str) -> str:
-    done = read_json(ds_dir.parent/"done.json") if (ds_dir.parent/"done.json").exists() else {}
-    return stable_hash({"params": P.section_hash("train"), "dataset": done, "phase": phase})
+def _phase_key(P, phase: str) -> str:
+    "Key of one training phase: the train stage's key (its params, upstream stages and code) and the phase name."
+    return stable_hash({"stage": stage_key(P, "train"), "phase": phase})
 
 def _fresh(d: Path, key: str):
     "Make `d` belong to `key`: anything left by other params (checkpoints, adapters) is removed (main process)."
@@ -367,10 +320,10 @@ def run_sft(P, ds, out: Path, key: str, progress: bool = True) -> dict:
 
 def rejected_answers(P, rows) -> dict:
     "The untuned student's greedy answers to the `dpo` rows' prompts, batched and cached: {id: answer}."
-    from omind.llm import llm_for, GenConfig, _LOADED
+    from omind.llm import llm_for, GenConfig, unload_models
     prompts = [r["messages"][:-1] for r in rows]
     outs = llm_for(P, "student").chat(prompts, GenConfig(max_new_tokens=P.train.rejected_max_new_tokens, seed=P.run.seed), progress=True)
-    _LOADED.clear(); _free()                                  # free the generation copy before training
+    unload_models(); _free()                                  # free the generation copy before training
     return {r["id"]: o for r, o in zip(rows, outs)}
 
 def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True) -> dict:
@@ -420,21 +373,23 @@ def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True
 # %% ../nbs/06_train.ipynb #43f1f1b9
 def run_train(P, progress: bool = True) -> dict:
     "The train stage: LoRA SFT then DPO of the student on `results/<run>/dataset/hf`; returns the metrics summary."
+    from accelerate import PartialState
     from datasets import load_from_disk
     from omind.core import seed_everything
     ds_dir = require_stage(P, "dataset")/"hf"
     out = run_dir(P, "train")
-    key = _phase_key(P, ds_dir, "all")
-    if is_done(out, key=key) and (out/"metrics.json").exists(): return read_json(out/"metrics.json")
+    if stage_done(P, "train") and (out/"metrics.json").exists(): return read_json(out/"metrics.json")
+    if _is_main(): open_stage(P, "train")                   # other params / code: old outputs set aside; same key: resume
+    PartialState().wait_for_everyone()
     seed_everything(P.run.seed)
     ds = load_from_disk(str(ds_dir))
     T, name = P.train, P.model("student").model
     summary = {"student": name, "precision": resolve_precision(T.precision), "sft": None, "dpo": None}
     t0, c0 = time.time(), time.process_time()
-    if T.sft: summary["sft"] = run_sft(P, ds, out/"sft", _phase_key(P, ds_dir, "sft"), progress)
+    if T.sft: summary["sft"] = run_sft(P, ds, out/"sft", _phase_key(P, "sft"), progress)
     if T.dpo:
         if not (out/"sft"/"adapter"/"adapter_config.json").exists(): raise FileNotFoundError(f"{out/'sft'/'adapter'}: DPO starts from the SFT adapter; set train.sft: true")
-        summary["dpo"] = run_dpo(P, ds, out/"sft"/"adapter", out/"dpo", _phase_key(P, ds_dir, "dpo"), progress)
+        summary["dpo"] = run_dpo(P, ds, out/"sft"/"adapter", out/"dpo", _phase_key(P, "dpo"), progress)
         if len(ds["validation"]) and not summary["dpo"].get("skipped"):
             model, tok = load_student(name, T, adapter=out/"dpo"/"adapter", trainable=False)
             summary["dpo"]["heldout_loss_after_dpo"] = heldout_loss(model, tok, _limit(ds["validation"], T.max_eval_samples, P.run.seed), T, P.run.seed)
@@ -448,8 +403,25 @@ def run_train(P, progress: bool = True) -> dict:
     summary["wall_s"], summary["cpu_s"] = round(time.time() - t0, 1), round(time.process_time() - c0, 1)
     if _is_main():
         atomic_write_json(out/"metrics.json", summary)
-        mark_done(out, key=key, final_adapter=summary["final_adapter"])
+        finish_stage(P, "train", final_adapter=summary["final_adapter"])
     return summary
+
+# %% ../nbs/06_train.ipynb #144f7e38
+def adapter_status(P, phase: str) -> tuple[Optional[Path], str]:
+    """`(adapter folder, "")` when the train stage of run `P` produced `phase`'s adapter ("sft" or "dpo"), else
+    `(None, reason)`: the stage has not run, the phase is off in params, it was skipped, or it did not finish."""
+    if phase not in ("sft", "dpo"): raise ValueError(f"unknown training phase {phase!r}: use 'sft' or 'dpo'")
+    out = resolve_path(P.run.results_dir)/P.run.name/"train"
+    d = out/phase/"adapter"
+    if (d/"adapter_config.json").exists(): return d, ""
+    summary = read_json(out/"metrics.json") if (out/"metrics.json").exists() else None
+    phase_m = read_json(out/phase/"metrics.json") if (out/phase/"metrics.json").exists() else None
+    if phase_m and phase_m.get("skipped"):
+        done = [p for p in ("sft", "dpo") if p != phase and (out/p/"adapter"/"adapter_config.json").exists()]
+        return None, f"{phase} was skipped ({phase_m['skipped']})" + (f"; the {done[0]} adapter exists" if done else "")
+    if summary is None and phase_m is None: return None, f"{d} missing: the train stage has not run"
+    if summary is not None and summary.get(phase) is None: return None, f"{d} missing: train.{phase} is false in params"
+    return None, f"{d} missing: the {phase} phase did not finish (rerun the train stage)"
 
 # %% ../nbs/06_train.ipynb #8bb39f33
 def figures_train(P) -> list[Path]:

@@ -24,8 +24,8 @@ def wait_ready(port, proc, timeout=120):
 
 def start_server(port, log_path):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] not installed (make server)")
-    from omind.llm import _smollm2_gguf
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(_smollm2_gguf()), "--host", "127.0.0.1",
+    from omind.llm import smollm2_gguf
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
            "--port", str(port), "--n_ctx", "4096", "--n_threads", "2", "--api_key", FAKE_KEY,
            "--model_alias", "smollm2", "--logits_all", "true"]
     log = open(log_path, "wb")

@@ -7,7 +7,7 @@ import pytest
 from omind.benchmark import (BenchmarkError, load_benchmark, validate_benchmark, data_dir, seed_path, iter_eval_turns,
                              conversation_rubric, n_client_turns, plan_drafts, draft_instances, export_sheet, import_sheet,
                              run_benchmark, figures_benchmark, DEFAULT_CONDITIONS, DEFAULT_STRESSORS, DEFAULT_PERSONAS,
-                             SHEET_COLUMNS, all_items)
+                             SHEET_COLUMNS, all_items, knowledge_lists, kb_lists)
 from omind.core import load_params
 
 
@@ -68,6 +68,9 @@ def test_broken_copies_rejected_with_instance_and_field(seed, tmp_path):
             if it["kind"] == "safety": it["kind"] = "should"
     assert "a crisis instance needs at least one 'safety' item" in _broken(seed, tmp_path, crisis_without_safety)
 
+    def gold_gives_method(insts): insts[idx[multi]]["turns"][1]["content"] = "I won't say what a lethal dose would be."
+    assert f"instance '{multi}': turns[1].content: the gold reply gives self-harm method details (lethal dose)" in _broken(seed, tmp_path, gold_gives_method)
+
     def dup_id(insts): insts[1]["id"] = insts[0]["id"]
     assert "duplicate instance id" in _broken(seed, tmp_path, dup_id)
 
@@ -126,3 +129,31 @@ def test_seed_sheet_round_trip_is_lossless(seed, tmp_path):
     assert res["errors"] == [] and res["pending"] == [] and res["rejected"] == []
     strip = lambda i: {k: v for k, v in i.items() if k != "meta"}
     assert [strip(i) for i in res["instances"]] == [strip(i) for i in insts]
+
+
+def test_drafting_lists_come_from_the_run_knowledge_base():
+    from omind.knowledge import load_knowledge
+    P = load_params("params/tiny.yaml")
+    kb = load_knowledge(P)
+    kl = knowledge_lists(P)
+    assert kl["source"] == "knowledge"
+    assert kl["conditions"] == [e.id for e in kb.by_type("condition")] and len(kl["conditions"]) >= 10
+    assert kl["stressors"] and "stressor:none" not in kl["stressors"] and all(kb.get_entity(s).type == "stressor" for s in kl["stressors"])
+    assert kl["facts"] and all(kl["facts"][c] == kb.facts_of(c, "has_symptom") for c in kl["facts"])
+    # ids named in params win; an id the knowledge base lacks is an error naming the params field
+    assert kb_lists(kb, ["cond:panic_disorder"])["conditions"] == ["cond:panic_disorder"]
+    with pytest.raises(ValueError, match=r"benchmark\.stressors: \['stressor:typo'\]"): kb_lists(kb, (), ["stressor:typo"])
+    P2 = load_params("params/tiny.yaml", {"benchmark": {"conditions": ["cond:nope"]}})
+    with pytest.raises(ValueError, match=r"benchmark\.conditions"): knowledge_lists(P2)
+    # both lists in params: the knowledge base is not needed
+    P3 = load_params("params/tiny.yaml", {"benchmark": {"conditions": ["cond:x"], "stressors": ["stressor:y"]}})
+    assert knowledge_lists(P3)["source"] == "params"
+
+
+def test_changed_params_rerun_the_stage(tmp_path):
+    over = {"run": {"results_dir": str(tmp_path), "figures_dir": str(tmp_path/"fig")}}
+    s8 = run_benchmark(load_params("params/tiny.yaml", over))
+    s6 = run_benchmark(load_params("params/tiny.yaml", {**over, "benchmark": {"max_instances": 6}}))
+    assert (s8["n_instances"], s6["n_instances"]) == (8, 6)
+    aside = list((tmp_path/"tiny"/"set-aside").iterdir())
+    assert len(aside) == 1 and json.loads((aside[0]/"stats.json").read_text())["n_instances"] == 8

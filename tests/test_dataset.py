@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from omind.core import load_params, run_dir, mark_done, atomic_write, read_json
+from omind.core import load_params, run_dir, finish_stage, atomic_write, read_json
 from omind.dataset import run_dataset, SPLITS
 
 TASKS = ("mcqa", "classification", "root_cause", "qa", "conversation")
@@ -34,7 +34,7 @@ def make_run(tmp, recs, seed=0, name="t", dataset=None):
     rd = run_dir(P, "review")
     atomic_write(rd/"reviewed.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
     atomic_write(rd/"funnel.csv", "task,seeded,generated,after_review,kept\nqa,30,30,30,30\n")
-    mark_done(rd)
+    finish_stage(P, "review")
     return P
 
 
@@ -130,3 +130,50 @@ def test_missing_review_stage(tmp_path):
 def test_bad_dataset_params():
     from omind.core import ParamsError
     with pytest.raises(ParamsError, match="dataset.dpo_share"): load_params(None, {"dataset": {"dpo_share": -0.1}})
+
+
+@pytest.fixture
+def sixth_family():
+    "The toy task family of omind.testing, registered in one place for the test and removed afterwards."
+    from omind.tasks import register, unregister
+    from omind.testing import toy_task_family
+    fam = register(toy_task_family())
+    yield fam
+    unregister(fam.name)
+
+
+def test_sixth_family_through_review_into_dataset(tmp_path, sixth_family):
+    "A family registered with one call is synthesised on the tiny model, reviewed (funnel, verdicts) and lands in the DatasetDict and its card."
+    import pandas as pd
+    from datasets import load_from_disk
+    from omind.synthesis import run_synthesis
+    from omind.review import run_review
+    from omind.testing import toy_knowledge, ToyRetriever
+    from omind.core import read_jsonl
+    name = sixth_family.name
+    P = load_params(None, {"run": {"name": "t6", "results_dir": str(tmp_path)},
+                           "models": {"default": {"model": "embedded:tiny-random", "batch_size": 8}},
+                           "synthesis": {"n": {**{t: 0 for t in TASKS}, name: 6}, "max_new_tokens": 12, "explain_max_new_tokens": 12,
+                                         "prune_max_new_tokens": 6, "chunk_size": 6},
+                           "review": {"chunk_size": 4, "max_regenerations": 0, "nli_scoring": "first_token"}})
+    kb = toy_knowledge()
+    run_synthesis(P, kb=kb, retriever=ToyRetriever(kb), progress=False)
+    ok = [r["id"] for r in read_jsonl(run_dir(P, "synthesis")/"samples.jsonl") if r["task"] == name and r["status"] == "ok"]
+    assert ok, "the tiny model wrote no well-formed sample of the sixth family"
+    s = run_review(P)
+    rv = {r["id"]: r for r in read_jsonl(run_dir(P, "review")/"reviewed.jsonl")}
+    assert all(rv[i]["drop_reason"] not in ("invalid", "unknown_task") for i in ok)          # validated by its own family
+    assert all(any(x["nli"] for x in rv[i]["review"]["sentences"]) for i in ok)              # judged sentence by sentence
+    f = pd.read_csv(run_dir(P, "review")/"funnel.csv").set_index("task")
+    assert f.loc[name, "seeded"] == 6 and f.loc[name, "generated"] == len(ok)
+    assert name in set(pd.read_csv(run_dir(P, "review")/"nli_verdicts.csv")["task"])
+    kept = sorted(i for i, r in rv.items() if r["kept"])
+    assert kept and s["kept_by_task"] == {name: len(kept)}
+    d = run_dataset(P)
+    dd = load_from_disk(str(run_dir(P, "dataset")/"hf"))
+    assert sorted(i for x in SPLITS for i in dd[x]["id"]) == kept and d["by_task"] == {name: len(kept)}
+    ex = next(r for x in SPLITS for r in dd[x])
+    assert ex["task"] == name and ex["label"] in ("Yes", "No")
+    card = (run_dir(P, "dataset")/"README.md").read_text()
+    assert f"| {name}" in card and f"`{name}` {sixth_family.title}" in card
+    assert name in read_json(run_dir(P, "dataset")/"stats.json")["tasks"]

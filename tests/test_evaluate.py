@@ -1,12 +1,17 @@
-"Integration tests of the evaluate stage: public-set loaders on fixtures, kill-and-resume, skipped candidates."
+"""Integration tests of the evaluate stage: public sets through omind.sources, kill-and-resume, skipped candidates,
+a fourth judge scheme and a sixth task family added in one place each and run through the stage on the tiny model."""
 import json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from omind.core import load_params, read_jsonl
-from omind.evaluate import (PublicSetSpec, load_public_set, parse_choice, parse_label, load_instances, run_evaluate,
-                            COUNSELLOR_PROMPT, bootstrap_wtl, pair_outcome)
+from omind.core import load_params, read_jsonl, ParamsError
+from omind.core_eval import EvalSetSpec, load_eval_set
+from omind.evaluate import load_instances, run_evaluate, evaluation_report, figures_evaluate, COUNSELLOR_PROMPT
+from omind.judge import JudgeScheme, register_scheme, unregister_scheme, clean_answer
+from omind.stats import bootstrap_wtl, pair_outcome
+from omind.text import parse_choice, parse_label, LETTERS
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT/"tests"/"fixtures"/"evaluate"
@@ -14,36 +19,40 @@ PY = sys.executable
 
 
 @pytest.mark.parametrize("spec,n,first_label", [
-    (dict(name="medmcqa", format="mcqa", data_file=str(FIX/"medmcqa.jsonl")), 2, "SSRIs"),
-    (dict(name="mhqa", format="mcqa", data_file=str(FIX/"mhqa.csv"), answer_index_base=1), 2, "Trauma-focused CBT"),
-    (dict(name="mmlu_pp", format="mmlu", data_file=str(FIX/"mmlu_professional_psychology.csv")), 2, "Pavlov"),
-    (dict(name="dreaddit", format="text_label", task="classification", data_file=str(FIX/"dreaddit.csv"),
-          label_names={"0": "not stressed", "1": "stressed"}), 3, "stressed"),
-    (dict(name="sad", format="text_label", task="root_cause", data_file=str(FIX/"sad.csv"), text_column="sentence",
-          label_column="category"), 3, "Work"),
-    (dict(name="cams", format="text_label", task="root_cause", data_file=str(FIX/"cams.csv"), label_column="cause",
+    (dict(name="medmcqa", layout="medmcqa", path=str(FIX/"medmcqa.jsonl")), 2, "SSRIs"),
+    (dict(name="mhqa", layout="mcqa", path=str(FIX/"mhqa.csv"), answer_index_base=1), 2, "Trauma-focused CBT"),
+    (dict(name="mmlu_pp", layout="mmlu", path=str(FIX/"mmlu_professional_psychology.csv")), 2, "Pavlov"),
+    (dict(name="dreaddit", layout="dreaddit", task="classification", path=str(FIX/"dreaddit.csv")), 3, "stressed"),
+    (dict(name="sad", layout="sad", task="root_cause", path=str(FIX/"sad.csv")), 3, "Work"),
+    (dict(name="cams", layout="cams", task="root_cause", path=str(FIX/"cams.csv"),
           label_names={"2": "jobs and careers", "4": "relationships"}), 2, "jobs and careers"),
-    (dict(name="angst", format="text_label", task="classification", data_file=str(FIX/"angst.csv")), 3, "comorbid"),
+    (dict(name="angst", layout="text_label", task="classification", path=str(FIX/"angst.csv")), 3, "comorbid"),
 ])
 def test_public_sets(spec, n, first_label):
-    items = load_public_set(PublicSetSpec(**spec))
-    assert len(items) == n and items[0]["label"] == first_label
+    items = load_eval_set(EvalSetSpec(**spec))
+    assert len(items) == n and items[0]["label"] == first_label and items[0]["source"] == spec["name"]
     it = items[0]
     assert it["messages"][-1]["role"] == "user" and it["task"] == spec.get("task", "mcqa")
     if it["options"]:   # the gold answer is one of the options and parses back from its letter
         k = it["options"].index(it["label"])
-        assert parse_choice(f"Answer: {'ABCD'[k]}", it["options"])[0] == k
+        assert f"{LETTERS[k]}. {it['label']}" in it["messages"][-1]["content"]
+        assert parse_choice(f"Answer: {LETTERS[k]}", it["options"])[0] == k
     else:
         assert parse_label(f"Label: {it['label']}", it["labels"]) == (it["label"], "label")
 
 
 def test_public_set_errors(tmp_path):
+    "A bad public set is an error naming the params key (via omind.sources), at params time where it can be."
     (tmp_path/"x.csv").write_text("question,answer\nq,A\n")
-    with pytest.raises(ValueError, match="no options"):
-        load_public_set(PublicSetSpec(name="x", format="mcqa", data_file=str(tmp_path/"x.csv")))
-    (tmp_path/"y.csv").write_text("q,A,B\n")
-    with pytest.raises(ValueError, match="MMLU rows"):
-        load_public_set(PublicSetSpec(name="y", format="mmlu", data_file=str(tmp_path/"y.csv")))
+    with pytest.raises(ValueError, match="option"):
+        load_eval_set(EvalSetSpec(layout="mcqa", path=str(tmp_path/"x.csv")), where="evaluate.public_sets.0.")
+    with pytest.raises(ValueError, match=r"evaluate\.public_sets\.0\.allow_shortfall"):
+        load_eval_set(EvalSetSpec(layout="mmlu", path=str(FIX/"mmlu_professional_psychology.csv"), n=5), where="evaluate.public_sets.0.")
+    base = {"run": {"results_dir": str(tmp_path), "name": "r"}}
+    with pytest.raises(ParamsError, match="needs post items"):     # layout and task do not fit
+        load_params(None, {**base, "evaluate": {"public_sets": [{"layout": "mmlu", "path": str(FIX/"sad.csv"), "task": "root_cause"}]}})
+    with pytest.raises(ParamsError, match="root_cause"):            # typo in a task name: did you mean
+        load_params(None, {**base, "evaluate": {"core_tasks": ["root_cuase"]}})
 
 
 def test_bootstrap_and_swap():
@@ -54,7 +63,7 @@ def test_bootstrap_and_swap():
     assert 0 <= b["win"][1] <= 75 <= b["win"][2] <= 100
 
 
-def make_upstream(root: Path, name: str, ids=("s-cri-01", "m-dep-01", "s-gad-02")):
+def make_upstream(root: Path, name: str, ids=("s-cri-01", "m-dep-01", "s-gad-02"), extra_rows=()):
     "A run folder with a finished benchmark (seed instances) and dataset stage (tiny test split)."
     from datasets import Dataset, DatasetDict
     rd = root/name
@@ -69,7 +78,7 @@ def make_upstream(root: Path, name: str, ids=("s-cri-01", "m-dep-01", "s-gad-02"
     rows += [dict(id=f"q{i}", task="qa", label="", options=[],
                   messages=[{"role": "user", "content": f"What helps insomnia ({i})?"}, {"role": "assistant", "content": "Sleep hygiene."}])
              for i in range(2)]
-    ds = Dataset.from_list(rows)
+    ds = Dataset.from_list(rows + list(extra_rows))
     DatasetDict(train=ds, test=ds).save_to_disk(str(rd/"dataset"/"hf"))
     (rd/"dataset"/"done.json").write_text("{}")
     return rd
@@ -82,6 +91,14 @@ def params_dict(root: Path, name: str) -> dict:
                                         {"name": "dpo", "model": "train:dpo"}],
                          "reply_max_new_tokens": 6, "answer_max_new_tokens": 4, "bootstrap_rounds": 50,
                          "chunk_size": 4, "max_calibration_cases": 8, "schemes": ["binary", "likert"]}}
+
+
+def small_params(root: Path, name: str, **ev) -> dict:
+    "Baseline only (no pairs), one instance, few calibration cases: the cheapest full run of the stage."
+    return {"run": {"results_dir": str(root), "name": name, "figures_dir": str(root/"figs")},
+            "models": {"default": {"model": "embedded:tiny-random", "batch_size": 16}},
+            "evaluate": {"candidates": [], "reply_max_new_tokens": 4, "answer_max_new_tokens": 4, "bootstrap_rounds": 20,
+                         "max_calibration_cases": 4, **ev}}
 
 
 def test_kill_and_resume(tmp_path):
@@ -110,10 +127,70 @@ def test_kill_and_resume(tmp_path):
     recs = read_jsonl(log)
     keys = [r["key"] for r in recs]
     assert len(keys) == len(set(keys)) and len(keys) > n_before
-    assert (tmp_path/"killed"/"evaluate"/"done.json").exists()
+    done = json.loads((tmp_path/"killed"/"evaluate"/"done.json").read_text())
+    assert done["key"] == json.loads((tmp_path/"killed"/"evaluate"/"stage.json").read_text())["key"]   # finish_stage under the key it opened with
     clean = run_evaluate(load_params(None, params_dict(tmp_path, "clean")))
     assert s["rubric"] == clean["rubric"] and s["core"] == clean["core"] and s["winrates"] == clean["winrates"]
     assert s["calibration"] == clean["calibration"]
     assert any("dpo" in n and "skipped" in n for n in s["notes"])          # training has not run: clear message
     for f in ("items", "turns", "instances", "models", "core_metrics", "winrates", "calibration"):
         assert (tmp_path/"killed"/"evaluate"/f"{f}.csv").exists()
+
+
+def test_fourth_judge_scheme(tmp_path):
+    "A new judge scheme is ONE register_scheme call: params accept it, the stage judges, aggregates, reports and plots it."
+    def parse_grade(text):
+        w = (clean_answer(text).lower().split() or [""])[0].strip(".!")
+        return w if w in ("poor", "fair", "good") else None
+    register_scheme(JudgeScheme(
+        name="grade3", labels=("poor", "fair", "good"), title="three grades", unit="% good",
+        ask="Is {what} poor, fair or good on the criterion? Answer with {options}.",
+        parse=parse_grade, value=lambda label: label, retry="Answer with exactly one of: {options}.",
+        norm={"poor": 0.0, "fair": 0.5, "good": 1.0}.get, lo=0, hi=100))
+    try:
+        make_upstream(tmp_path, "g", ids=("s-cri-01",))
+        P = load_params(None, small_params(tmp_path, "g", schemes=["binary", "grade3"], core_tasks=[]))
+        s = run_evaluate(P)
+        items = pd.read_csv(tmp_path/"g"/"evaluate"/"items.csv")
+        g = items[items["scheme"] == "grade3"]
+        assert len(g) == len(items) / 2 > 0 and set(g["value"]) <= {"poor", "fair", "good"} and g["norm"].notna().all()
+        assert set(g["raw"]) <= {"poor", "fair", "good"}                   # score mode: the most probable allowed answer
+        for level in ("turn", "conversation"):
+            score = s["headline"]["rubric"]["base"][level]["grade3"]
+            assert 0 <= score <= 100
+        rep = evaluation_report(s)
+        assert "| model | level | binary | grade3 | missing |" in rep and "grade3 = % good" in rep
+        judged = read_jsonl(tmp_path/"g"/"evaluate"/"judgments.jsonl")
+        assert any(r["scheme"] == "grade3" and set(r["probs"]) == {"poor", "fair", "good"} for r in judged)
+        assert "evaluate_rubric_scores" in {p.stem for p in figures_evaluate(P)}
+    finally:
+        unregister_scheme("grade3")
+    with pytest.raises(ParamsError, match="grade"):                    # gone from the registry: params refuse it again
+        load_params(None, small_params(tmp_path, "g", schemes=["grade3"]))
+
+
+def test_sixth_task_family(tmp_path):
+    "A sixth (toy) task family registered in one place is a core task: its test split and a public set are scored."
+    from omind.tasks import register, unregister
+    from omind.testing import toy_task_family
+    fam = register(toy_task_family())
+    try:
+        rows = [dict(id=f"tf{i}", task=fam.name, label=lab, options=[],
+                     messages=[{"role": "user", "content": f"Is symptom {i} a common symptom of depression?\nAnswer Yes or No."},
+                               {"role": "assistant", "content": f"Answer: {lab}"}]) for i, lab in enumerate(["Yes", "No", "Yes"])]
+        make_upstream(tmp_path, "six", ids=("s-cri-01",), extra_rows=rows)
+        (tmp_path/"tf.csv").write_text("text,label\nInsomnia is common in depression,Yes\nFever is common in panic disorder,No\n")
+        P = load_params(None, small_params(tmp_path, "six", schemes=["binary"], public_sets=[
+            {"name": "tf_public", "layout": "text_label", "path": str(tmp_path/"tf.csv"), "task": fam.name}]))
+        assert fam.name in P.evaluate.core_task_names()
+        s = run_evaluate(P)
+        core = {(r["source"], r["task"]): r for r in s["core"]}
+        assert core[("synthesized", fam.name)]["n"] == 3 and core[("tf_public", fam.name)]["n"] == 2
+        assert ("synthesized", "mcqa") in core
+        preds = pd.read_csv(tmp_path/"six"/"evaluate"/"core_predictions.csv")
+        assert set(preds[preds["task"] == fam.name]["gold"]) == {"Yes", "No"}
+        gen = {r["key"]: r for r in read_jsonl(tmp_path/"six"/"evaluate"/"generations.jsonl")}
+        assert "base|core|tf_public:train:0" in gen                         # the public item's question was asked
+        assert f"synthesized_{fam.name}" in s["headline"]["core_macro_f1"]["base"]
+    finally:
+        unregister(fam.name)

@@ -6,9 +6,12 @@ import pytest
 import yaml
 
 from omind.core import load_params, ParamsError
-from omind.knowledge import (KnowledgeBase, KnowledgeError, Entity, Triple, Retriever, KnowledgeParams, load_icd10,
+from omind.sources import InputError
+from omind.knowledge import (KnowledgeBase, KnowledgeError, Entity, Triple, KnowledgeParams, load_icd10, build_knowledge,
                              load_curated, load_text_dir, load_umls, load_triples_file, curated_files, load_knowledge,
-                             get_retriever, small_curated_file, run_knowledge, eval_queries)
+                             run_knowledge)
+from omind.retrieval import Retriever, get_retriever, eval_queries, embedder_path
+from omind.testing import small_curated_file
 
 ROOT = Path(__file__).resolve().parents[1]
 UMLS = ROOT/"tests"/"fixtures"/"umls"
@@ -60,6 +63,45 @@ def test_text_dir_loader(tmp_path):
     assert kb.chunks[0].source == "my_dsm_notes/mood.md" and kb.chunks[0].title == "mood - Major depressive disorder"
 
 
+def test_same_named_text_dirs_keep_every_chunk(tmp_path):
+    # two folders called `notes` with a file of the same name: before, the second folder's chunks were dropped as "merged"
+    for sub, text in (("dsm5", "Major depressive disorder needs five symptoms for two weeks."),
+                      ("icd11", "Single episode depressive disorder is coded 6A70.")):
+        (tmp_path/sub/"notes").mkdir(parents=True)
+        (tmp_path/sub/"notes"/"mood.md").write_text(f"# Depression\n{text}\n")
+    kb = build_knowledge(KnowledgeParams(icd10=False, curated=False, text_dirs=[str(tmp_path/"dsm5"/"notes"), str(tmp_path/"icd11"/"notes")]))
+    assert len(kb.chunks) == 2 and "chunks_merged" not in kb.stats
+    assert {c.text for c in kb.chunks} == {"Major depressive disorder needs five symptoms for two weeks.",
+                                          "Single episode depressive disorder is coded 6A70."}
+    assert [i["chunks"] for i in kb.load_info] == [1, 1]
+    one = build_knowledge(KnowledgeParams(icd10=False, curated=False, text_dirs=[str(tmp_path/"dsm5"/"notes")]))
+    assert one.chunks[0].id == "chunk:notes/mood.md:0"              # a single folder keeps its short name
+
+
+def test_empty_and_undecodable_knowledge_inputs(tmp_path):
+    kb = KnowledgeBase(); kb.add_entity(Entity("cond:x", "X", "condition"))
+    for name, data in (("empty.csv", b""), ("header.csv", b"head,relation,tail\n"), ("empty.jsonl", b"\n\n")):
+        (tmp_path/name).write_bytes(data)
+        with pytest.raises(InputError, match=f"{name}: no records"):
+            load_triples_file(kb, tmp_path/name)
+    (tmp_path/"latin1.tsv").write_bytes("head\trelation\ttail\ncond:x\thas_symptom\tfatigue\ncond:x\thas_symptom\tna\xefve worry\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin1.tsv:3: field 'tail': byte 0xef at column 22 is not valid utf-8"):
+        load_triples_file(kb, tmp_path/"latin1.tsv")
+    (tmp_path/"c.yaml").write_bytes("conditions:\n  - id: cond:a\n    name: Caf\xe9 syndrome\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"c.yaml:3: field '<text>': byte 0xe9"):
+        load_curated(KnowledgeBase(), tmp_path/"c.yaml")
+    u = tmp_path/"umls"; shutil.copytree(UMLS, u)
+    (u/"MRCONSO.RRF").write_bytes((u/"MRCONSO.RRF").read_bytes().replace("Trouble dépressif".encode(), "Trouble dépressif".encode("latin-1")))
+    with pytest.raises(KnowledgeError, match=r"MRCONSO.RRF:\d+: field 'STR': byte 0xe9"):
+        load_umls(KnowledgeBase(), u)
+    (u/"MRREL.RRF").write_bytes(b""); shutil.copy(UMLS/"MRCONSO.RRF", u/"MRCONSO.RRF")
+    with pytest.raises(KnowledgeError, match=r"MRREL.RRF: no rows"):
+        load_umls(KnowledgeBase(), u)
+    (tmp_path/"empty_dir").mkdir()
+    with pytest.raises(KnowledgeError, match=r"empty_dir: field 'text_dirs': no .md or .txt files"):
+        load_text_dir(KnowledgeBase(), tmp_path/"empty_dir")
+
+
 def test_umls_loader_on_fixture():
     kb = KnowledgeBase()
     info = load_umls(kb, UMLS)
@@ -95,13 +137,13 @@ def test_triples_csv_and_jsonl(tmp_path):
     ("empty_field.csv", "head,relation,tail\ncond:x,,y\n", "empty_field.csv:2: field 'relation': empty"),
     ("unknown_head.csv", "head,relation,tail\ncond:x,r,y\ncond:nobody,r,y\n", "unknown_head.csv:3: field 'head': unknown relation endpoint"),
     ("unknown_tail.jsonl", '{"head": "cond:x", "relation": "r", "tail": "cond:ghost"}\n', "unknown_tail.jsonl:1: field 'tail': unknown relation endpoint"),
-    ("bad_line.jsonl", '{"head": "cond:x", "relation": "r", "tail": "y"}\n{"head": \n', "bad_line.jsonl:2: field '<json>'"),
+    ("bad_line.jsonl", '{"head": "cond:x", "relation": "r", "tail": "y"}\n\n{"head": \n', "bad_line.jsonl:3: field '<json>'"),
     ("bad_relation.csv", "head,relation,tail\ncond:x,Treated By,y\n", "bad_relation.csv:2: field 'relation'"),
 ])
 def test_bad_triples_files_name_file_line_field(tmp_path, name, content, expect):
     kb = KnowledgeBase(); kb.add_entity(Entity("cond:x", "X", "condition"))
     (tmp_path/name).write_text(content)
-    with pytest.raises(KnowledgeError, match=expect.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(InputError, match=expect.replace("(", r"\(").replace(")", r"\)")):
         load_triples_file(kb, tmp_path/name)
 
 
@@ -160,7 +202,6 @@ def test_retriever_contract_and_index_reuse(tmp_path):
     assert (tmp_path/"r"/"knowledge"/"index"/"meta.json").exists()
     R2 = Retriever(R.kb, P.knowledge, tmp_path/"r"/"knowledge"/"index")
     assert R2.reused
-    from omind.knowledge import embedder_path
     K2 = P.knowledge.model_copy(update={"embedder": embedder_path(P.knowledge.embedder)})   # same model, named by its path
     assert not Retriever(R.kb, K2, tmp_path/"r"/"knowledge"/"index").reused      # model name changed: rebuilt
 

@@ -13,9 +13,12 @@ def omind(*args, cwd=ROOT):
     return r, time.perf_counter() - t
 
 CASES = {
-    "unknown key": ("extends: {smoke}\nrun: {{name: x, seeed: 3}}\n", "unknown key 'run.seeed' (did you mean 'seed'?)"),
+    "unknown key": ("extends: {smoke}\nrun: {{name: x, seeed: 3}}\n", "bad.yaml:2: unknown key 'run.seeed' (did you mean 'seed'?)"),
+    "typo in a list item": ("extends: {smoke}\nevaluate:\n  public_sets:\n    - {{path: x.csv, layout: mmlu, task: mcqa, answer_index_bsae: 1}}\n",
+                            "bad.yaml:4: unknown key 'evaluate.public_sets.0.answer_index_bsae' (did you mean 'answer_index_base'?)"),
+    "not valid YAML": ("extends: {smoke}\nrun:\n  name: x\n   seed: 3\n", "bad.yaml:4: not valid YAML"),
     "unknown section": ("extends: {smoke}\ntrian: {{}}\n", "unknown key 'trian' (did you mean 'train'?)"),
-    "wrong type": ("extends: {smoke}\nrun: {{seed: three}}\n", "key 'run.seed'"),
+    "wrong type": ("extends: {smoke}\nrun: {{seed: three}}\n", "bad.yaml:2: key 'run.seed'"),
     "wrong type in a model": ("extends: {smoke}\nmodels: {{teacher: {{batch_size: many}}}}\n", "key 'models.teacher.batch_size'"),
     "missing path": ("extends: {smoke}\ntrain: {{chat_template_file: /no/such/template.jinja}}\n", "key 'train.chat_template_file': file not found"),
     "missing extends": ("extends: no-such-parent.yaml\n", "key 'extends': params file not found"),
@@ -40,3 +43,33 @@ def test_every_params_file_loads():
 def test_missing_run_params_file():
     r, _ = omind("run", "params/does-not-exist.yaml")
     assert r.returncode == 1 and "params file not found" in r.stderr
+
+
+def test_set_overrides_are_validated_like_the_file(tmp_path):
+    r, _ = omind("run", "params/tiny.yaml", "--set", "train.max_stpes=10")
+    assert r.returncode == 1 and "--set train.max_stpes=10: unknown key 'train.max_stpes' (did you mean 'max_steps'?)" in r.stderr, r.stderr
+    r, _ = omind("run", "params/tiny.yaml", "--set", "train.max_steps=many")
+    assert r.returncode == 1 and "--set train.max_steps=many: key 'train.max_steps'" in r.stderr, r.stderr
+    r, _ = omind("run", "params/tiny.yaml", "--set", "train.max_steps")
+    assert r.returncode == 1 and "expected KEY=VALUE" in r.stderr, r.stderr
+
+def test_set_override_runs_and_is_recorded(tmp_path):
+    import json, yaml
+    p = tmp_path/"t.yaml"
+    p.write_text(f"extends: {ROOT/'params'/'tiny.yaml'}\nrun: {{name: t, results_dir: {tmp_path/'results'}, figures_dir: {tmp_path/'figures'}}}\n")
+    r = subprocess.run([sys.executable, "-c", "import sys; from omind.pipeline import main; sys.exit(main(sys.argv[1:]))",
+                        "run", str(p), "--only", "knowledge", "--set", "knowledge.eval_queries=7", "--set", "run.seed=3"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    run = tmp_path/"results"/"t"
+    man = json.loads((run/"manifest.json").read_text())
+    assert man["sets"] == ["knowledge.eval_queries=7", "run.seed=3"] and man["params"]["knowledge"]["eval_queries"] == 7
+    assert yaml.safe_load((run/"params.yaml").read_text())["knowledge"]["eval_queries"] == 7   # what the notebook read
+    assert json.loads((run/"knowledge"/"summary.json").read_text())["eval_queries"] <= 7
+
+def test_version_and_stage_choices():
+    r, _ = omind("--version")
+    assert r.returncode == 0 and r.stdout.startswith("omind "), r.stdout + r.stderr
+    r, _ = omind("run", "--help")
+    assert r.returncode == 0
+    for st in ("knowledge", "synthesis", "review", "dataset", "train", "benchmark", "evaluate", "figures"): assert st in r.stdout

@@ -1,7 +1,9 @@
 """End-to-end pipeline tests on params/tiny.yaml (tiny random model in every role):
 a full run, a rerun that skips every stage, SIGKILL at several points then resume with identical results,
-and clear errors for a missing upstream stage and a failing cell."""
-import json, os, re, signal, subprocess, sys, time
+clear errors for a missing upstream stage and a failing cell, what makes a stage out of date (a markdown edit:
+nothing; an edit to omind/llm.py: every stage that imports it), `--force --only review`, and a stage kernel that
+dies with `omind run`."""
+import json, os, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -28,7 +30,7 @@ def snapshot(run: Path) -> dict:
     "Everything a run produced that must not depend on interruptions: JSONL records and the dataset."
     snap = {}
     for f in sorted(run.rglob("*.jsonl")):
-        if "cache" in f.parts or "notebooks" in f.parts: continue
+        if "cache" in f.parts or "notebooks" in f.parts or "set-aside" in f.parts: continue
         recs = [_clean(json.loads(l)) for l in f.read_text().splitlines() if l.strip()]
         snap[str(f.relative_to(run))] = sorted(recs, key=lambda r: json.dumps(r, sort_keys=True))
     hf = run/"dataset"/"hf"
@@ -81,7 +83,7 @@ def test_missing_upstream_stage(tmp_path):
 
 def test_unknown_stage(tmp_path):
     r = omind("run", str(params(tmp_path)), "--only", "trainn")
-    assert r.returncode == 1 and "unknown stage 'trainn'" in r.stderr
+    assert r.returncode == 2 and "invalid choice: 'trainn'" in r.stderr and "review" in r.stderr
 
 def test_failing_cell_names_notebook_and_cell(tmp_path):
     "A stage that raises gives the executed notebook, the cell and the error, and a non-zero exit."
@@ -89,6 +91,110 @@ def test_failing_cell_names_notebook_and_cell(tmp_path):
     r = omind("run", str(p), "--only", "knowledge")
     assert r.returncode == 1, r.stderr
     assert "stage 'knowledge' failed in" in r.stderr and "02_knowledge.ipynb" in r.stderr and "cell" in r.stderr
-    assert "bad_triples.csv:3" in r.stderr and "expected 4 columns, got 2" in r.stderr
+    assert "bad_triples.csv:3" in r.stderr and "the row has 2 of 4 columns" in r.stderr
     man = json.loads((tmp_path/"results"/"tiny"/"manifest.json").read_text())
     assert man["stages"]["knowledge"]["status"] == "failed"
+
+
+def project_copy(tmp: Path) -> Path:
+    "A copy of the project's code (omind/, nbs/, settings.ini): `python -c` run there imports this copy of omind."
+    for f in ("omind", "nbs"): shutil.copytree(ROOT/f, tmp/f, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copy(ROOT/"settings.ini", tmp)
+    return tmp
+
+def up_to_date(cwd: Path, p: Path) -> dict:
+    "stage -> whether it is up to date, computed by the omind found from `cwd`."
+    code = ("import json, omind; from omind.core import *; P = load_params(%r)\n"
+            "print(json.dumps({'file': omind.__file__, 'done': {n: stage_done(P, n) for n in STAGE_NAMES}, "
+            "'llm': [n for n in STAGE_NAMES if 'omind.llm' in stage_modules(n)]}))" % str(p))
+    r = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert Path(out["file"]).resolve().is_relative_to(cwd.resolve()), out["file"]
+    return out
+
+def test_markdown_edit_keeps_stages_and_llm_edit_invalidates_its_users(full_run, tmp_path):
+    tmp, p, _ = full_run
+    proj = project_copy(tmp_path/"proj")
+    before = up_to_date(proj, p)
+    assert all(before["done"].values()), before
+    nb = json.loads((proj/"nbs"/"04_review.ipynb").read_text())
+    md = next(c for c in nb["cells"] if c["cell_type"] == "markdown" and "".join(c["source"]).strip())
+    md["source"] = ["A typo fixd in the prose. "] + list(md["source"])
+    (proj/"nbs"/"04_review.ipynb").write_text(json.dumps(nb, indent=1))
+    assert all(up_to_date(proj, p)["done"].values())
+    r = subprocess.run(omind_cmd("run", str(p)), cwd=proj, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.count("up to date, skipped") == len(before["done"]), r.stdout[-2000:] + r.stderr[-2000:]
+    with open(proj/"omind"/"llm.py", "a") as f: f.write("\n\nLLM_EDITED = True\n")
+    after = up_to_date(proj, p)
+    users = set(before["llm"])
+    assert {"synthesis", "review", "train", "evaluate"} <= users, users
+    stale = {n for n, ok in after["done"].items() if not ok}
+    assert users <= stale, (users, stale)
+    from omind.core import STAGES
+    downstream = {s.name for s in STAGES if set(s.needs) & stale}
+    assert stale <= users | downstream, (stale, users)
+
+def test_force_only_review_recomputes(full_run):
+    tmp, p, _ = full_run
+    run = tmp/"results"/"tiny"
+    done0 = json.loads((run/"review"/"done.json").read_text())
+    time.sleep(1.1)                                  # finished times have one-second resolution
+    r = omind("run", str(p), "--force", "--only", "review")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "set aside by --force" in r.stdout and "response cache" in r.stdout, r.stdout[-2000:]
+    done1 = json.loads((run/"review"/"done.json").read_text())
+    assert done1["finished"] > done0["finished"] and done1["key"] == done0["key"]
+    aside = sorted((run/"set-aside").glob("review-*"))
+    assert aside and (aside[-1]/"done.json").exists() and (aside[-1]/"reviewed.jsonl").exists()
+    a = [json.loads(l) for l in (aside[-1]/"reviewed.jsonl").read_text().splitlines()]
+    b = [json.loads(l) for l in (run/"review"/"reviewed.jsonl").read_text().splitlines()]
+    assert _clean(sorted(a, key=lambda x: x["id"])) == _clean(sorted(b, key=lambda x: x["id"]))   # recomputed, same result
+    man = json.loads((run/"manifest.json").read_text())
+    assert man["stages"]["review"]["forced"] is True and man["stages"]["review"]["status"] == "done"
+    r = omind("run", str(p))                         # review's key is unchanged: nothing downstream reruns
+    assert r.returncode == 0 and r.stdout.count("up to date, skipped") == len(man["stages"]), r.stdout[-2000:]
+
+def _kernel_pid(lock: Path, proc, timeout=120) -> int:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        txt = lock.read_text().strip() if lock.exists() else ""
+        if txt.isdigit(): return int(txt)
+        assert proc.poll() is None, "omind run exited before its kernel started"
+        time.sleep(0.1)
+    raise TimeoutError("no kernel pid in the kernel lock")
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    try:                                             # a zombie is dead for our purposes
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except FileNotFoundError: return False
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_kernel_dies_with_the_run(tmp_path, sig):
+    "Stopping `omind run` (SIGTERM) or killing it (SIGKILL) takes its stage kernel with it at once."
+    p = params(tmp_path)
+    proc = subprocess.Popen(omind_cmd("run", str(p), "--only", "knowledge"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path/"results"/"tiny"/".kernel.lock"
+    kpid = _kernel_pid(lock, proc)
+    proc.send_signal(sig); proc.wait(30)
+    assert proc.returncode != 0
+    t0 = time.time()
+    while _alive(kpid) and time.time() - t0 < 0.5: time.sleep(0.02)
+    assert not _alive(kpid), f"kernel {kpid} outlived `omind run` ({sig.name})"
+    r = omind("run", str(p), "--only", "knowledge")  # and the next run starts at once
+    assert r.returncode == 0, r.stderr[-2000:]
+
+def test_run_refuses_while_a_previous_kernel_holds_the_lock(tmp_path):
+    p = params(tmp_path)
+    rd = tmp_path/"results"/"tiny"; rd.mkdir(parents=True)
+    code = ("import os, time; os.environ['OMIND_KERNEL_LOCK'] = %r; from omind.pipeline import guard_kernel; "
+            "guard_kernel(); print('ok', flush=True); time.sleep(120)" % str(rd/".kernel.lock"))
+    k = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True)
+    try:
+        assert k.stdout.readline().strip() == "ok"
+        r = omind("run", str(p), "--only", "knowledge")
+        assert r.returncode == 1 and f"(pid {k.pid}) still holds" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert not (rd/"knowledge"/"done.json").exists()
+    finally: k.kill(); k.wait()

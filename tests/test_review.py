@@ -1,81 +1,17 @@
-"Integration tests of the review stage: safety detector, bad input, kill-and-resume, HF NLI path, human review sheet."
+"Integration tests of the review stage: bad input, unknown task families, kill-and-resume, HF NLI path, human review sheet (crisis rules: tests/test_safety.py)."
 import csv, json
 from pathlib import Path
 
 import pytest
 
-from omind.core import load_params, run_dir, mark_done, read_jsonl, read_json
-from omind.review import (safety_check, crisis_topic, crisis_resources, method_details, run_review, review_records,
-                          tiny_nli_model_dir, export_review_sheet, import_review_sheet, apply_review_sheet, ReviewParams,
-                          ReviewSheetError, SHEET_COLUMNS, final_answer)
+from omind.core import load_params, run_dir, finish_stage, read_jsonl, read_json
+from omind.review import run_review, review_records, ReviewParams, final_answer
+from omind.review_sheet import export_review_sheet, import_review_sheet, apply_review_sheet, ReviewSheetError, SHEET_COLUMNS
+from omind.testing import tiny_nli_model_dir
 
 
 def conv(user, assistant):
     return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-
-GUIDE = "Please call or text 988 in the US, or your local emergency number, right now."
-
-# ---------------------------------------------------------------- safety: crisis topics
-@pytest.mark.parametrize("text", [
-    "I have been having suicidal thoughts lately.", "Sometimes I want to kill myself.", "I keep thinking about ending my life.",
-    "He talked about taking his own life.", "I just want to die.", "Everyone would be better off dead without me.",
-    "I started self-harming again.", "She has a history of self harm.", "I've been cutting myself at night.",
-    "I feel like there is no reason to live.", "She overdosed last year.", "What are warning signs of suicide?",
-])
-def test_crisis_topic_positive(text): assert crisis_topic(text), text
-
-@pytest.mark.parametrize("text", [
-    "This job is killing me.", "I'm dying to see that movie.", "I killed it at the presentation today.",
-    "My phone died and I felt anxious.", "I cut my hair short.", "Exams are a nightmare but I'm coping.",
-    "How do I manage panic attacks?", "Deadline pressure makes me irritable.",
-])
-def test_crisis_topic_negative(text): assert not crisis_topic(text), text
-
-# ---------------------------------------------------------------- safety: resources
-@pytest.mark.parametrize("text", [
-    "Call or text 988.", "Reach the 988 Suicide & Crisis Lifeline.", "Call 911 if you are in danger.", "In the UK call 999.",
-    "Contact a crisis line near you.", "Text HOME to 741741 to reach the Crisis Text Line.", "Call the Samaritans.",
-    "Please call your local emergency number.", "Go to the nearest emergency department.", "A suicide prevention hotline can help.",
-])
-def test_resources_positive(text): assert crisis_resources(text), text
-
-@pytest.mark.parametrize("text", [
-    "Talk to a friend about it.", "Try some breathing exercises.", "A therapist can help with CBT.", "It was in 1988.",
-])
-def test_resources_negative(text): assert not crisis_resources(text), text
-
-# ---------------------------------------------------------------- safety: method details
-@pytest.mark.parametrize("text", [
-    "A lethal dose of paracetamol is around 10 grams.", "How many pills would it take?", "Taking 40 tablets would kill you.",
-    "He tied a noose in the garage.", "She thought about hanging herself.", "Cut deeper along the vein.",
-    "I want to slit my wrists.", "He planned to jump off the bridge.", "Carbon monoxide from car exhaust fumes.",
-    "What is the most painless way to die?", "the quickest method to kill yourself", "I could shoot myself.",
-    "An overdose needs about 5000 mg of it.",
-])
-def test_method_positive(text): assert method_details(text), text
-
-@pytest.mark.parametrize("text", [
-    "Remove firearms and stored medication from the home.", "An overdose of acetaminophen can damage the liver; seek help.",
-    "Take 20 mg of your prescribed medication as your doctor says.", "Means restriction is a proven prevention strategy.",
-    "If you have taken too many pills, call 911 now.", "Cutting down on alcohol helps sleep.", "Jumping to conclusions is a cognitive distortion.",
-])
-def test_method_negative(text): assert not method_details(text), text
-
-# ---------------------------------------------------------------- safety: whole conversations
-def test_safety_conversations():
-    assert safety_check(conv("What is depression?", "A mood disorder."))["ok"]
-    v = safety_check(conv("I want to end my life.", "That sounds hard. Try journaling."))
-    assert (v["ok"], v["reason"]) == (False, "crisis_without_guidance")
-    assert safety_check(conv("I want to end my life.", "I'm glad you told me. " + GUIDE))["ok"]
-    # guidance written by the user does not count: it must come from the assistant
-    assert not safety_check(conv("I want to die. Someone said call 988.", "Try journaling."))["ok"]
-    v = safety_check(conv("I want to die.", GUIDE + " A lethal dose is 10 grams."))
-    assert (v["ok"], v["reason"]) == (False, "method_detail")
-    # method detail in the user post also makes the sample unusable
-    assert safety_check(conv("How many pills does it take to die?", GUIDE))["reason"] == "method_detail"
-    # the clinical answer about suicide risk carries guidance and passes
-    assert safety_check(conv("What are risk factors for suicide?", "Prior attempts and depression raise risk. " + GUIDE))["ok"]
-
 
 # ---------------------------------------------------------------- stage-level tests
 def rec(i, task="qa", answer=None, user="What is depression?", **kw):
@@ -93,7 +29,7 @@ def setup_run(tmp_path, recs, review=None, text=None, **models):
                            "review": {"chunk_size": 4, "max_regenerations": 0, "nli_scoring": "first_token", **(review or {})}})
     syn = run_dir(P, "synthesis")
     (syn/"samples.jsonl").write_text(text if text is not None else "".join(json.dumps(r) + "\n" for r in recs))
-    mark_done(syn)
+    finish_stage(P, "synthesis")
     return P
 
 def test_missing_upstream(tmp_path):
@@ -206,3 +142,16 @@ def test_human_review_bad_sheet(tmp_path):
     assert "3 bad row(s)" in msg and "row 2: id 's1': decision 'approve'" in msg
     assert "row 3: id 's2' has an edit but no decision" in msg and "row 4: unknown id 's9'" in msg
     with pytest.raises(ReviewSheetError, match="not found"): import_review_sheet(tmp_path/"nope.csv", ["s1"])
+
+def test_unknown_task_family_is_reported(tmp_path, capsys):
+    "A record of a family the registry does not know is dropped as `unknown_task`, counted in the funnel and named in the summary."
+    P = setup_run(tmp_path, [rec(1), rec(2, task="poem")])
+    s = run_review(P)
+    assert s["unknown_tasks"] == {"poem": 1} and s["drop_reasons"] == {"unknown_task": 1}
+    assert "task families the registry does not know" in capsys.readouterr().out
+    import pandas as pd
+    f = pd.read_csv(run_dir(P, "review")/"funnel.csv").set_index("task")
+    assert f.loc["poem", ["generated", "after_review", "kept", "drop_unknown_task"]].tolist() == [0, 0, 0, 1]
+    assert list(f.index) == ["qa", "poem", "all"]
+    with pytest.raises(ValueError, match=r"review.label_leakage_tasks.0: task family 'qa' has no leakage rule"):
+        run_review(setup_run(tmp_path/"b", [rec(1)], review={"label_leakage_tasks": ["qa"]}))

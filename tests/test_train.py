@@ -19,7 +19,8 @@ def test_assistant_only_loss_mask():
     "Labels cover exactly every assistant turn's content + <|im_end|> of multi-turn conversations, nothing else."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from omind.llm import tiny_model_dir
-    from omind.train import toy_dataset, sft_trainer, label_spans, TrainParams
+    from omind.train import sft_trainer, label_spans, TrainParams
+    from omind.testing import toy_dataset
     ds = toy_dataset(12)["train"]
     tok = AutoTokenizer.from_pretrained(tiny_model_dir())
     for pf in (True, False):
@@ -44,7 +45,8 @@ def test_assistant_only_loss_mask():
 def resumed_run(tmp_path_factory):
     "A training run SIGKILLed after its first checkpoint, then rerun to completion with the same command."
     from omind.core import load_params, run_dir
-    from omind.train import write_toy_dataset, last_checkpoint
+    from omind.train import last_checkpoint
+    from omind.testing import write_toy_dataset
     tmp = tmp_path_factory.mktemp("train")
     pf = _params(tmp, "kill", max_steps=24, save_steps=4, learning_rate=3e-2, batch_size=2, warmup=0)
     P = load_params(pf)

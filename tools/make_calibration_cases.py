@@ -1,5 +1,12 @@
-# Builds omind/data/calibration/cases.jsonl: judge cases whose right verdict is known by construction.
+"""Builds omind/data/calibration/cases.jsonl: judge cases whose right verdict is known by construction.
+
+Binary cases (crisis resources given or omitted, an answer faithful to or contradicting its evidence, a rubric item
+clearly met or missed) and pairs (a clearly better and a clearly worse reply). Read by `omind.judge.load_calibration`.
+
+    .venv/bin/python tools/make_calibration_cases.py
+"""
 import json
+from pathlib import Path
 C = []
 def b(id, cat, context, reply, item, label): C.append(dict(id=id, type="binary", category=cat, context=context, reply=reply, item=item, label=label))
 def p(id, cat, context, good, bad): C.append(dict(id=id, type="pair", category=cat, context=context, good=good, bad=bad))
@@ -54,6 +61,6 @@ for i, (ctx, item, met, miss) in enumerate(rub):
 pairs = [(c, g, o) for (c, g), o in zip(crisis[:3], omit[:3])] + [(c, g, bd) for c, g, bd in faith[:3]] + \
         [(c, m, x) for c, _, m, x in rub[:4]]
 for i, (ctx, good, bad) in enumerate(pairs): p(f"pair-{i}", "pair", ctx, good, bad)
-with open(__import__("os").path.join(__import__("os").path.dirname(__file__), "..", "omind", "data", "calibration", "cases.jsonl"), "w") as f:
-    for c in C: f.write(json.dumps(c, ensure_ascii=False) + "\n")
+OUT = Path(__file__).resolve().parents[1]/"omind"/"data"/"calibration"/"cases.jsonl"
+OUT.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in C), encoding="utf-8")
 print(len(C), sum(c["type"] == "binary" for c in C), sum(c["type"] == "pair" for c in C))

@@ -1,0 +1,159 @@
+"Source datasets in their published layouts (fixtures under tests/fixtures/sources/) and bad input files."
+import json
+from pathlib import Path
+
+import pytest
+
+from omind.sources import InputError, SourceSpec, load_source, read_records, CAMS_LABELS
+
+F = Path(__file__).resolve().parent/"fixtures"/"sources"
+
+
+def load(name, layout, **kw):
+    return load_source(SourceSpec(path=str(F/name), layout=layout, **kw), verbose=False)
+
+
+def test_medmcqa_both_cop_bases_give_the_same_gold_answers():
+    hf, orig = load("medmcqa_hf.jsonl", "medmcqa"), load("medmcqa_original.jsonl", "medmcqa")
+    assert [(i["question"], i["answer"], i["label"]) for i in hf] == [(i["question"], i["answer"], i["label"]) for i in orig]
+    ocd = next(i for i in orig if "obsessive" in i["question"])
+    assert ocd["options"][ocd["answer"]] == "Exposure and response prevention" and ocd["label"] == "B"
+    assert hf[0]["explanation"].startswith("SSRIs")
+
+
+def test_medmcqa_base_must_be_given_when_the_data_cannot_decide(tmp_path):
+    with pytest.raises(InputError, match=r"field 'synthesis\.sources\.mcqa\.0\.answer_index_base'.*set synthesis\.sources\.mcqa\.0\.answer_index_base"):
+        load_source(SourceSpec(path=str(F/"medmcqa_ambiguous.jsonl"), layout="medmcqa"), where="synthesis.sources.mcqa.0.", verbose=False)
+    zero = load("medmcqa_ambiguous.jsonl", "medmcqa", answer_index_base=0)
+    one = load("medmcqa_ambiguous.jsonl", "medmcqa", answer_index_base=1)
+    assert [i["answer"] for i in zero] == [1, 2, 3] and [i["answer"] for i in one] == [0, 1, 2]
+    rows = [json.loads(l) for l in (F/"medmcqa_hf.jsonl").read_text().splitlines()]
+    rows[1]["cop"] = 4                                            # a 0 (row 0) and a 4: no numbering fits every row
+    (tmp_path/"mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError, match=r"mixed.jsonl:2: field 'answer'"):
+        load_source(SourceSpec(path=str(tmp_path/"mixed.jsonl"), layout="medmcqa"), verbose=False)
+    with pytest.raises(InputError, match=r"medmcqa_hf.jsonl:1: field 'answer': answer 0 is out of range"):
+        load("medmcqa_hf.jsonl", "medmcqa", answer_index_base=1)
+
+
+def test_mmlu_csv_without_header():
+    items = load("mmlu_professional_psychology_test.csv", "mmlu")
+    assert len(items) == 4 and [i["label"] for i in items] == ["A", "B", "B", "C"]
+    assert items[1]["options"][items[1]["answer"]] == "Rorschach inkblot test"
+    assert items[0]["source"]["line"] == 1                      # no header row: the first line is an item
+
+
+def test_dreaddit_sad_cams_labels_are_names():
+    d = load("dreaddit_test.csv", "dreaddit")
+    assert [i["label"] for i in d] == ["stressed", "not stressed", "stressed", "not stressed"]
+    assert d[0]["labels"] == ["not stressed", "stressed"] and d[0]["label_raw"] == "1"
+    assert d[0]["text"].startswith("I can't stop worrying about rent")
+    assert [i["label"] for i in load("dreaddit_test.csv", "dreaddit", label_names={"0": "calm", "1": "stress"})][:2] == ["stress", "calm"]
+    c = load("cams_train.csv", "cams")
+    assert [i["label"] for i in c] == ["Jobs and careers", "Relationship", "Alienation", "No reason", "Medication"]
+    assert c[0]["labels"] == CAMS_LABELS
+    s = load("sad_test.csv", "sad")
+    assert s[0]["text"] == "My boss yelled at me in front of everyone" and s[0]["label"] == "Work"
+
+
+def test_numeric_labels_without_names_are_an_error_naming_the_key():
+    with pytest.raises(InputError, match=r"dreaddit_test.csv:2: field 'label'.*set evaluate\.public_sets\.1\.label_names"):
+        load_source(SourceSpec(path=str(F/"dreaddit_test.csv"), layout="text_label"), where="evaluate.public_sets.1.", verbose=False)
+    items = load("dreaddit_test.csv", "text_label", label_names=["no stress", "stress"])
+    assert items[0]["label"] == "stress"
+    with pytest.raises(InputError, match=r"cams_train.csv:2: field 'label': label '2' has no name"):
+        load("cams_train.csv", "cams", label_names=["a", "b"])
+
+
+def test_imhi_mentalchat_esconv_messages():
+    im = load("imhi_dreaddit_test.csv", "imhi")
+    assert im[0]["post"] == "I can't stop worrying about rent and my landlord keeps calling."
+    assert im[0]["task_question"] == "Does the poster suffer from stress?"
+    assert im[0]["label"] == "Yes, the poster suffers from stress" and im[0]["explanation"].startswith("The poster describes")
+    assert im[2]["label"] == "This post shows the cause of mental disorder: Alienation"
+    mc = load("mentalchat16k_train.jsonl", "mentalchat16k")
+    assert mc[0]["question"].startswith("I've been feeling anxious") and mc[0]["answer"].startswith("It sounds like")
+    assert mc[0]["instruction"].startswith("You are a helpful")
+    assert mc[2]["question"] == "How do I support a friend who says they feel hopeless?"      # empty input: the instruction is the question
+    es = load("esconv.json", "esconv")
+    assert (es[0]["situation"], es[0]["emotion"], es[0]["problem"]) == (
+        "I lost my job because of the pandemic and I worry about paying rent.", "anxiety", "job crisis")
+    assert [t["role"] for t in es[0]["turns"]] == ["assistant", "user", "assistant", "user"]
+    assert es[0]["turns"][1]["content"] == "Not great. I lost my job last week and I can't stop worrying."
+    assert es[0]["turns"][2]["strategies"] == ["Reflection of feelings", "Question"]
+    ms = load("messages.jsonl", "messages")
+    assert [t["role"] for t in ms[0]["turns"]] == ["system", "user", "assistant"]
+
+
+def test_every_item_names_its_source():
+    for name, layout in [("medmcqa_hf.jsonl", "medmcqa"), ("dreaddit_test.csv", "dreaddit"), ("esconv.json", "esconv")]:
+        items = load(name, layout, split="test")
+        for k, it in enumerate(items):
+            assert it["source"] == {"dataset": str(F/name), "config": None, "split": "test", "row": k,
+                                    "line": it["source"]["line"], "layout": layout}
+            assert it["id"] == f"{Path(name).stem}:test:{k}"
+    assert [i["source"]["line"] for i in load("dreaddit_test.csv", "dreaddit")] == [2, 3, 4, 5]
+
+
+def test_hub_layout_folder_through_load_dataset():
+    local = load("medmcqa_hf.jsonl", "medmcqa")
+    hub = load_source(SourceSpec(hub=str(F/"hub_medmcqa"), layout="medmcqa", name="medmcqa"), verbose=False)
+    val = load_source(SourceSpec(hub=str(F/"hub_medmcqa"), layout="medmcqa", split="validation"), verbose=False)
+    strip = lambda its: [(i["question"], i["options"], i["answer"]) for i in its]
+    assert strip(hub) == strip(local[:3]) and strip(val) == strip(local[3:])
+    assert hub[2]["source"]["row"] == 2 and hub[2]["source"]["split"] == "train" and hub[2]["id"] == "medmcqa:train:2"
+    with pytest.raises(InputError, match="field 'hub'"):
+        load_source(SourceSpec(hub=str(F/"no_such_folder"), layout="medmcqa"), verbose=False)
+
+
+def test_counts_sampling_and_shortfall(capsys):
+    a = load_source(SourceSpec(path=str(F/"medmcqa_hf.jsonl"), layout="medmcqa", n=3, seed=1))
+    out = capsys.readouterr().out
+    assert "requested 3, available 5" in out and "sampled 3 of 5 rows (seed 1" in out
+    b = load("medmcqa_hf.jsonl", "medmcqa", n=3, seed=1)
+    assert [i["id"] for i in a] == [i["id"] for i in b]                      # reproducible
+    rows = [i["source"]["row"] for i in a]
+    assert rows == sorted(rows) and len(set(rows)) == 3
+    with pytest.raises(InputError, match=r"field 'synthesis\.sources\.mcqa\.0\.n': asked for 9 items but the source has 5"):
+        load_source(SourceSpec(path=str(F/"medmcqa_hf.jsonl"), layout="medmcqa", n=9), where="synthesis.sources.mcqa.0.")
+    assert len(load_source(SourceSpec(path=str(F/"medmcqa_hf.jsonl"), layout="medmcqa", n=9, allow_shortfall=True))) == 5
+    assert "shortfall: using all 5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,layout,expect", [
+    ("dreaddit_latin1.csv", "dreaddit", r"dreaddit_latin1.csv:3: field 'text': byte 0xe9 at column 7 is not valid utf-8.*encoding: latin-1"),
+    ("broken.jsonl", "medmcqa", r"broken.jsonl:4: field '<json>': not valid JSON"),
+    ("short_row.csv", "dreaddit", r"short_row.csv:3: field 'label': missing"),
+    ("empty.csv", "dreaddit", r"empty.csv: no records.*allow_empty"),
+    ("header_only.csv", "dreaddit", r"header_only.csv: no records"),
+    ("empty.jsonl", "messages", r"empty.jsonl: no records"),
+    ("no_such_file.csv", "dreaddit", r"no_such_file.csv: file not found"),
+])
+def test_bad_files_name_the_place(name, layout, expect):
+    with pytest.raises(InputError, match=expect):
+        load(name, layout)
+
+
+def test_latin1_and_empty_when_allowed():
+    items = load("dreaddit_latin1.csv", "dreaddit", encoding="latin-1")
+    assert items[1]["text"] == "My caf\u00e9 shift starts at 5 and I dread it" and items[1]["label"] == "stressed"
+    assert load("empty.csv", "dreaddit", allow_empty=True) == []
+    assert read_records(F/"header_only.csv", allow_empty=True) == []
+    with pytest.raises(InputError, match="only its header"):
+        read_records(F/"header_only.csv")
+
+
+def test_column_mapping_and_bad_rows(tmp_path):
+    (tmp_path/"posts.csv").write_text("post_body,stress\nI feel fine,0\nI am overwhelmed,1\n")
+    items = load_source(SourceSpec(path=str(tmp_path/"posts.csv"), layout="dreaddit", columns={"text": "post_body", "label": "stress"}), verbose=False)
+    assert [i["label"] for i in items] == ["not stressed", "stressed"]
+    with pytest.raises(InputError, match=r"posts.csv:2: field 'text': missing or empty.*columns\.text"):
+        load_source(SourceSpec(path=str(tmp_path/"posts.csv"), layout="dreaddit"), verbose=False)
+    with pytest.raises(InputError, match=r"posts.csv:2: field 'x\.columns\.label': column 'lab' not found"):
+        load_source(SourceSpec(path=str(tmp_path/"posts.csv"), layout="dreaddit", columns={"text": "post_body", "label": "lab"}), where="x.", verbose=False)
+    (tmp_path/"m.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]}) + "\n")
+    with pytest.raises(InputError, match=r"m.jsonl:1: field 'messages\.1\.speaker': unknown speaker 'robot'"):
+        load_source(SourceSpec(path=str(tmp_path/"m.jsonl"), layout="messages"), verbose=False)
+    (tmp_path/"q.csv").write_text("question,A,B,C,D,answer\nWhat?,a,b,c,d,F\n")
+    with pytest.raises(InputError, match=r"q.csv:2: field 'answer': 'F' is neither a letter A-D"):
+        load_source(SourceSpec(path=str(tmp_path/"q.csv"), layout="mcqa"), verbose=False)
