@@ -11,7 +11,8 @@ from typing import Iterator, Optional
 
 from pydantic import Field
 from .core import (Strict, Params, atomic_write, atomic_write_json, read_json, stable_hash, run_dir, figures_dir,
-                        open_stage, finish_stage, stage_done, resolve_path, save_table, save_figure, set_style)
+                        resolve_path, save_table, save_figure, set_style)
+from .stages import open_stage, finish_stage, stage_done
 from .knowledge import KnowledgeBase, load_knowledge
 from .safety import method_details
 

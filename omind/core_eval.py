@@ -8,7 +8,7 @@ import re
 from typing import Optional, Sequence
 
 from pydantic import field_validator, model_validator
-from .core import require_stage
+from .stages import require_stage
 from .sources import LAYOUTS, SourceSpec, load_source
 from .tasks import families, get_task
 from .text import LETTERS, normalize, parse_choice, parse_label

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pydantic import Field
-from .core import (Strict, atomic_write, atomic_write_json, read_jsonl, read_json, run_dir, figures_dir, require_stage,
-                        open_stage, finish_stage, stable_hash, set_style, save_figure, save_table)
+from .core import (Strict, atomic_write, atomic_write_json, read_jsonl, read_json, run_dir, figures_dir,
+                        stable_hash, set_style, save_figure, save_table)
+from .stages import require_stage, open_stage, finish_stage
 from .tasks import get_task, task_names, task_order, unknown_task
 
 # %% auto #0

@@ -10,8 +10,9 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
-from .core import (Strict, ModelSpec, JsonlLog, atomic_write, atomic_write_json, read_jsonl, run_dir, open_stage, finish_stage,
-                   cache_dir, resolve_path, figures_dir, set_style, save_figure, save_table)
+from .core import (Strict, ModelSpec, JsonlLog, atomic_write, atomic_write_json, read_jsonl, run_dir, cache_dir,
+                        resolve_path, figures_dir, set_style, save_figure, save_table)
+from .stages import open_stage, finish_stage
 from .train import adapter_status
 from .benchmark import load_benchmark, iter_eval_turns, conversation_rubric, seed_path, subset
 from .judge import (get_scheme, rubric_schemes, rubric_prompt, pair_prompt, render_conversation, judge_batch,

@@ -8,8 +8,9 @@ import importlib, json
 from pathlib import Path
 from typing import Optional
 
-from .core import (Strict, Params, STAGES, figures_dir, run_dir, read_json, set_style, save_figure, save_table, load_params,
-                        stage_done, finish_stage)
+from .core import (Strict, Params, STAGES, figures_dir, run_dir, read_json, set_style, save_figure, save_table,
+                        load_params)
+from .stages import stage_done, finish_stage
 
 # %% auto #0
 __all__ = ['FiguresParams', 'FiguresIncomplete', 'stage_figures', 'flatten_numeric', 'compare_runs', 'figures_ablations',

@@ -12,8 +12,9 @@ from typing import Iterable, Optional
 
 import yaml
 from pydantic import Field
-from .core import (EMBEDDED_EMBEDDER, Strict, stable_hash, atomic_write, atomic_write_json, read_json,
-                        run_dir, figures_dir, open_stage, finish_stage, stage_done, resolve_path, save_figure, save_table)
+from .core import (EMBEDDED_EMBEDDER, Strict, stable_hash, atomic_write, atomic_write_json, read_json, run_dir,
+                        figures_dir, resolve_path, save_figure, save_table)
+from .stages import open_stage, finish_stage, stage_done
 from .sources import InputError, read_records, read_text
 
 # %% auto #0

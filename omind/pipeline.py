@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 from .core import (Params, ParamsError, Stage, STAGES, STAGE_NAMES, load_params, run_dir, project_root,
-                        atomic_write, atomic_write_json, read_json, stage_key, stage_fingerprint, stage_done, finish_stage,
-                        set_aside, is_run_cell)
+                        atomic_write, atomic_write_json, read_json)
+from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_aside, is_run_cell
 
 # %% auto #0
 __all__ = ['VERSIONED', 'KERNEL_LOCK_ENV', 'RUN_PID_ENV', 'FIRST_CELL', 'params_from_manifest', 'PipelineError', 'find_nbs',
@@ -116,7 +116,7 @@ def wait_for_kernel(lock_path: Path, timeout: float = 10):
     if pid: raise PipelineError(f"a kernel of a previous `omind run` (pid {pid}) still holds {lock_path}: wait for it to exit, or stop it with `kill {pid}`")
 
 # %% ../nbs/10_pipeline.ipynb #c9edfac3
-FIRST_CELL = ("from omind.core import *\nfrom omind.pipeline import guard_kernel\n"
+FIRST_CELL = ("from omind.core import *\nfrom omind.stages import *\nfrom omind.pipeline import guard_kernel\n"
               "guard_kernel()  # added by omind run: the kernel holds the run's kernel lock and dies with `omind run`")
 
 def stage_cells(nb, with_tests: bool = False):

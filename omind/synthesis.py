@@ -10,8 +10,9 @@ from typing import Optional
 
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
-from .core import (Strict, stable_hash, run_dir, require_stage, open_stage, finish_stage, stage_done, JsonlLog, read_jsonl,
-                        atomic_write_json, figures_dir, set_style, save_figure, save_table)
+from .core import (Strict, stable_hash, run_dir, JsonlLog, read_jsonl, atomic_write_json, figures_dir, set_style,
+                        save_figure, save_table)
+from .stages import require_stage, open_stage, finish_stage, stage_done
 from .knowledge import KnowledgeBase
 from .sources import SourceSpec, LAYOUTS, load_source
 from .text import normalize

@@ -165,7 +165,8 @@ def toy_dataset(n: int = 24, seed: int = 0):
 # %% ../nbs/12_testing.ipynb #h1000004
 def write_toy_dataset(P, n: int = 24) -> Path:
     "Save `toy_dataset(n)` as run `P`'s dataset stage output (for tests and benchmarks only) and mark it done."
-    from omind.core import run_dir, mark_done
+    from omind.core import run_dir
+    from omind.stages import mark_done
     d = run_dir(P, "dataset")
     toy_dataset(n, P.run.seed).save_to_disk(str(d/"hf"))
     mark_done(d, toy=True, n=n)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 from pydantic import Field
-from .core import (Strict, load_params, run_dir, require_stage, atomic_write, atomic_write_json, read_json,
-                        mark_done, is_done, stable_hash, resolve_path, figures_dir, set_style, save_figure, save_table,
-                        stage_key, open_stage, finish_stage, stage_done)
+from .core import (Strict, load_params, run_dir, atomic_write, atomic_write_json, read_json, stable_hash,
+                        resolve_path, figures_dir, set_style, save_figure, save_table)
+from .stages import require_stage, mark_done, is_done, stage_key, open_stage, finish_stage, stage_done
 
 # %% auto #0
 __all__ = ['CHATML_TRAIN_TEMPLATES', 'TrainParams', 'training_chat_template', 'resolve_precision', 'load_student', 'lora_config',

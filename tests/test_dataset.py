@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from omind.core import load_params, run_dir, finish_stage, atomic_write, read_json
+from omind.core import load_params, run_dir, atomic_write, read_json
+from omind.stages import finish_stage
 from omind.dataset import run_dataset, SPLITS
 
 TASKS = ("mcqa", "classification", "root_cause", "qa", "conversation")

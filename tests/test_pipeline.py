@@ -104,7 +104,7 @@ def project_copy(tmp: Path) -> Path:
 
 def up_to_date(cwd: Path, p: Path) -> dict:
     "stage -> whether it is up to date, computed by the omind found from `cwd`."
-    code = ("import json, omind; from omind.core import *; P = load_params(%r)\n"
+    code = ("import json, omind; from omind.core import *; from omind.stages import *; P = load_params(%r)\n"
             "print(json.dumps({'file': omind.__file__, 'done': {n: stage_done(P, n) for n in STAGE_NAMES}, "
             "'llm': [n for n in STAGE_NAMES if 'omind.llm' in stage_modules(n)]}))" % str(p))
     r = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
