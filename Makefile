@@ -3,8 +3,17 @@
 #   make test        build .venv (once) and run every check CI runs
 # Overridable: PYTHON (interpreter for the venv), TORCH_SPEC (e.g. TORCH_SPEC=torch on a CUDA machine),
 # PARAMS (params file for reproduce), SKIP_SERVER=1 (do not build llama.cpp's server for the HTTP tests),
-# HF_HUB_OFFLINE (1 by default: the smoke run needs no network; HF_HUB_OFFLINE=0 lets a params file with Hub models
-# or datasets download them, e.g. make reproduce PARAMS=params/paper.yaml HF_HUB_OFFLINE=0).
+# OFFLINE (Hugging Face Hub access, see below).
+#
+# Hub access is the user's choice. The rule:
+#   - OFFLINE=1 / OFFLINE=0 on the command line (or in the environment) always wins: it sets HF_HUB_OFFLINE,
+#     HF_DATASETS_OFFLINE and TRANSFORMERS_OFFLINE to that value.
+#   - Else, when HF_HUB_OFFLINE is already set in the environment, nothing is changed.
+#   - Else the shipped CPU params (params/smoke.yaml, params/tiny.yaml, params/ablation-*.yaml: embedded models, no
+#     download) run offline (OFFLINE=1), and so does `make test` (it never needs the network); any other params file
+#     (params/paper.yaml, your own) is left to the libraries' default: online, e.g.
+#     make reproduce PARAMS=params/paper.yaml            (downloads the Hub models and source datasets it names)
+#     make reproduce PARAMS=params/paper.yaml OFFLINE=1  (only local copies / the Hugging Face cache)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,15 +27,34 @@ SERVER_STAMP := $(VENV)/.omind-server-installed
 WHEELS ?= $(HOME)/.cache/omind/wheels
 LLAMA_CPP := llama-cpp-python==0.3.36
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-export HF_HUB_OFFLINE ?= 1
-export TRANSFORMERS_OFFLINE ?= $(HF_HUB_OFFLINE)
 export TOKENIZERS_PARALLELISM ?= false
+CPU_PARAMS := $(abspath params/smoke.yaml params/tiny.yaml $(wildcard params/ablation-*.yaml))
+ifeq ($(origin OFFLINE),undefined)
+  ifeq ($(origin HF_HUB_OFFLINE),undefined)
+    OFFLINE := $(if $(filter test,$(MAKECMDGOALS))$(filter $(abspath $(PARAMS)),$(CPU_PARAMS)),1,)
+  endif
+endif
+ifneq ($(OFFLINE),)
+  export HF_HUB_OFFLINE := $(OFFLINE)
+  export HF_DATASETS_OFFLINE := $(OFFLINE)
+  export TRANSFORMERS_OFFLINE := $(OFFLINE)
+endif
 
-.PHONY: reproduce test venv server lab clean-venv bench
+.PHONY: reproduce reproduce-sweep test venv server lab clean-venv bench
 
 reproduce: venv
 	$(VENV)/bin/omind run $(PARAMS)
 
+# the smoke sweep (the embedded student with and without DPO, and the two ablations), sharing every stage whose key
+# agrees, then its cross-variant tables under figures/smoke-sweep/
+SWEEP ?= params/smoke-sweep.yaml
+reproduce-sweep: venv
+	$(VENV)/bin/omind sweep $(SWEEP) && $(VENV)/bin/omind figures --sweep $(SWEEP)
+
+# the tests never use the network, whatever PARAMS or the environment say
+test: export HF_HUB_OFFLINE := 1
+test: export HF_DATASETS_OFFLINE := 1
+test: export TRANSFORMERS_OFFLINE := 1
 test: venv server
 	@h() { { find nbs omind -name '*.ipynb' -o -name '*.py'; echo README.md; } | sort | xargs sha1sum | sha1sum; }; \
 	before=$$(h); $(VENV)/bin/nbdev_clean && $(VENV)/bin/nbdev_export && $(VENV)/bin/omind readme >/dev/null; \

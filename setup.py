@@ -41,7 +41,12 @@ setuptools.setup(
     include_package_data = True,
     package_data = {'omind': ['data/*', 'data/**/*', 'configs/*']},
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'server': ['llama-cpp-python[server]'] },
+    extras_require={
+        'dev': dev_requirements,
+        'server': ['llama-cpp-python[server]'],  # local OpenAI-compatible server (tests, small teachers)
+        'gpu': ['deepspeed', 'bitsandbytes'],    # paper-scale training on GPUs (ZeRO, 4/8-bit)
+        'serve': ['vllm'],                       # high-throughput teacher / judge inference server
+    },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

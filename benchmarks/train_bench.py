@@ -16,12 +16,12 @@ from pathlib import Path
 
 
 def load_data(n, seed=0):
-    from datasets import load_from_disk
     from omind.core import project_root
+    from omind.dataset import load_splits
     from omind.testing import toy_dataset
     p = project_root()/"results"/"smoke"/"dataset"/"hf"
-    if (p/"dataset_dict.json").exists():
-        ds, src = load_from_disk(str(p))["train"], str(p)
+    if p.is_dir() and any(p.iterdir()):
+        ds, src = load_splits(p)["train"], str(p)
     else:
         ds, src = toy_dataset(max(n, 24), seed)["train"], "toy_dataset"
     ds = ds.shuffle(seed=seed).select(range(min(n, len(ds))))

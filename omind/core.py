@@ -172,9 +172,10 @@ STAGES = (
     Stage("synthesis", "03_synthesis.ipynb", "SynthesisParams", ("knowledge",)),
     Stage("review", "04_review.ipynb", "ReviewParams", ("synthesis",)),
     Stage("dataset", "05_dataset.ipynb", "DatasetParams", ("review",)),
-    Stage("train", "06_train.ipynb", "TrainParams", ("dataset",)),
+    Stage("rejected", "06a_rejected.ipynb", "RejectedParams", ("dataset",)),
+    Stage("train", "06_train.ipynb", "TrainParams", ("dataset", "rejected")),
     Stage("benchmark", "07_benchmark.ipynb", "BenchmarkParams", ("knowledge",), ("data/benchmark",)),
-    Stage("evaluate", "08_evaluate.ipynb", "EvaluateParams", ("dataset", "train", "benchmark"), ("data/calibration",)),
+    Stage("evaluate", "08_evaluate.ipynb", "EvaluateParams", ("knowledge", "dataset", "train", "benchmark"), ("data/calibration",)),
     Stage("figures", "09_figures.ipynb", "FiguresParams", ("knowledge", "synthesis", "review", "dataset", "train", "benchmark", "evaluate")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -10,13 +10,20 @@ from typing import Optional, Sequence
 from pydantic import field_validator, model_validator
 from .stages import require_stage
 from .sources import LAYOUTS, SourceSpec, load_source
-from .tasks import families, get_task
-from .text import LETTERS, normalize, parse_choice, parse_label
+import itertools, json, math, random
+from collections import Counter, defaultdict
+from .core import stable_hash
+from .tasks import families, get_task, conditions, siblings, tail_name, PERSONAS, CONTROL_TOPICS, NO_DISORDER, post_text
+from .text import LETTERS, normalize, parse_choice, parse_label, content_words
+from .stats import accuracy_ci, macro_f1_ci, paired_bootstrap, mcnemar_exact, min_detectable_effect, planned_mde
 
 # %% auto #0
-__all__ = ['UNPARSABLE', 'CORE_PREDICTION_COLUMNS', 'CORE_METRIC_COLUMNS', 'core_metrics', 'core_families', 'check_core_task',
-           'gold_option', 'EvalSetSpec', 'load_eval_set', 'dataset_items', 'predict', 'core_predictions',
-           'core_metrics_table']
+__all__ = ['UNPARSABLE', 'CORE_PREDICTION_COLUMNS', 'CORE_METRIC_COLUMNS', 'HELDOUT_SOURCE', 'PROFILE_QUESTION', 'VIGNETTE',
+           'CONTROL_VIGNETTE', 'PRED_COLUMNS', 'METHODS', 'CORE_TABLE_COLUMNS', 'PAIRED_COLUMNS', 'core_metrics',
+           'core_families', 'check_core_task', 'gold_option', 'EvalSetSpec', 'load_eval_set', 'dataset_items',
+           'predict', 'core_predictions', 'core_metrics_table', 'training_rows', 'training_keys', 'heldout_items',
+           'label_distribution', 'score_items', 'generate_items', 'core_records', 'calibrate_letters',
+           'prediction_rows', 'core_baselines', 'core_table', 'paired_table', 'train_recall_items']
 
 # %% ../nbs/07c_core_eval.ipynb #e08636df
 UNPARSABLE = "<unparsable>"
@@ -89,9 +96,9 @@ def load_eval_set(spec: EvalSetSpec, base_dir=None, where: str = "") -> list[dic
 # %% ../nbs/07c_core_eval.ipynb #45f1181f
 def dataset_items(P, tasks: Sequence[str], limit: Optional[int] = None, split: str = "test") -> list[dict]:
     "Items of the synthesized dataset's `split` for `tasks`, first `limit` per task by id."
-    from datasets import load_from_disk
+    from omind.dataset import load_splits
     d = require_stage(P, "dataset")/"hf"
-    ds = load_from_disk(str(d))
+    ds = load_splits(d)
     if split not in ds: raise KeyError(f"{d}: no split '{split}' (have {list(ds)})")
     rows = [r for r in ds[split] if r["task"] in tasks]
     labels = {t: sorted({r["label"] for r in rows if r["task"] == t and r["label"]}) for t in tasks}
@@ -138,3 +145,395 @@ def core_metrics_table(pred_df):
         rows.append({"model": m, "source": src, "task": task,
                      **core_metrics(list(g["gold"]), [None if p is None or p != p else p for p in g["pred"]])})
     return pd.DataFrame(rows, columns=CORE_METRIC_COLUMNS)
+
+# %% ../nbs/07c_core_eval.ipynb #ca84f8fe
+HELDOUT_SOURCE = "heldout_kb"
+
+def training_rows(P, splits: Optional[Sequence[str]] = None) -> list[dict]:
+    "Every row of the dataset stage's splits (all of them unless `splits` names some): what held-out items must avoid."
+    from omind.dataset import load_splits
+    ds = load_splits(require_stage(P, "dataset")/"hf")
+    return [dict(r) for name in (splits or list(ds)) for r in ds[name]]
+
+def _seed_of(r: dict) -> dict:
+    "The synthesis seed behind a dataset row (its provenance's `seed`), or the dict itself when it is a seed."
+    prov = r.get("provenance")
+    if isinstance(prov, str) and prov.strip():
+        try: prov = json.loads(prov)
+        except json.JSONDecodeError: prov = None
+    if isinstance(prov, dict) and isinstance(prov.get("seed"), dict): return prov["seed"]
+    return r if "messages" not in r else {}
+
+def _profile_key(condition, symptoms) -> tuple:
+    return normalize(condition), frozenset(normalize(x) for x in symptoms)
+
+def training_keys(rows_or_seeds, kb=None) -> dict:
+    """What held-out items must avoid, from dataset rows or synthesis seeds: {"questions": normalised questions and
+    posts, "profiles": (condition, frozenset(symptoms)) pairs, "labels": {task: labels seen}}."""
+    questions, profiles, labels = set(), set(), defaultdict(set)
+    for r in rows_or_seeds:
+        seed, task = _seed_of(r), r.get("task") or _seed_of(r).get("task")
+        texts = [seed.get("question"), seed.get("post")]
+        user = [m.get("content", "") for m in r.get("messages") or [] if m.get("role") == "user"]
+        if user:
+            texts += [user[0], user[0].split("\n\n")[0]]
+            if task in ("classification", "root_cause"): texts.append(post_text({"messages": r["messages"]}))
+        questions |= {normalize(t) for t in texts if isinstance(t, str) and t.strip()}
+        if r.get("label") or seed.get("label"): labels[task].add(str(r.get("label") or seed.get("label")))
+        cond = seed.get("condition") or ""
+        ent = kb.get_entity(seed.get("entity") or "") if kb is not None and seed.get("entity") else None
+        if not cond and ent is not None and ent.type == "condition": cond = ent.name
+        if not cond and seed.get("kind") == "profile": cond = seed.get("answer_text") or ""
+        if not cond and task == "classification" and seed.get("label") not in (None, "", NO_DISORDER): cond = seed["label"]
+        syms = [x for x in seed.get("symptoms") or [] if isinstance(x, str)]
+        if kb is not None:
+            trip = [kb.get_triple(a) for a in seed.get("anchors") or []]
+            from_anchors = [tail_name(kb, t) for t in trip if t is not None and t.relation == "has_symptom"]
+            if not syms: syms = from_anchors
+            c_ent = next((e for e in conditions(kb) if normalize(e.name) == normalize(cond)), None)
+            if c_ent is not None:                           # keep the condition's own symptoms (a crisis remark is not one)
+                own = {normalize(tail_name(kb, t)) for t in kb.triples_of(c_ent.id, "has_symptom")}
+                syms = [x for x in syms if normalize(x) in own]
+        if cond and syms: profiles.add(_profile_key(cond, syms))
+    return {"questions": questions, "profiles": profiles, "labels": {k: sorted(v) for k, v in labels.items()}}
+
+# %% ../nbs/07c_core_eval.ipynb #965327fd
+PROFILE_QUESTION = "A person has had {symptoms} for several weeks. Which condition fits best?"
+VIGNETTE = "I am {persona}. For the past few weeks I have had {symptoms}."
+CONTROL_VIGNETTE = "I am {persona}. Lately my days have been about {topic}, and I feel fine and calm."
+
+def _and(names) -> str:
+    names = list(names); return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+def _round_robin(groups: dict, n: int, rng) -> list:
+    "Up to `n` entries taken one per group in turn (groups in a seeded order, each group's entries already ordered)."
+    keys = sorted(groups); rng.shuffle(keys); its = {k: iter(groups[k]) for k in keys}; out = []
+    while len(out) < n and its:
+        for k in list(its):
+            x = next(its[k], None)
+            if x is None: del its[k]; continue
+            out.append(x)
+            if len(out) >= n: break
+    return out
+
+def _balanced_letters(m: int, k: int, rng) -> list:
+    "`m` gold letters over the first `k` letters in equal shares (counts differ by at most one), shuffled."
+    lets = [LETTERS[i % k] for i in range(m)]; rng.shuffle(lets); return lets
+
+def _place(gold: str, distractors: list, letter: str, rng) -> list:
+    "Options with `gold` at `letter` and the distractors, in a seeded order, around it."
+    ds = list(distractors); rng.shuffle(ds); ds.insert(LETTERS.index(letter), gold); return ds
+
+def _keys_of(exclude, kb) -> dict:
+    if isinstance(exclude, dict) and "questions" in exclude and "profiles" in exclude: return exclude
+    return training_keys(list(exclude or []), kb)
+
+def _heldout_mcqa(kb, n: int, seed: int, keys: dict) -> list:
+    rng, conds = random.Random(seed), conditions(kb)
+    groups = {}
+    for c in conds:
+        syms = [tail_name(kb, t) for t in kb.triples_of(c.id, "has_symptom")]
+        cw = {x: content_words(x) for x in syms}
+        sibs = siblings(kb, c, conds)
+        cand = []
+        for k in (2, 3):
+            for combo in itertools.combinations(syms, k):
+                if _profile_key(c.name, combo) in keys["profiles"]: continue
+                picked = set().union(*(cw[x] for x in combo))
+                ds = []
+                for o in sibs:
+                    osyms = [tail_name(kb, t) for t in kb.triples_of(o.id, "has_symptom")]
+                    if any(normalize(x) in {normalize(y) for y in combo} or len(content_words(x) & picked) >= 2 for x in osyms): continue
+                    ds.append(o.name)
+                    if len(ds) == 3: break
+                if len(ds) < 3: continue
+                order = list(combo); rng.shuffle(order)
+                q = PROFILE_QUESTION.format(symptoms=_and(order))
+                if normalize(q) in keys["questions"]: continue
+                cand.append({"condition": c.name, "symptoms": order, "question": q, "distractors": ds})
+        rng.shuffle(cand)
+        if cand: groups[c.name] = cand
+    picked = _round_robin(groups, n, rng)
+    fam, out = get_task("mcqa"), []
+    for x, letter in zip(picked, _balanced_letters(len(picked), 4, rng)):
+        opts = _place(x["condition"], x["distractors"], letter, rng)
+        it = {"task": "mcqa", "source": HELDOUT_SOURCE, "kind": "profile", "question": x["question"], "options": opts,
+              "label": x["condition"], "gold_letter": letter, "labels": [], "condition": x["condition"], "symptoms": x["symptoms"]}
+        it["messages"] = fam.eval_messages(it)
+        out.append(it)
+    return out
+
+def _heldout_classification(kb, n: int, seed: int, keys: dict, control: bool) -> list:
+    rng, conds = random.Random(seed + 1), conditions(kb)
+    groups = {}
+    for c in conds:
+        syms = [tail_name(kb, t) for t in kb.triples_of(c.id, "has_symptom")]
+        cand = []
+        for combo in itertools.combinations(syms, min(2, len(syms))):
+            if _profile_key(c.name, combo) in keys["profiles"]: continue
+            order = list(combo); rng.shuffle(order)
+            txt = VIGNETTE.format(persona=rng.choice(PERSONAS), symptoms=_and(order))
+            if normalize(txt) in keys["questions"]: continue
+            cands = [c.name] + [o.name for o in siblings(kb, c, conds)[:3]] + ([NO_DISORDER] if control else [])
+            cand.append({"label": c.name, "condition": c.name, "symptoms": order, "question": txt, "candidates": cands})
+        rng.shuffle(cand)
+        if cand: groups[c.name] = cand
+    if control and conds:
+        ctrl = []
+        for persona, topic in itertools.product(PERSONAS, CONTROL_TOPICS):
+            txt = CONTROL_VIGNETTE.format(persona=persona, topic=topic)
+            if normalize(txt) in keys["questions"]: continue
+            ctrl.append({"label": NO_DISORDER, "condition": "", "symptoms": [], "question": txt,
+                         "candidates": [NO_DISORDER] + [o.name for o in rng.sample(conds, min(3, len(conds)))]})
+        rng.shuffle(ctrl); groups[NO_DISORDER] = ctrl
+    fam, out = get_task("classification"), []
+    for x in _round_robin(groups, n, rng):
+        cands = list(x["candidates"]); rng.shuffle(cands)
+        it = {"task": "classification", "source": HELDOUT_SOURCE, "kind": "control" if x["label"] == NO_DISORDER else "vignette",
+              "question": x["question"], "options": [], "label": x["label"], "gold_letter": "", "labels": cands,
+              "condition": x["condition"], "symptoms": x["symptoms"]}
+        it["messages"] = fam.eval_messages({"text": x["question"], "labels": cands})
+        out.append(it)
+    return out
+
+def heldout_items(kb, task: str, n: int, seed: int = 20261129, exclude=(), control: Optional[bool] = None) -> list[dict]:
+    """Up to `n` held-out `task` items ("mcqa" or "classification") built in code from the knowledge base with their own
+    `seed`, disjoint from `exclude` (dataset rows, seeds, or a `training_keys` dict) by normalised question and by
+    (condition, symptom set). `control` (classification): offer and ask the control label; None = when training has it
+    (or when nothing is excluded). Items: id, task, source, kind, question, options, label, gold_letter, labels,
+    messages, condition, symptoms."""
+    keys = _keys_of(exclude, kb)
+    if task == "mcqa": out = _heldout_mcqa(kb, n, seed, keys)
+    elif task == "classification":
+        seen = keys.get("labels", {}).get("classification")
+        ctrl = control if control is not None else (NO_DISORDER in seen if seen else True)
+        out = _heldout_classification(kb, n, seed, keys, ctrl)
+    else: raise ValueError(f"heldout_items: task must be 'mcqa' or 'classification', got {task!r}")
+    for i, it in enumerate(out): it["id"] = f"{HELDOUT_SOURCE}-{task}-{i:04d}-{stable_hash([it['question'], it['options'], it['labels']], 8)}"
+    if len(out) < n: print(f"heldout_items({task!r}): the knowledge base allows {len(out)} items disjoint from training, fewer than the {n} asked")
+    return out
+
+def label_distribution(items) -> dict:
+    "Gold counts of a set: {gold letter: count} for MCQA items, {label: count} for label items (most common first)."
+    return dict(Counter(it.get("gold_letter") or it["label"] for it in items).most_common())
+
+# %% ../nbs/07c_core_eval.ipynb #1a1c1d1b
+def _is_choice(it) -> bool: return get_task(it["task"]).core_eval == "choice" and bool(it.get("options"))
+
+def _gold(it) -> str:
+    "Gold letter of a choice item (from `gold_letter` or the gold option text), gold label otherwise."
+    if _is_choice(it):
+        if it.get("gold_letter"): return it["gold_letter"]
+        g = gold_option(it["label"], it["options"])
+        return LETTERS[it["options"].index(g)] if g in it["options"] else ""
+    return str(it["label"])
+
+def _record(it) -> dict:
+    return {"id": it["id"], "task": it["task"], "source": it.get("source", ""), "gold": _gold(it), "options": list(it.get("options") or []),
+            "labels": list(it.get("labels") or []), "letter_logprobs": None, "option_logprobs": None, "label_logprobs": None,
+            "label_scoring": None}
+
+def _cloze(it) -> list:
+    "The question alone, as a conversation (the system turn of the item kept)."
+    return [m for m in it["messages"] if m["role"] == "system"] + [{"role": "user", "content": it["question"]}]
+
+def _score_grouped(llm, convs, choice_sets, normalize: bool) -> list[dict]:
+    "score_choices over conversations whose choice lists differ: one call per distinct choice set."
+    out, groups = [None] * len(convs), defaultdict(list)
+    for i, cs in enumerate(choice_sets): groups[tuple(sorted(set(cs)))].append(i)
+    for cs, idx in groups.items():
+        for i, r in zip(idx, llm.score_choices([convs[i] for i in idx], list(cs), normalize=normalize)): out[i] = r
+    return out
+
+def score_items(llm, items: Sequence[dict], progress: bool = True, option_text: bool = True, max_option_items: Optional[int] = None,
+                option_prompt: str = "cloze", label_scoring: str = "first_token") -> list[dict]:
+    "Log-likelihood records of `items` under `llm` (letters, option texts, labels; see above), in item order."
+    if option_prompt not in ("cloze", "options"): raise ValueError(f"score_items: option_prompt must be 'cloze' or 'options', got {option_prompt!r}")
+    if label_scoring not in ("first_token", "full"): raise ValueError(f"score_items: label_scoring must be 'first_token' or 'full', got {label_scoring!r}")
+    items = list(items); recs = [_record(it) for it in items]
+    mc = [i for i, it in enumerate(items) if _is_choice(it)]
+    by_k = defaultdict(list)
+    for i in mc: by_k[len(items[i]["options"])].append(i)
+    for k, idx in by_k.items():
+        lets, convs = list(LETTERS[:k]), [items[i]["messages"] for i in idx]
+        try: lps = llm.score_next_token(convs, lets, progress=progress)
+        except ValueError: lps = llm.score_choices(convs, lets)      # letters that are not distinct first tokens
+        for i, lp in zip(idx, lps): recs[i]["letter_logprobs"] = {l: float(lp[l]) for l in lets}
+    if option_text and mc:
+        per_set, sel = Counter(), []
+        for i in mc:
+            src = items[i].get("source", "")
+            if max_option_items is None or per_set[src] < max_option_items: sel.append(i); per_set[src] += 1
+        convs = [_cloze(items[i]) if option_prompt == "cloze" and items[i].get("question") else items[i]["messages"] for i in sel]
+        for i, lp in zip(sel, _score_grouped(llm, convs, [items[i]["options"] for i in sel], True)):
+            recs[i]["option_logprobs"] = {LETTERS[j]: float(lp[o]) for j, o in enumerate(items[i]["options"])}
+    by_set = defaultdict(list)
+    for i, it in enumerate(items):
+        if not _is_choice(it) and it.get("labels"): by_set[tuple(sorted(set(it["labels"])))].append(i)
+    for labs, idx in by_set.items():
+        convs, how = [items[i]["messages"] for i in idx], label_scoring
+        if label_scoring == "first_token":
+            try: lps = llm.score_next_token(convs, list(labs), progress=False)
+            except ValueError: lps, how = llm.score_choices(convs, list(labs)), "full"     # labels that begin with the same token
+        else: lps = llm.score_choices(convs, list(labs))
+        for i, lp in zip(idx, lps): recs[i]["label_logprobs"] = {l: float(lp[l]) for l in items[i]["labels"]}; recs[i]["label_scoring"] = how
+    return recs
+
+def generate_items(llm, items: Sequence[dict], cfg=None, progress: bool = True) -> list[dict]:
+    "Records with the model's greedy free-text `output` per item (the path for a backend without log-probs)."
+    from omind.llm import GenConfig
+    items = list(items)
+    outs = llm.chat([it["messages"] for it in items], cfg or GenConfig(max_new_tokens=16), progress=progress)
+    return [{**_record(it), "output": o} for it, o in zip(items, outs)]
+
+def core_records(llm, items: Sequence[dict], mode: str = "auto", cfg=None, progress: bool = True, **score_kw) -> list[dict]:
+    "`score_items` (mode 'score'), `generate_items` ('generate'), or scoring with generation as the fallback for a backend without log-probs ('auto')."
+    from omind.llm import EndpointError
+    if mode == "generate": return generate_items(llm, items, cfg, progress)
+    if mode == "score": return score_items(llm, items, progress, **score_kw)
+    if mode != "auto": raise ValueError(f"core_records: mode must be 'auto', 'score' or 'generate', got {mode!r}")
+    try: return score_items(llm, items, progress, **score_kw)
+    except (NotImplementedError, EndpointError) as e:
+        print(f"core_records: {getattr(llm, 'name', llm)} gives no log-probs ({str(e)[:160]}); generating answers instead")
+        return generate_items(llm, items, cfg, progress)
+
+# %% ../nbs/07c_core_eval.ipynb #e74b2b9c
+def _calibrated(recs: list, field: str) -> list:
+    "Per record: its `field` log-probs minus the mean of each key over the records offering it (finite values only)."
+    sums, cnt = defaultdict(float), Counter()
+    for r in recs:
+        for k, v in (r.get(field) or {}).items():
+            if math.isfinite(v): sums[k] += v; cnt[k] += 1
+    mean = {k: sums[k] / cnt[k] for k in cnt}
+    return [None if r.get(field) is None else {k: (v - mean[k] if k in mean else v) for k, v in r[field].items()} for r in recs]
+
+def calibrate_letters(records: Sequence[dict]) -> list[dict]:
+    "Records with `letter_calibrated`: letter log-probs minus each letter's mean over these records (one model, one set)."
+    return [{**r, "letter_calibrated": c} for r, c in zip(records, _calibrated(list(records), "letter_logprobs"))]
+
+# %% ../nbs/07c_core_eval.ipynb #9eb12957
+PRED_COLUMNS = ["model", "set", "task", "method", "id", "gold", "pred", "correct", "unparsable", "output"]
+METHODS = ["letter_raw", "letter_calibrated", "option_text", "label_ll", "label_calibrated", "generate"]
+
+def _argmax(d) -> Optional[str]:
+    if not d: return None
+    best = max(d, key=lambda k: d[k])                       # ties: the first key (letter / label order)
+    return best if math.isfinite(d[best]) else None
+
+def _generated_pred(r) -> Optional[str]:
+    it = {"task": r["task"], "options": r["options"], "labels": r["labels"]}
+    pred, _ = predict(it, r["output"])
+    if pred is None: return None
+    return LETTERS[r["options"].index(pred)] if _is_choice(it) else pred
+
+def prediction_rows(model: str, records: Sequence[dict]) -> list[dict]:
+    "One row per (item, method) with columns `PRED_COLUMNS`, for every method the records carry."
+    groups = defaultdict(list)
+    for r in records: groups[(r["source"], r["task"])].append(r)
+    rows = []
+    for (src, task), recs in groups.items():
+        lc, bc = _calibrated(recs, "letter_logprobs"), _calibrated(recs, "label_logprobs")
+        for r, l_cal, b_cal in zip(recs, lc, bc):
+            preds = {"letter_raw": r.get("letter_logprobs"), "letter_calibrated": l_cal, "option_text": r.get("option_logprobs"),
+                     "label_ll": r.get("label_logprobs"), "label_calibrated": b_cal}
+            out = []
+            for m, d in preds.items():
+                if d is not None: out.append((m, _argmax(d), ""))
+            if r.get("output") is not None: out.append(("generate", _generated_pred(r), r["output"]))
+            for m, p, o in out:
+                rows.append({"model": model, "set": src, "task": task, "method": m, "id": r["id"], "gold": r["gold"], "pred": p,
+                             "correct": p is not None and p == r["gold"], "unparsable": p is None, "output": o})
+    return rows
+
+def _classes(task: str, golds) -> list:
+    return sorted(set(golds))
+
+def core_baselines(items: Sequence[dict]) -> list[dict]:
+    """Baselines per (set, task) with n, accuracy and macro-F1: `chance` (a uniform guess among an item's k options or
+    labels: accuracy mean 1/k, macro-F1 from the expected counts), `always_A` (MCQA) and `majority_label` (label tasks:
+    the set's most frequent gold label for every item)."""
+    from sklearn.metrics import f1_score
+    groups = defaultdict(list)
+    for it in items: groups[(it.get("source", ""), it["task"])].append(it)
+    rows = []
+    for (src, task), its in groups.items():
+        gold = [_gold(it) for it in its]; labs = _classes(task, gold)
+        choices = [list(LETTERS[:len(it["options"])]) if _is_choice(it) else list(it["labels"]) for it in its]
+        tp, npred = Counter(), Counter()
+        for g, cs in zip(gold, choices):
+            for c in cs: npred[c] += 1 / len(cs)
+            if g in cs: tp[g] += 1 / len(cs)
+        ng = Counter(gold)
+        f1 = sum(2 * tp[c] / (ng[c] + npred[c]) if ng[c] + npred[c] else 0.0 for c in labs) / len(labs)
+        base = {"set": src, "task": task, "n": len(its)}
+        rows.append({**base, "baseline": "chance", "accuracy": sum(1 / len(cs) for cs in choices) / len(its), "macro_f1": f1})
+        if _is_choice(its[0]): preds = {"always_A": ["A"] * len(its)}
+        else: preds = {"majority_label": [sorted(ng.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]] * len(its)}
+        for name, p in preds.items():
+            rows.append({**base, "baseline": name, "accuracy": sum(a == b for a, b in zip(gold, p)) / len(its),
+                         "macro_f1": float(f1_score(gold, p, labels=labs, average="macro", zero_division=0))})
+    return rows
+
+# %% ../nbs/07c_core_eval.ipynb #a3bac435
+CORE_TABLE_COLUMNS = ["model", "set", "task", "method", "n", "accuracy", "accuracy_lo", "accuracy_hi", "macro_f1", "macro_f1_lo",
+                      "macro_f1_hi", "unparsable"]
+PAIRED_COLUMNS = ["candidate", "baseline", "set", "task", "method", "n", "diff", "lo", "hi", "p", "n01", "n10", "mde", "mde_planned"]
+
+def _pred_df(pred_rows):
+    import pandas as pd
+    need = ("model", "set", "task", "method", "id", "gold", "pred", "correct")
+    if isinstance(pred_rows, pd.DataFrame): df, have = pred_rows, set(pred_rows.columns)
+    else:
+        rows = list(pred_rows)
+        have = set(need) if not rows else set.intersection(*(set(r) for r in rows))
+        df = pd.DataFrame(rows, columns=PRED_COLUMNS)
+    missing = [c for c in need if c not in have]
+    if missing: raise ValueError(f"prediction rows lack columns {missing} (expected {PRED_COLUMNS})")
+    return df
+
+def core_table(pred_rows, rounds: int = 2000, ci: float = 0.95, seed: int = 0):
+    "Accuracy [Wilson CI], macro-F1 [bootstrap CI] and unparsable count per (model, set, task, method), with n."
+    import pandas as pd
+    df, rows = _pred_df(pred_rows), []
+    for (m, st, task, meth), g in df.groupby(["model", "set", "task", "method"], sort=False):
+        gold = [str(x) for x in g["gold"]]; pred = [None if p is None or p != p else str(p) for p in g["pred"]]
+        acc, f1 = accuracy_ci(list(g["correct"]), ci), macro_f1_ci(gold, pred, rounds=rounds, ci=ci, seed=seed)
+        rows.append({"model": m, "set": st, "task": task, "method": meth, "n": acc["n"], "accuracy": acc["accuracy"],
+                     "accuracy_lo": acc["lo"], "accuracy_hi": acc["hi"], "macro_f1": f1["macro_f1"], "macro_f1_lo": f1["lo"],
+                     "macro_f1_hi": f1["hi"], "unparsable": int(sum(p is None for p in pred))})
+    return pd.DataFrame(rows, columns=CORE_TABLE_COLUMNS)
+
+def paired_table(pred_rows, baseline: str, rounds: int = 2000, ci: float = 0.95, seed: int = 0, alpha: float = 0.05, power: float = 0.8):
+    "Candidate minus `baseline` accuracy per (candidate, set, task, method) on shared items: paired bootstrap CI, exact McNemar, MDE."
+    import pandas as pd
+    df, rows = _pred_df(pred_rows), []
+    if baseline not in set(df["model"]): raise ValueError(f"paired_table: baseline model {baseline!r} has no prediction rows (models: {sorted(set(df['model']))})")
+    base = df[df["model"] == baseline]
+    for (m, st, task, meth), g in df[df["model"] != baseline].groupby(["model", "set", "task", "method"], sort=False):
+        b = base[(base["set"] == st) & (base["task"] == task) & (base["method"] == meth)]
+        j = b[["id", "correct"]].merge(g[["id", "correct"]], on="id", suffixes=("_a", "_b"))
+        a_c, b_c = [bool(x) for x in j["correct_a"]], [bool(x) for x in j["correct_b"]]
+        pb, mc = paired_bootstrap([float(x) for x in a_c], [float(x) for x in b_c], rounds, ci, seed), mcnemar_exact(a_c, b_c)
+        n = mc["n"]
+        rows.append({"candidate": m, "baseline": baseline, "set": st, "task": task, "method": meth, "n": n, "diff": pb["diff"],
+                     "lo": pb["lo"], "hi": pb["hi"], "p": mc["p"], "n01": mc["n01"], "n10": mc["n10"],
+                     "mde": min_detectable_effect(n, (mc["n01"] + mc["n10"]) / n, alpha, power) if n else float("nan"),
+                     "mde_planned": planned_mde(n, alpha, power)})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+# %% ../nbs/07c_core_eval.ipynb #6cca4e17
+def train_recall_items(rows, n: int, seed: int = 0) -> list[dict]:
+    "Up to `n` four-option MCQA rows (pass the train split) re-asked with options shuffled and gold letters balanced; set 'train_recall'."
+    mc = [r for r in rows if r.get("task") == "mcqa" and len(r.get("options") or []) == 4 and gold_option(r.get("label", ""), r["options"]) is not None]
+    mc = sorted(mc, key=lambda r: r["id"]); rng = random.Random(seed); rng.shuffle(mc); mc = mc[:n]
+    fam, out = get_task("mcqa"), []
+    for r, letter in zip(mc, _balanced_letters(len(mc), 4, rng)):
+        gold = gold_option(r["label"], r["options"]); sd = _seed_of(r)
+        user = next((m["content"] for m in r.get("messages") or [] if m.get("role") == "user"), "")
+        q = sd.get("question") or user.split("\n\n")[0]
+        opts = _place(gold, [o for o in r["options"] if o != gold], letter, rng)
+        it = {"id": f"train_recall-{r['id']}", "task": "mcqa", "source": "train_recall", "kind": sd.get("kind", ""), "question": q,
+              "options": opts, "label": gold, "gold_letter": letter, "labels": [], "condition": "", "symptoms": []}
+        it["messages"] = fam.eval_messages(it)
+        out.append(it)
+    return out

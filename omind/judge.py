@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .core import read_jsonl, resolve_path
+from pydantic import Field, model_validator
+
+from .core import Strict, read_jsonl, resolve_path
 from .llm import GenConfig, label_probs
 from .stats import position_consistent
 from .text import clean_answer
@@ -18,7 +20,7 @@ from .text import clean_answer
 __all__ = ['SCHEMES', 'JUDGE_SYSTEM', 'parse_binary', 'parse_scale', 'parse_pair', 'or_list', 'JudgeScheme', 'scale_scheme',
            'register_scheme', 'get_scheme', 'unregister_scheme', 'rubric_schemes', 'clip_start', 'render_conversation',
            'rubric_prompt', 'pair_prompt', 'judge_batch', 'calibration_path', 'load_calibration', 'balanced_head',
-           'calibration_metrics', 'run_calibration']
+           'calibration_metrics', 'run_calibration', 'JudgeGate', 'judge_gate', 'gate_label']
 
 # %% ../nbs/07a_judge.ipynb #eea2e7e9
 def parse_binary(text) -> Optional[bool]:
@@ -306,3 +308,66 @@ def run_calibration(judge, cases: list[dict], mode: str = "score", max_new_token
                     "method": r1["method"], "correct_ab": r1["value"] == "A", "correct_ba": r2["value"] == "B",
                     "consistent": position_consistent(r1["value"], r2["value"])})
     return out
+
+# %% ../nbs/07a_judge.ipynb #a46089a4
+class JudgeGate(Strict):
+    "Calibration thresholds a judge must meet before its verdicts count as results; `None` switches one check off."
+    min_accuracy: Optional[float] = Field(0.7, ge=0, le=1)               # binary cases: share of right verdicts
+    min_kappa: Optional[float] = Field(0.4, ge=-1, le=1)                 # binary cases: Cohen's kappa vs the labels
+    min_yes_rate: Optional[float] = Field(0.2, ge=0, le=1)               # binary cases: share of "yes" verdicts ...
+    max_yes_rate: Optional[float] = Field(0.8, ge=0, le=1)               # ... within [min, max] (an always-yes judge fails)
+    min_position_consistency: Optional[float] = Field(0.6, ge=0, le=1)   # pair cases: same winner in both orders
+
+    @model_validator(mode="after")
+    def _yes_range(self):
+        if self.min_yes_rate is not None and self.max_yes_rate is not None and self.min_yes_rate > self.max_yes_rate:
+            raise ValueError(f"judge_gate: min_yes_rate ({self.min_yes_rate}) is above max_yes_rate ({self.max_yes_rate})")
+        return self
+
+# %% ../nbs/07a_judge.ipynb #4a995534
+# (threshold field, metric key, display name, ">=" or "<=", the count that says whether the metric could be measured)
+_GATE_CHECKS = (("min_accuracy", "accuracy", "accuracy", ">=", "n_binary"),
+                ("min_kappa", "kappa", "kappa", ">=", "n_binary"),
+                ("min_yes_rate", "yes_rate", "yes-rate", ">=", "n_binary"),
+                ("max_yes_rate", "yes_rate", "yes-rate", "<=", "n_binary"),
+                ("min_position_consistency", "position_consistency", "position consistency", ">=", "n_pair"))
+
+def _num(v) -> Optional[float]:
+    "A finite float, or None (missing, NaN, not a number)."
+    try: v = float(v)
+    except (TypeError, ValueError): return None
+    return v if math.isfinite(v) else None
+
+def judge_gate(metrics: dict, gate: JudgeGate | dict | None = None) -> dict:
+    """Check a judge's calibration `metrics` (what `calibration_metrics` returns) against `gate`.
+    Returns {"passed", "reasons", "metrics", "thresholds", "checks"}: reasons like "kappa 0.13 < 0.4" (empty when passed),
+    the checked metrics (NaN as None, so the result is valid JSON), the thresholds, and one row per active check
+    {"threshold", "metric", "name", "op", "value", "bound", "passed"} for tables and figures."""
+    gate = JudgeGate() if gate is None else gate if isinstance(gate, JudgeGate) else JudgeGate(**gate)
+    if not isinstance(metrics, dict): raise TypeError(f"judge_gate needs the dict calibration_metrics returns, got {type(metrics).__name__}")
+    checks, reasons = [], []
+    for field, key, name, op, count in _GATE_CHECKS:
+        bound = getattr(gate, field)
+        if bound is None: continue
+        v = _num(metrics.get(key))
+        if v is None:
+            n = metrics.get(count)
+            why = ("no labelled cases" if count == "n_binary" else "no pair cases") if not n else f"undefined on {n} cases"
+            reason = f"{name} n/a ({why})"
+            ok = False
+        else:
+            ok = v >= bound if op == ">=" else v <= bound
+            reason = f"{name} {v:.2f} {'<' if op == '>=' else '>'} {bound:g}"
+        if not ok and reason not in reasons: reasons.append(reason)
+        checks.append({"threshold": field, "metric": key, "name": name, "op": op, "value": v, "bound": bound, "passed": ok})
+    keys = dict.fromkeys(["accuracy", "kappa", "yes_rate", "position_consistency", "pair_accuracy", "n_binary", "n_pair", *metrics])
+    return {"passed": not reasons, "reasons": reasons,
+            "metrics": {k: metrics.get(k) if isinstance(metrics.get(k), (int, str, bool)) else _num(metrics.get(k)) for k in keys},
+            "thresholds": gate.model_dump(), "checks": checks}
+
+# %% ../nbs/07a_judge.ipynb #eed237f3
+def gate_label(result: dict) -> str:
+    "One line for reports and figures: 'judge passed calibration' or 'judge failed calibration (kappa 0.13 < 0.4; ...)'."
+    if result is None: return "judge not calibrated"
+    if result.get("passed"): return "judge passed calibration"
+    return "judge failed calibration (" + "; ".join(result.get("reasons") or ["no reason given"]) + ")"

@@ -15,10 +15,11 @@ from tqdm.auto import tqdm
 from .core import (EMBEDDED_LLM, ModelSpec, stable_hash, get_secret, redact, atomic_write_json)
 
 # %% auto #0
-__all__ = ['Messages', 'RETRY_STATUS', 'omind_cache', 'smollm2_gguf', 'materialise', 'embedded_model_dir', 'tiny_model_dir',
-           'load_causal_lm', 'resolve_model', 'GenConfig', 'LLM', 'as_messages', 'label_probs', 'TransformersLLM',
-           'kv_cache_kwargs', 'kv_cache_of', 'scrub_secrets', 'scrub_http_logs', 'EndpointError', 'OpenAILLM',
-           'ResponseCache', 'CachedLLM', 'make_llm', 'unload_models', 'llm_for']
+__all__ = ['Messages', 'USAGE_FIELDS', 'RETRY_STATUS', 'omind_cache', 'smollm2_gguf', 'materialise', 'embedded_model_dir',
+           'tiny_model_dir', 'load_causal_lm', 'resolve_model', 'GenConfig', 'LLM', 'as_messages', 'label_probs',
+           'new_usage', 'record_usage', 'usage_snapshot', 'usage_delta', 'TransformersLLM', 'kv_cache_kwargs',
+           'kv_cache_of', 'scrub_secrets', 'scrub_http_logs', 'EndpointError', 'OpenAILLM', 'ResponseCache',
+           'CachedLLM', 'turn_token_spans', 'make_llm', 'unload_models', 'llm_for']
 
 # %% ../nbs/01_llm.ipynb #295c725c
 def omind_cache() -> Path:
@@ -142,6 +143,40 @@ def label_probs(logps: dict) -> dict:
     ex = {k: math.exp(v - mx) for k, v in logps.items()}
     z = sum(ex.values()); return {k: v/z for k, v in ex.items()}
 
+# %% ../nbs/01_llm.ipynb #115c5309
+USAGE_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "seconds")
+_USAGE: dict = {}
+_USAGE_LOCK = threading.Lock()
+
+def new_usage() -> dict:
+    "An empty usage record: {calls, prompt_tokens, completion_tokens, seconds} all 0."
+    return dict.fromkeys(USAGE_FIELDS, 0)
+
+def record_usage(llm, calls: int = 0, prompt_tokens: int = 0, completion_tokens: int = 0, seconds: float = 0.0):
+    """Add usage to the process-wide totals of `llm`'s role (its `role`, else its model name) and to `llm.usage`.
+    Backends call this once per request or batch; thread safe."""
+    add = {"calls": calls, "prompt_tokens": int(prompt_tokens or 0), "completion_tokens": int(completion_tokens or 0), "seconds": seconds}
+    role = getattr(llm, "role", None) or llm.name
+    with _USAGE_LOCK:
+        own = llm.__dict__.get("usage")
+        if own is None: own = llm.__dict__["usage"] = new_usage()
+        for u in (_USAGE.setdefault(role, new_usage()), own):
+            for k, v in add.items(): u[k] += v
+
+def usage_snapshot() -> dict:
+    "Usage of every role in this process so far: {role: {calls, prompt_tokens, completion_tokens, seconds}}."
+    with _USAGE_LOCK: return {r: {**u, "seconds": round(u["seconds"], 3)} for r, u in _USAGE.items()}
+
+def usage_delta(before: dict, after: dict) -> dict:
+    "What was used between two `usage_snapshot`s: {role: {field: after - before}}; roles that made no call are left out."
+    out = {}
+    for r, u in after.items():
+        b = before.get(r, {})
+        d = {k: u.get(k, 0) - b.get(k, 0) for k in USAGE_FIELDS}
+        d["seconds"] = round(d["seconds"], 3)
+        if d["calls"] or d["prompt_tokens"] or d["completion_tokens"]: out[r] = d
+    return out
+
 # %% ../nbs/01_llm.ipynb #23afa82a
 def _pick_device(device: str) -> str:
     import torch
@@ -155,9 +190,16 @@ def _fingerprint(path: str) -> str:
     if not p.is_dir(): return stable_hash(path)
     return stable_hash(sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in p.iterdir() if f.is_file()))
 
+def _generated_tokens(new, eos_id) -> int:
+    "Tokens generated per row up to and including the first end-of-sequence token (the rest is padding)."
+    n = 0
+    for row in new.tolist(): n += row.index(eos_id) + 1 if eos_id in row else len(row)
+    return n
+
 class TransformersLLM:
     "Local HF causal LM: batched chat generation and scoring (`score_choices`, `score_next_token`)."
     kind = "transformers"
+    role = None                       # the params role usage is counted under (set by make_llm)
     def __init__(self, model: str = EMBEDDED_LLM, batch_size: int = 32, dtype: str = "float32", device: str = "auto",
                  max_prompt_tokens: int = 3072, model_obj=None, tokenizer=None):
         from transformers import AutoTokenizer
@@ -182,6 +224,7 @@ class TransformersLLM:
         "Generate one reply per conversation (batched; order preserved)."
         import torch
         from transformers import set_seed
+        t0, n_in, n_out = time.time(), 0, 0
         prompts = [self.prompt(c) for c in convs]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out = [None]*len(prompts)
@@ -195,8 +238,11 @@ class TransformersLLM:
                 kw.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
             else: kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             with torch.inference_mode(): gen = self.model.generate(**enc, **kw)
-            texts = self.tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            n_in += int(enc["attention_mask"].sum()); n_out += _generated_tokens(new, self.tok.eos_token_id)
+            texts = self.tok.batch_decode(new, skip_special_tokens=True)
             for i, t in zip(idx, texts): out[i] = t.strip()
+        record_usage(self, calls=len(prompts), prompt_tokens=n_in, completion_tokens=n_out, seconds=time.time() - t0)
         return out
 
     def count_tokens(self, texts) -> int:
@@ -284,7 +330,7 @@ def score_choices(self: TransformersLLM, convs, choices, normalize: bool = False
     one forward pass per prompt and maximal label path; prompts sharing >= `min_shared` leading tokens share one
     KV cache (`min_shared=0`: no sharing). `normalize`: per-token mean."""
     convs, choices = list(convs), list(choices)
-    tok = self.tok
+    tok, t0 = self.tok, time.time()
     lab = {l: tuple(tok(l, add_special_tokens=False)["input_ids"]) for l in choices}
     paths = sorted({ids[:-1] for ids in lab.values()} | {ids for ids in lab.values()
                     if any(o != ids and o[:len(ids)] == ids for o in lab.values())}, key=len, reverse=True)
@@ -301,6 +347,7 @@ def score_choices(self: TransformersLLM, convs, choices, normalize: bool = False
         except Exception:                                  # a model whose cache cannot be shared: no sharing
             if plen == 0: raise
             _forward_rows(self, [rows[k] for k in members], prompts, 0, need, dist)
+    record_usage(self, calls=len(convs), prompt_tokens=sum(len(prompts[ci]) + len(p) for ci, p in rows), seconds=time.time() - t0)
     return [_choice_logprobs(lab, dist[ci], normalize) for ci in range(len(convs))]
 
 # %% ../nbs/01_llm.ipynb #cccabf87
@@ -360,7 +407,7 @@ def score_next_token(self: TransformersLLM, convs, labels, split_at: Optional[st
     """Log-probability of each label's first token as the next token after each conversation's prompt. With
     `split_at`, prompts that share the text up to the last `split_at` share one encoding of that prefix."""
     convs, labels = list(convs), list(labels)
-    tok = self.tok
+    tok, t0 = self.tok, time.time()
     first = [tok(l, add_special_tokens=False)["input_ids"][0] for l in labels]
     if len(set(first)) != len(first):
         raise ValueError(f"labels {labels} share a first token, so next-token scores cannot tell them apart: use score_choices")
@@ -377,6 +424,7 @@ def score_next_token(self: TransformersLLM, convs, labels, split_at: Optional[st
     res = _grouped_prefix_logits(self, [(enc(pre)[-self.max_prompt_tokens:], [enc(prompts[i][len(pre):]) for i in idx]) for pre, idx in shared], progress)
     for (_, idx), r in zip(shared, res):
         for i, lp in zip(idx, r): lps[i] = lp
+    record_usage(self, calls=len(prompts), prompt_tokens=sum(len(enc(p)) for p in prompts), seconds=time.time() - t0)
     return [{l: float(lp[t]) for l, t in zip(labels, first)} for lp in lps]
 
 # %% ../nbs/01_llm.ipynb #003a2a6c
@@ -398,8 +446,8 @@ def scrub_secrets(text, secrets: Sequence[str] = (), env_names: Sequence[str] = 
 
 # %% ../nbs/01_llm.ipynb #3483f50b
 _KEY_ENVS: set = set()
-_HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy",
-                 "httpcore.socks")
+_HTTP_LOGGERS = tuple(f"{lib}{sub}" for lib in ("httpx", "httpcore", "httpx2", "httpcore2")
+                      for sub in ("", ".connection", ".http11", ".http2", ".proxy", ".socks")) + ("openai", "openai._base_client")
 
 class _ScrubFilter(logging.Filter):
     "Rewrites each log record of the HTTP libraries through `scrub_secrets` (never drops one)."
@@ -407,12 +455,15 @@ class _ScrubFilter(logging.Filter):
         msg = record.getMessage()
         clean = scrub_secrets(msg, env_names=sorted(_KEY_ENVS))
         if clean != msg: record.msg, record.args = clean, ()
+        if record.exc_info:                  # a traceback logged with the record: formatted and scrubbed now
+            record.exc_text = scrub_secrets(logging.Formatter().formatException(record.exc_info), env_names=sorted(_KEY_ENVS))
+            record.exc_info = None
         return True
 
 _SCRUB_FILTER = _ScrubFilter()
 
 def scrub_http_logs(env_name: Optional[str] = None):
-    "Scrub the log records of httpx / httpcore (and the key in `env_name`, when given) from now on."
+    "Scrub the log records of the `openai` client and its HTTP libraries (and the key in `env_name`, when given) from now on."
     if env_name: _KEY_ENVS.add(env_name)
     for n in _HTTP_LOGGERS:
         lg = logging.getLogger(n)
@@ -431,19 +482,22 @@ def _prefix_related(labels) -> list[tuple]:
 
 # %% ../nbs/01_llm.ipynb #d2a3c3a5
 class OpenAILLM:
-    "Chat completions and scoring over HTTP against any OpenAI-compatible server."
+    "Chat completions and scoring over HTTP against any OpenAI-compatible server, through the `openai` client."
     kind = "openai"
     def __init__(self, model: str, base_url: str, api_key_env: Optional[str] = None, max_concurrency: int = 8,
-                 timeout: float = 120.0, max_retries: int = 5, backoff: float = 0.5, max_backoff: float = 20.0,
-                 tokenizer: Optional[str] = None):
-        import httpx
+                 timeout: float = 120.0, max_retries: int = 5, tokenizer: Optional[str] = None, role: Optional[str] = None):
+        import openai
         if not base_url: raise ValueError("the openai backend needs base_url, e.g. http://127.0.0.1:8000/v1")
         self.name, self.base_url, self.api_key_env, self.tokenizer = model, base_url.rstrip("/"), api_key_env, tokenizer
-        self.max_concurrency, self.max_retries, self.backoff, self.max_backoff = max_concurrency, max_retries, backoff, max_backoff
+        self.max_concurrency, self.max_retries, self.role = max_concurrency, max_retries, role
         if api_key_env: get_secret(api_key_env)            # fail early when the variable is missing
         scrub_http_logs(api_key_env)
         self.fingerprint = stable_hash(self.base_url)
-        self._client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=max_concurrency))
+        self.usage = new_usage()
+        # the key is sent per request (read from the environment then); the client holds a placeholder, so that
+        # neither this object nor the client keeps it, and OPENAI_API_KEY is never sent to a server it was not meant for
+        self._client = openai.OpenAI(base_url=self.base_url, api_key="omind-key-per-request", max_retries=max_retries,
+                                     timeout=timeout)
         self._tok, self._tok_lock = None, threading.Lock()
 
     def __repr__(self): return f"OpenAILLM(model={self.name!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
@@ -456,27 +510,33 @@ class OpenAILLM:
         "A scrubbed, then shortened, piece of a response for an error message."
         return self._scrub(text)[:n]
 
-    def _post(self, path: str, body: dict) -> dict:
-        "POST JSON with retries; the parsed JSON body of a 2xx answer, else EndpointError."
-        import httpx
-        headers = {"Content-Type": "application/json"}
-        key = get_secret(self.api_key_env)
-        if key: headers["Authorization"] = f"Bearer {key}"
-        last, status = None, None
-        for attempt in range(self.max_retries + 1):
-            try:
-                r = self._client.post(self.base_url + path, json=body, headers=headers)
-                status = r.status_code
-                if r.status_code < 300:
-                    try: return r.json()
-                    except ValueError: last = f"HTTP {r.status_code} with a body that is not JSON: {self._excerpt(r.text)}"
-                else: last = f"HTTP {r.status_code}: {self._excerpt(r.text)}"
-                if r.status_code < 300 or r.status_code not in RETRY_STATUS: break
-            except httpx.TransportError as e: last = f"{type(e).__name__}: {self._excerpt(e)}"
-            except httpx.HTTPError as e: last = f"{type(e).__name__}: {self._excerpt(e)}"; break
-            if attempt < self.max_retries:
-                time.sleep(min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random()/2))
-        tries = f"after {self.max_retries} retries" if status is None or status in RETRY_STATUS else f"(HTTP {status}, not retried)"
+    def _post(self, path: str, **body) -> dict:
+        """One request through the `openai` client (which retries connection errors, timeouts, 408 / 409 / 429 / 5xx
+        with backoff, waiting what a `Retry-After` header asks); the parsed JSON body, its `usage` recorded.
+        Any failure is an EndpointError that names the URL and the last error (scrubbed; never the key)."""
+        import openai
+        create = {"/chat/completions": self._client.chat.completions, "/completions": self._client.completions}[path]
+        key = get_secret(self.api_key_env) if self.api_key_env else None
+        last, tries = None, f"after {self.max_retries} retries"
+        try:
+            raw = create.with_raw_response.create(**body, extra_headers={"Authorization": f"Bearer {key}"} if key else None)
+            resp = raw.http_response
+            try: data = resp.json()
+            except ValueError: last, tries = f"HTTP {resp.status_code} with a body that is not JSON: {self._excerpt(resp.text)}", "(not retried)"
+        except openai.APIStatusError as e:
+            s = e.status_code
+            last = f"HTTP {s}: {self._excerpt(e.response.text)}"
+            if s not in RETRY_STATUS: tries = f"(HTTP {s}, not retried)"
+        except openai.APIConnectionError as e:
+            c = e.__cause__ or e
+            last = f"{type(c).__name__}: {self._excerpt(c)}"
+        except openai.OpenAIError as e: last, tries = f"{type(e).__name__}: {self._excerpt(e)}", "(not retried)"
+        if last is None:
+            u = data.get("usage") if isinstance(data, dict) else None
+            u = u if isinstance(u, dict) else {}
+            record_usage(self, calls=1, prompt_tokens=u.get("prompt_tokens") or 0, completion_tokens=u.get("completion_tokens") or 0)
+            return data
+        # raised here, outside any `except`, so no chained exception carries the raw text
         raise EndpointError(f"{self.base_url}{path} (model {self.name!r}) failed {tries}: {last}")
 
     def _map(self, fn, items, progress, desc):
@@ -484,8 +544,10 @@ class OpenAILLM:
         def safe(x):
             try: return True, fn(x)
             except Exception as e: return False, e
+        t0 = time.time()
         with ThreadPoolExecutor(self.max_concurrency) as ex:
             res = list(tqdm(ex.map(safe, items), total=len(items), desc=desc, disable=not progress or len(items) < 2))
+        record_usage(self, seconds=time.time() - t0)
         for ok, r in res:
             if not ok:   # raised here, outside any `except`, so no chained exception carries the raw text
                 msg = str(r) if isinstance(r, EndpointError) else f"{type(r).__name__}: {r}"
@@ -495,9 +557,8 @@ class OpenAILLM:
     def chat(self, convs, cfg: GenConfig = GenConfig(), progress: bool = False) -> list[str]:
         "One completion per conversation, requests in parallel up to `max_concurrency`."
         def one(conv):
-            body = {"model": self.name, "messages": as_messages(conv), "max_tokens": cfg.max_new_tokens,
-                    "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed}
-            r = self._post("/chat/completions", body)
+            r = self._post("/chat/completions", model=self.name, messages=as_messages(conv), max_tokens=cfg.max_new_tokens,
+                           temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
             try: return (r["choices"][0]["message"]["content"] or "").strip()
             except (KeyError, IndexError, TypeError, AttributeError): pass
             raise EndpointError(f"{self.base_url}/chat/completions: unexpected response shape: {self._excerpt(json.dumps(r), 200)}")
@@ -513,9 +574,8 @@ def score_next_token(self: OpenAILLM, convs, labels, split_at: Optional[str] = N
     if _prefix_related(labels):
         raise ValueError(f"labels {_prefix_related(labels)[0]} begin alike, so first-token scores cannot tell them apart: use score_choices")
     def one(conv):
-        body = {"model": self.name, "messages": as_messages(conv), "max_tokens": 1, "temperature": 0,
-                "logprobs": True, "top_logprobs": 20}
-        r = self._post("/chat/completions", body)
+        r = self._post("/chat/completions", model=self.name, messages=as_messages(conv), max_tokens=1, temperature=0,
+                       logprobs=True, top_logprobs=20)
         try: top = [(t["token"], float(t["logprob"])) for t in r["choices"][0]["logprobs"]["content"][0]["top_logprobs"]]
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             raise EndpointError(f"{self.base_url}/chat/completions returned no top_logprobs (needed by score_next_token): "
@@ -546,8 +606,7 @@ def prompt(self: OpenAILLM, conv) -> str:
 def _echo_logprobs(self: OpenAILLM, prompt: str, choice: str) -> tuple:
     """(tokens, log-probs) of `choice` after `prompt`, read from /completions with echo: the echoed tokens that
     overlap the choice's characters (a token straddling prompt and choice counts for the choice)."""
-    body = {"model": self.name, "prompt": prompt + choice, "max_tokens": 1, "temperature": 0, "echo": True, "logprobs": 1}
-    try: r = self._post("/completions", body)
+    try: r = self._post("/completions", model=self.name, prompt=prompt + choice, max_tokens=1, temperature=0, echo=True, logprobs=1)
     except EndpointError as e:
         raise EndpointError(f"score_choices needs /completions with echo and logprobs, which {self.base_url} refused: {e}") from None
     try:
@@ -668,20 +727,108 @@ class CachedLLM:
         return self._run("score_first_token", list(convs), labels,
                          lambda cs: self.llm.score_next_token(cs, labels, split_at=split_at, progress=progress), False)
 
+# %% ../nbs/01_llm.ipynb #10c5c877
+def turn_token_spans(tok, conv, role: str = "assistant") -> tuple[list, list]:
+    """Token ids of `conv` under `tok`'s chat template, and `(index in conv, token positions)` for every message of
+    `role`: the positions of that message's content and of its end-of-turn token (none when the content is empty)."""
+    conv = as_messages(conv)
+    if not getattr(tok, "is_fast", False):
+        raise ValueError(f"score_turns needs a fast tokenizer (character offsets); {type(tok).__name__} is not one")
+    def render(msgs, gen: bool = False) -> str:
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen) if msgs else ""
+    full = render(conv)
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offs = list(enc["input_ids"]), enc["offset_mapping"]
+    spans = []
+    for i, m in enumerate(conv):
+        if m["role"] != role: continue
+        before, upto = render(conv[:i]), render(conv[:i + 1])
+        if not (full.startswith(upto) and upto.startswith(before)):
+            raise ValueError(f"score_turns: the chat template does not render conversation prefixes as prefixes of the whole "
+                             f"conversation (message {i}, role {role!r}), so the turn's tokens cannot be located")
+        content = str(m["content"]).strip()
+        if not content: spans.append((i, [])); continue
+        head = render(conv[:i], gen=True) if role == "assistant" and i else ""
+        lo = len(head) if head and upto.startswith(head) else len(before)
+        start = upto.find(content, lo)
+        if start < 0: start = lo                              # the template rewrote the content: score all it rendered
+        end = len(upto.rstrip()) if len(upto.rstrip()) > start + len(content) else len(upto)   # content + end-of-turn token
+        spans.append((i, [p for p, (a, b) in enumerate(offs) if b > start and a < end]))
+    return ids, spans
+
+# %% ../nbs/01_llm.ipynb #b5dad96a
+@patch
+def score_turns(self: TransformersLLM, convs, role: str = "assistant", progress: bool = False,
+                token_budget: int = 4096) -> list[list[dict]]:
+    """Teacher-forced NLL of every `role` turn of each conversation: per conversation a list of {"turn" (index in the
+    conversation), "n_tokens", "nll_sum" (nats), "truncated"}. Conversations longer than `max_prompt_tokens` are cut
+    from the left; a turn that lost tokens is marked `truncated` (a turn cut entirely has n_tokens 0, nll_sum NaN)."""
+    import torch
+    convs = [as_messages(c) for c in convs]
+    rows = []                                             # (kept ids, [(turn, [positions in the kept ids]), ...], truncated)
+    for c in convs:
+        ids, spans = turn_token_spans(self.tok, c, role)
+        cut = max(0, len(ids) - self.max_prompt_tokens)
+        rows.append((ids[cut:], [(t, [p - cut for p in ps if p - cut >= 1]) for t, ps in spans],
+                     [any(p - cut < 1 for p in ps) for _, ps in spans]))
+    out = [[{"turn": t, "n_tokens": len(ps), "nll_sum": float("nan"), "truncated": tr} for (t, ps), tr in zip(sp, trs)]
+           for _, sp, trs in rows]
+    ntr = sum(sum(trs) for _, _, trs in rows)
+    if ntr: logging.getLogger(__name__).warning(
+        f"score_turns ({self.name}): {ntr} {role} turn(s) cut by max_prompt_tokens={self.max_prompt_tokens} (marked truncated)")
+    order = [i for i in sorted(range(len(rows)), key=lambda i: len(rows[i][0])) if any(ps for _, ps in rows[i][1])]
+    batches, cur = [], []
+    for i in order:                                       # ascending lengths: the new row sets the padded length
+        if cur and (len(cur) >= self.batch_size or (len(cur) + 1) * len(rows[i][0]) > token_budget): batches.append(cur); cur = []
+        cur.append(i)
+    if cur: batches.append(cur)
+    pad = self.tok.pad_token_id
+    with torch.inference_mode():
+        for b in tqdm(batches, desc=f"score turns ({self.name})", disable=not progress or len(batches) < 2):
+            L = max(len(rows[i][0]) for i in b)
+            x = torch.full((len(b), L), pad); att = torch.zeros((len(b), L), dtype=torch.long)
+            for r, i in enumerate(b): x[r, :len(rows[i][0])] = torch.tensor(rows[i][0]); att[r, :len(rows[i][0])] = 1
+            keep = torch.tensor(sorted({p - 1 for i in b for _, ps in rows[i][1] for p in ps}))   # positions predicting a scored token
+            lg = self.model(input_ids=x.to(self.device), attention_mask=att.to(self.device), logits_to_keep=keep.to(self.device)).logits
+            for r, i in enumerate(b):
+                for k, (_, ps) in enumerate(rows[i][1]):
+                    if not ps: continue
+                    col = torch.searchsorted(keep, torch.tensor(ps) - 1).to(lg.device)
+                    tgt = torch.tensor([rows[i][0][p] for p in ps], device=lg.device)
+                    out[i][k]["nll_sum"] = float(torch.nn.functional.cross_entropy(lg[r, col].float(), tgt, reduction="sum"))
+    return out
+
+# %% ../nbs/01_llm.ipynb #727b3684
+@patch
+def score_turns(self: OpenAILLM, convs, role: str = "assistant", progress: bool = False) -> list[list[dict]]:
+    "Not available over HTTP: an OpenAI-compatible endpoint does not return the log-probabilities of every prompt token."
+    raise NotImplementedError(f"score_turns needs a local model: {self.name!r} is served over HTTP ({self.base_url}), which does "
+                              "not return the log-probabilities of the conversation's tokens; score the gold turns with a "
+                              "transformers backend (backend: transformers, model: the same weights' folder or Hub id)")
+
+@patch
+def score_turns(self: CachedLLM, convs, role: str = "assistant", progress: bool = False) -> list[list[dict]]:
+    "The wrapped backend's `score_turns`, not cached (a deterministic forward pass per conversation, cheap next to generation)."
+    return self.llm.score_turns(convs, role=role, progress=progress)
+
 # %% ../nbs/01_llm.ipynb #1589cd01
 _LOADED: dict = {}
 
-def make_llm(spec: ModelSpec | str | None = None, cache: Optional[str | Path | ResponseCache] = None):
+def make_llm(spec: ModelSpec | str | None = None, cache: Optional[str | Path | ResponseCache] = None, role: Optional[str] = None):
     """A backend for a `ModelSpec` (or model name), wrapped in the response cache when `cache` is given (and the
-    environment does not say `OMIND_NO_CACHE=1`, what `omind run --no-cache` sets). Local models are loaded once per process."""
+    environment does not say `OMIND_NO_CACHE=1`, what `omind run --no-cache` sets). Local models are loaded once per
+    process; `role` names what its usage is counted under (`usage_snapshot`): a local model shared by several roles
+    is one model with one light handle per role."""
     spec = ModelSpec() if spec is None else ModelSpec(model=spec) if isinstance(spec, str) else spec
     if spec.backend == "openai":
         llm = OpenAILLM(spec.model, spec.base_url, spec.api_key_env, spec.max_concurrency, spec.timeout, spec.max_retries,
-                        tokenizer=getattr(spec, "tokenizer", None))
+                        tokenizer=getattr(spec, "tokenizer", None), role=role)
     else:
         k = (spec.model, spec.batch_size, spec.dtype, spec.device)
         if k not in _LOADED: _LOADED[k] = TransformersLLM(spec.model, spec.batch_size, spec.dtype, spec.device)
         llm = _LOADED[k]
+        if role is not None:                 # same weights and tokenizer, its own role and usage
+            llm = copy.copy(llm); llm.role, llm.usage = role, new_usage()
     if cache is None or os.environ.get("OMIND_NO_CACHE") == "1": return llm
     if not isinstance(cache, ResponseCache): cache = Path(cache)/"llm.sqlite" if Path(cache).suffix != ".sqlite" else cache
     return CachedLLM(llm, cache)
@@ -698,6 +845,6 @@ def unload_models() -> int:
 
 # %% ../nbs/01_llm.ipynb #ac64bf20
 def llm_for(P, role: str):
-    "The cached backend for a params role (`teacher`, `judge`, `student`, ...) of a run."
+    "The cached backend for a params role (`teacher`, `judge`, `student`, ...) of a run; its usage counts under `role`."
     from omind.core import cache_dir
-    return make_llm(P.model(role), cache_dir(P))
+    return make_llm(P.model(role), cache_dir(P), role=role)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_pipeline.ipynb #a881a07d
 from __future__ import annotations
-import argparse, contextlib, datetime as _dt, fcntl, importlib.metadata as _md, json, os, signal, sys, time
+import argparse, contextlib, datetime as _dt, fcntl, importlib.metadata as _md, json, os, re, signal, sys, time
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +16,8 @@ from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_
 __all__ = ['VERSIONED', 'KERNEL_LOCK_ENV', 'RUN_PID_ENV', 'FIRST_CELL', 'params_from_manifest', 'PipelineError', 'find_nbs',
            'available_stages', 'select_stages', 'versions', 'manifest_path', 'read_manifest', 'changed_parts',
            'guard_kernel', 'kernel_holder', 'kill_kernel', 'wait_for_kernel', 'stage_cells', 'StageFailed',
-           'execute_stage', 'run_pipeline', 'status_table', 'params_for_run', 'write_readme', 'parser', 'main']
+           'ProgressStream', 'execute_stage', 'usage_line', 'run_pipeline', 'status_table', 'params_for_run',
+           'write_readme', 'parser', 'main']
 
 # %% ../nbs/10_pipeline.ipynb #bf7a5be8
 class PipelineError(RuntimeError):
@@ -144,20 +145,60 @@ def _failed_cell(nb_path: Path) -> str:
     except Exception: pass
     return "unknown cell"
 
-def execute_stage(stage: Stage, params_file: Path, out_nb: Path, nbs: Path, log_output: bool = False, with_tests: bool = False):
-    "Execute one stage notebook with papermill; raise StageFailed with a readable message on error."
+_PROGRESS = re.compile(r"\d+/\d+ \[\d|\d+%\|")          # a tqdm update: "12/40 [00:03<00:07, 3.9it/s]" or "30%|###"
+
+class ProgressStream:
+    """Where a stage kernel's stderr goes when `omind run` does not stream everything: tqdm updates inside the stage
+    (items done, rate, ETA) reach `out` (the terminal), prefixed with the stage; any other text is left to the
+    executed notebook. On a terminal a bar redraws in place; in a log each update is one line (and `omind run` makes
+    the kernel's bars update at most every 30 s there, through TQDM_MININTERVAL)."""
+    def __init__(self, out=None, prefix: str = ""):
+        self.out, self.prefix = out or sys.stderr, prefix
+        self.tty = hasattr(self.out, "isatty") and self.out.isatty()
+        self.open = False                                        # a bar is drawn without its newline yet
+
+    def write(self, text: str) -> int:
+        for seg in re.split(r"[\r\n]+", text):
+            seg = seg.strip()
+            if not seg or not _PROGRESS.search(seg): continue
+            if self.tty: self.out.write(f"\r{self.prefix}{seg}\x1b[K"); self.open = True
+            else: self.out.write(f"{self.prefix}{seg}\n")
+        return len(text)
+
+    def flush(self):
+        try: self.out.flush()
+        except (AttributeError, ValueError): pass
+
+    def close_line(self):
+        "End a bar drawn in place (before the next line of output)."
+        if self.open: self.out.write("\n"); self.flush(); self.open = False
+
+def execute_stage(stage: Stage, params_file: Path, out_nb: Path, nbs: Path, log_output: bool = False, with_tests: bool = False,
+                  progress: bool = True):
+    """Execute one stage notebook with papermill; raise StageFailed with a readable message on error. `log_output`:
+    the kernel's stdout and stderr stream to the terminal as they come; else, with `progress`, its progress bars do
+    (`ProgressStream`)."""
     import nbformat, papermill as pm, tempfile
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     nb = stage_cells(nbformat.read(nbs/stage.notebook, as_version=4), with_tests)
+    streams = ({"stdout_file": sys.stdout, "stderr_file": sys.stderr} if log_output else
+               {"stderr_file": ProgressStream(sys.stderr, f"  {stage.name}: ")} if progress else {})
     with tempfile.TemporaryDirectory() as d:
         src = Path(d)/stage.notebook; nbformat.write(nb, src)
         try:
             pm.execute_notebook(str(src), str(out_nb), parameters={"params_file": str(params_file)},
-                                kernel_name="python3", language="python", cwd=str(nbs.parent), progress_bar=False, log_output=log_output)
+                                kernel_name="python3", language="python", cwd=str(nbs.parent), progress_bar=False, **streams)
         except pm.PapermillExecutionError as e:
             raise StageFailed(f"stage '{stage.name}' failed in {out_nb}, {_failed_cell(out_nb)}: {e.ename}: {e.evalue}") from None
+        finally:
+            if isinstance(streams.get("stderr_file"), ProgressStream): streams["stderr_file"].close_line()
 
 # %% ../nbs/10_pipeline.ipynb #637c4a01
+def usage_line(usage: Optional[dict]) -> str:
+    "A short text of a stage's LLM usage per role, e.g. ' (teacher: 40 calls, 12,000 + 3,000 tokens)'; '' for none."
+    if not usage: return ""
+    return " (" + "; ".join(f"{r}: {u['calls']:,} calls, {u['prompt_tokens']:,} + {u['completion_tokens']:,} tokens" for r, u in usage.items()) + ")"
+
 def _write_manifest(P: Params, man: dict):
     atomic_write_json(manifest_path(P), man)
 
@@ -221,8 +262,9 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
         if force and not quiet and not no_cache:
             tqdm.write("  --force: outputs are set aside and recomputed; LLM responses may still come from the response cache (add --no-cache to regenerate them)")
         bar = tqdm(chosen, desc=f"omind run {P.run.name}", unit="stage", disable=quiet)
+        slow_bars = None if sys.stderr.isatty() or os.environ.get("TQDM_MININTERVAL") else "30"   # a log gets a line per 30 s per bar
         with _kernel_dies_with_us(klock), _env(**{KERNEL_LOCK_ENV: str(klock), RUN_PID_ENV: str(os.getpid()),
-                                                  "OMIND_NO_CACHE": "1" if no_cache else None}):
+                                                  "OMIND_NO_CACHE": "1" if no_cache else None, "TQDM_MININTERVAL": slow_bars}):
             for st in bar:
                 bar.set_postfix_str(st.name)
                 _check_upstream(P, st, todo)
@@ -241,7 +283,7 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
                 man["stages"][st.name] = entry; _write_manifest(P, man)
                 t0 = time.time()
                 try:
-                    execute_stage(st, nb_params, out_nb, nbs, log_output, with_tests)
+                    execute_stage(st, nb_params, out_nb, nbs, log_output, with_tests, progress=not quiet)
                     done = rd/st.name/"done.json"
                     if not done.exists(): raise StageFailed(f"stage '{st.name}' ran without error but wrote no {done}")
                     facts = read_json(done)
@@ -250,8 +292,9 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
                     entry.update(status="failed", ended=_now(), seconds=round(time.time() - t0, 1), error=str(e)[:2000])
                     _write_manifest(P, man); raise
                 entry.update(status="done", ended=_now(), seconds=round(time.time() - t0, 1))
+                if isinstance(facts.get("usage"), dict): entry["usage"] = facts["usage"]   # LLM calls and tokens per role
                 _write_manifest(P, man)
-                if not quiet: tqdm.write(f"  {st.name:<10} done in {entry['seconds']:.0f} s")
+                if not quiet: tqdm.write(f"  {st.name:<10} done in {entry['seconds']:.0f} s{usage_line(entry.get('usage'))}")
         return man
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN); lock.close()
@@ -326,8 +369,28 @@ def parser() -> argparse.ArgumentParser:
                    help="override one params key for this run (YAML value; repeatable), e.g. --set train.max_steps=10")
     r.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     r.add_argument("--with-tests", action="store_true", help="also execute the notebooks' unit-test cells")
+    pl = sub.add_parser("plan", help="LLM calls and tokens (and cost) a run will need, per stage and role; no GPU or network",
+                        description="Estimate, without loading any model, the LLM calls and prompt / completion tokens each stage of a run will need "
+                                    "(a dry run of the stages' code with recording stand-ins), and their cost from a price table.")
+    pl.add_argument("params", help="params YAML file, e.g. params/paper.yaml")
+    pl.add_argument("--prices", metavar="FILE", help="price table (YAML): {model or role: {prompt_per_1m: X, completion_per_1m: Y}}")
+    pl.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override one params key (repeatable)")
+    pl.add_argument("--sample", type=int, default=16, help="seeds per task family in the synthesis dry run (default 16)")
+    pl.add_argument("--csv", metavar="FILE", help="also write the plan table as CSV")
+    pu = sub.add_parser("push", help="publish a run's dataset (and adapters) to the Hugging Face Hub",
+                        description="Upload results/<run>/dataset/hf as a dataset repo and, with --adapter-repo, the trained adapters. "
+                                    "The token comes from the environment (HF_TOKEN) or the huggingface-cli login; repos are private unless --public.")
+    pu.add_argument("run", help="run name (under results/) or folder")
+    pu.add_argument("--dataset-repo", required=True, metavar="ID", help="Hub dataset repo id, e.g. me/omind-data")
+    pu.add_argument("--adapter-repo", metavar="ID", help="Hub model repo id for the adapters")
+    pu.add_argument("--public", action="store_true", help="create the repos public (default: private)")
+    pu.add_argument("--dry-run", action="store_true", help="show what would be uploaded, upload nothing")
+    pu.add_argument("--base-model", metavar="ID", help="Hub id of the base model, written into the uploaded adapter configs")
     s = sub.add_parser("status", help="print a run's stages"); s.add_argument("run", help="run name (under results/) or folder")
-    f = sub.add_parser("figures", help="regenerate figures and tables of a run from results/ alone"); f.add_argument("run")
+    f = sub.add_parser("figures", help="regenerate figures and tables of a run (or of a sweep: --sweep) from results/ alone")
+    f.add_argument("run", nargs="?", help="run name (under results/) or folder")
+    f.add_argument("--sweep", metavar="SWEEP", help="a sweep file (params/*-sweep.yaml): its cross-variant tables and figures under figures/<sweep>/")
+    from omind.sweep import add_sweep_parser; add_sweep_parser(sub)      # `omind sweep SWEEP [--only --from --force --set --jobs N --log-output]`
     sub.add_parser("readme", help="render nbs/index.ipynb to README.md")
     sub.add_parser("stages", help="list the stages")
     return ap
@@ -340,7 +403,26 @@ def main(argv=None):
             man = run_pipeline(a.params, a.only, a.start, a.force, log_output=a.log_output, with_tests=a.with_tests,
                                sets=a.sets, no_cache=a.no_cache)
             print(status_table(run_dir(load_params(a.params, sets=a.sets))))
+        elif a.cmd == "plan":
+            from omind.plan import plan, format_plan, load_prices
+            try: prices = load_prices(a.prices) if a.prices else None
+            except ValueError as e: raise PipelineError(str(e)) from None
+            df = plan(load_params(a.params, sets=a.sets, check_paths=False), sample=a.sample)
+            print(format_plan(df, prices))
+            if a.csv: print(f"plan table: {atomic_write(Path(a.csv), df.to_csv(index=False))}")
+        elif a.cmd == "push":
+            from omind.push import push_run, PushError
+            try: res = push_run(_run_root(a.run), a.dataset_repo, adapter_repo=a.adapter_repo, private=not a.public, dry_run=a.dry_run,
+                                base_model=a.base_model)
+            except (PushError, ValueError) as e: raise PipelineError(f"push: {e}") from None
+            for w in res.get("warnings") or []: print(f"omind push: warning: {w}", file=sys.stderr)
+            print(json.dumps(res, indent=1, default=str))
         elif a.cmd == "status": print(status_table(_run_root(a.run)))
+        elif a.cmd == "sweep":
+            from omind.sweep import sweep_main; return sweep_main(a)
+        elif a.cmd == "figures" and a.sweep:
+            from omind.sweep import sweep_figures_main; return sweep_figures_main(a.sweep)
+        elif a.cmd == "figures" and not a.run: raise PipelineError("omind figures needs a RUN or --sweep SWEEP")
         elif a.cmd == "figures":
             from omind.figures import make_figures, FiguresIncomplete
             try:

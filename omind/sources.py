@@ -16,7 +16,7 @@ from .text import LETTERS
 # %% auto #0
 __all__ = ['FORMATS', 'LAYOUT_NAMES', 'CAMS_LABELS', 'DREADDIT_LABELS', 'LAYOUTS', 'InputError', 'Row', 'file_format',
            'read_text', 'read_records', 'SourceSpec', 'Layout', 'mcqa_item', 'resolve_answers', 'post_item', 'qa_item',
-           'conversation_item', 'source_rows', 'load_source']
+           'conversation_item', 'source_rows', 'keep_rows', 'load_source']
 
 # %% ../nbs/01a_sources.ipynb #e5a4d1e7
 class InputError(ValueError):
@@ -170,6 +170,7 @@ class SourceSpec(Strict):
     config: Optional[str] = None               # Hub config (subset), e.g. professional_psychology for cais/mmlu
     split: str = "train"                       # Hub split; recorded as provenance for local files
     revision: Optional[str] = None             # Hub revision (commit, tag or branch) for reproducible reads
+    data_files: Optional[Union[str, list[str], dict[str, Union[str, list[str]]]]] = None  # Hub / folder: which files make the splits (datasets.load_dataset data_files), e.g. {train: train.txt}
     layout: Literal[LAYOUT_NAMES]
     name: Optional[str] = None                 # label in printouts and item ids (default: hub id or file name)
     format: Optional[Literal["csv", "tsv", "json", "jsonl", "parquet"]] = None   # None = from the suffix
@@ -182,6 +183,12 @@ class SourceSpec(Strict):
     seed: int = 0                              # sampling seed
     allow_empty: bool = False                  # an empty source is not an error
     allow_shortfall: bool = False              # fewer rows than n is not an error (all rows are used)
+    filter: dict[str, list[str]] = {}           # keep rows whose column holds one of the values, e.g. {subject_name: Psychiatry}
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _str_filter(cls, v):
+        return {str(k): [str(x) for x in (c if isinstance(c, list) else [c])] for k, c in v.items()} if isinstance(v, dict) else v
 
     @field_validator("label_names", mode="before")
     @classmethod
@@ -435,12 +442,23 @@ def source_rows(spec: SourceSpec, base_dir=None) -> list[Row]:
         header = spec.header if spec.header is not None else (list(lay.header) if isinstance(lay.header, tuple) else lay.header)
         return read_records(p, spec.format, spec.encoding, header, allow_empty=True)
     import datasets
-    try: ds = datasets.load_dataset(str(folder) if folder else spec.hub, spec.config, split=spec.split, revision=spec.revision)
+    try: ds = datasets.load_dataset(str(folder) if folder else spec.hub, spec.config, split=spec.split, revision=spec.revision,
+                                    data_files=spec.data_files)
     except Exception as e:
         raise InputError(target, None, "hub" if spec.hub else "path", f"datasets.load_dataset failed: {type(e).__name__}: {e}") from e
     return [Row(r, row=i) for i, r in enumerate(ds.to_list())]
 
 # %% ../nbs/01a_sources.ipynb #574be42f
+def keep_rows(rows: list, spec: SourceSpec, label: str = "", where: str = "") -> list:
+    "The rows matching `spec.filter` (every column holds one of its values, compared as text); a column no row has is an InputError."
+    if not spec.filter: return rows
+    for col in spec.filter:
+        if rows and not any(col in r for r in rows):
+            raise InputError(label or spec.hub or spec.path, None, f"{where}filter.{col}",
+                             f"no row has a column {col!r}; the rows have: {', '.join(map(str, rows[0]))}")
+    return [r for r in rows if all(str(r.get(c)) in vals for c, vals in spec.filter.items())]
+
+# %% ../nbs/01a_sources.ipynb #33045fa5
 _BUILD = {"mcqa": mcqa_item, "post": post_item, "qa": qa_item, "conversation": conversation_item}
 
 def _check_columns(spec: SourceSpec, lay: Layout, where: str):
@@ -456,6 +474,7 @@ def load_source(spec: SourceSpec, base_dir=None, where: str = "", verbose: bool 
     lay = LAYOUTS[spec.layout]; _check_columns(spec, lay, where)
     ctx = _Ctx(spec.label if spec.hub else str(spec.path), where, spec, lay)
     rows = source_rows(spec, base_dir)
+    rows, n_all = keep_rows(rows, spec, ctx.label, where), len(rows)
     items = [_BUILD[lay.kind](r, ctx) for r in rows]
     if lay.kind == "mcqa": items = resolve_answers(items, ctx)
     if lay.kind == "post":
@@ -468,6 +487,7 @@ def load_source(spec: SourceSpec, base_dir=None, where: str = "", verbose: bool 
                         "line": r.line, "layout": spec.layout}
     N, n = len(items), spec.n
     msg = f"source {spec.label} ({spec.layout}, {spec.hub or spec.path}): requested {'all' if n is None else n}, available {N}"
+    if spec.filter: msg += f" (rows matching {where}filter, of {n_all})"
     if N == 0 and not spec.allow_empty:
         raise InputError(ctx.label, None, None, f"no records; an empty source is an error unless {where}allow_empty: true")
     if n is not None and n > N:

@@ -15,8 +15,8 @@ from .core import (Params, get_stage, stable_hash, file_hash, atomic_write_json,
 
 # %% auto #0
 __all__ = ['EXPORTED', 'mark_done', 'is_done', 'strip_comments', 'omind_imports', 'cell_directives', 'is_run_cell',
-           'stage_modules', 'stage_fingerprint', 'stage_key', 'set_aside', 'open_stage', 'finish_stage', 'stage_done',
-           'require_stage']
+           'stage_modules', 'stage_fingerprint', 'stage_key', 'set_aside', 'open_stage', 'stage_usage', 'finish_stage',
+           'stage_done', 'require_stage']
 
 # %% ../nbs/00c_stages.ipynb #5d656a27
 def mark_done(stage_dir, **info) -> Path:
@@ -202,8 +202,19 @@ def set_aside(P: Params, name: str, why: str = "") -> Optional[Path]:
     print(f"{name}: outputs {why or 'written under another key'} set aside -> {dest}")
     return dest
 
+_USAGE_AT_OPEN: dict = {}
+
+def _usage_now() -> Optional[dict]:
+    """`omind.llm.usage_snapshot()` when this process has imported omind.llm, else None (then no LLM was called).
+    Looked up in `sys.modules` rather than imported, so that stages which call no LLM do not load (or hash) it."""
+    import sys
+    m = sys.modules.get("omind.llm")
+    return m.usage_snapshot() if m is not None else None
+
 def open_stage(P: Params, name: str) -> Path:
-    "Start (or resume) stage `name`: set aside outputs written under another key, record the key, return the folder."
+    """Start (or resume) stage `name`: set aside outputs written under another key, record the key, return the folder.
+    Also notes the LLM usage so far, so that `finish_stage` can record what this stage used."""
+    _USAGE_AT_OPEN[name] = _usage_now() or {}
     d, key = run_dir(P, name), stage_key(P, name)
     info = read_json(d/"stage.json") if (d/"stage.json").exists() else {}
     if info.get("key") != key and any(d.iterdir()):
@@ -212,10 +223,28 @@ def open_stage(P: Params, name: str) -> Path:
                                                                   "parts": stage_fingerprint(P, name)})
     return d
 
+def stage_usage(name: str) -> Optional[dict]:
+    """LLM usage since `open_stage(P, name)` in this process, per role ({role: {calls, prompt_tokens,
+    completion_tokens, seconds}}; cached answers cost nothing); None when the stage was not opened here."""
+    if name not in _USAGE_AT_OPEN: return None
+    now = _usage_now()
+    if now is None: return {}
+    import sys
+    return sys.modules["omind.llm"].usage_delta(_USAGE_AT_OPEN[name], now)
+
 def finish_stage(P: Params, name: str, **facts) -> Path:
-    "Mark stage `name` finished: `done.json` with the key it was opened under, the time and `facts`."
+    """Mark stage `name` finished: `done.json` with the key it was opened under, the time and `facts`. When the stage
+    was opened in this process, its LLM usage per role goes into `done.json` (hence the run manifest) and into its
+    `summary.json` when there is one, as "usage"."""
     d = run_dir(P, name)
     key = read_json(d/"stage.json").get("key") if (d/"stage.json").exists() else stage_key(P, name)
+    usage = stage_usage(name)
+    if usage is not None and "usage" not in facts:
+        facts["usage"] = usage
+        if (d/"summary.json").exists():
+            summ = read_json(d/"summary.json")
+            if isinstance(summ, dict): atomic_write_json(d/"summary.json", {**summ, "usage": usage})
+    _USAGE_AT_OPEN.pop(name, None)
     return atomic_write_json(d/"done.json", {"stage": name, "key": key, "finished": _now(), **facts})
 
 def stage_done(P: Params, name: str, any_key: bool = False) -> bool:

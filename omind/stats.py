@@ -8,7 +8,9 @@ import math
 from typing import Optional, Sequence
 
 # %% auto #0
-__all__ = ['cand_view', 'pair_outcome', 'position_consistent', 'bootstrap_wtl', 'length_controlled_winrate', 'win_summary']
+__all__ = ['cand_view', 'pair_outcome', 'position_consistent', 'bootstrap_wtl', 'length_controlled_winrate', 'win_summary',
+           'mean_ci', 'accuracy_ci', 'macro_f1_ci', 'paired_bootstrap', 'mcnemar_exact', 'min_detectable_effect',
+           'planned_mde']
 
 # %% ../nbs/07b_stats.ipynb #405b9b93
 def cand_view(v, cand_pos: str) -> Optional[str]:
@@ -73,3 +75,83 @@ def win_summary(outcomes: list[dict], len_diff: Sequence[float], rounds: int = 1
     for k in ("win", "tie", "lose", "winrate"): row.update({k: bs[k][0], f"{k}_lo": bs[k][1], f"{k}_hi": bs[k][2]})
     row["lc_winrate"] = length_controlled_winrate(outcomes, list(len_diff)) if length_controlled else None
     return row
+
+# %% ../nbs/07b_stats.ipynb #837fc750
+def _clean(x) -> "np.ndarray":
+    "Float array of `x` with None / NaN dropped."
+    import numpy as np
+    a = np.array([np.nan if v is None else v for v in x], dtype=float)
+    return a[~np.isnan(a)]
+
+def mean_ci(x, rounds: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
+    "Mean of `x` with a percentile-bootstrap CI over its items: {n, mean, lo, hi} (None / NaN dropped; NaNs when nothing is left)."
+    import numpy as np
+    a = _clean(x); n = len(a)
+    if n == 0: return {"n": 0, "mean": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    means = a[np.random.default_rng(seed).integers(0, n, size=(rounds, n))].mean(axis=1)
+    q = (1 - ci) / 2
+    return {"n": n, "mean": float(a.mean()), "lo": float(np.quantile(means, q)), "hi": float(np.quantile(means, 1 - q))}
+
+def accuracy_ci(correct, ci: float = 0.95) -> dict:
+    "Share of true values in `correct` with its Wilson score interval: {n, accuracy, lo, hi} (None dropped)."
+    from scipy.stats import binomtest
+    c = [bool(v) for v in correct if v is not None and v == v]
+    n, k = len(c), sum(c)
+    if n == 0: return {"n": 0, "accuracy": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    iv = binomtest(k, n).proportion_ci(confidence_level=ci, method="wilson")
+    return {"n": n, "accuracy": k / n, "lo": float(iv.low), "hi": float(iv.high)}
+
+# %% ../nbs/07b_stats.ipynb #dfb2625e
+def macro_f1_ci(gold, pred, labels=None, rounds: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
+    """Macro-F1 of `pred` against `gold` over `labels` (default: the gold classes) with a percentile-bootstrap CI over
+    items: {n, macro_f1, lo, hi}. A prediction outside `labels` (e.g. unparsable) counts as wrong."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+    gold, pred = [str(g) for g in gold], ["\x00none" if p is None else str(p) for p in pred]
+    if len(gold) != len(pred): raise ValueError(f"macro_f1_ci: {len(gold)} gold labels but {len(pred)} predictions")
+    n = len(gold)
+    if n == 0: return {"n": 0, "macro_f1": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    labs = sorted(set(gold)) if labels is None else [str(l) for l in labels]
+    point = float(f1_score(gold, pred, labels=labs, average="macro", zero_division=0))
+    g, p = np.array(gold), np.array(pred)
+    idx = np.random.default_rng(seed).integers(0, n, size=(rounds, n))
+    W = np.zeros((rounds, n)); np.add.at(W, (np.repeat(np.arange(rounds), n), idx.ravel()), 1)   # item counts per round
+    f1 = np.zeros((rounds, len(labs)))
+    for j, c in enumerate(labs):
+        tp, ng, npred = W @ ((g == c) & (p == c)), W @ (g == c), W @ (p == c)
+        den = ng + npred
+        f1[:, j] = np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), 0.0)
+    reps = f1.mean(axis=1); q = (1 - ci) / 2
+    return {"n": n, "macro_f1": point, "lo": float(np.quantile(reps, q)), "hi": float(np.quantile(reps, 1 - q))}
+
+# %% ../nbs/07b_stats.ipynb #572cc367
+def paired_bootstrap(a, b, rounds: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
+    "Mean paired difference b - a (a = baseline, b = candidate) with a percentile-bootstrap CI over pairs: {n, diff, lo, hi}."
+    import numpy as np
+    a = np.array([np.nan if v is None else v for v in a], dtype=float); b = np.array([np.nan if v is None else v for v in b], dtype=float)
+    if len(a) != len(b): raise ValueError(f"paired_bootstrap: {len(a)} baseline values but {len(b)} candidate values (pairs must align)")
+    d = (b - a)[~(np.isnan(a) | np.isnan(b))]; n = len(d)
+    if n == 0: return {"n": 0, "diff": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    reps = d[np.random.default_rng(seed).integers(0, n, size=(rounds, n))].mean(axis=1); q = (1 - ci) / 2
+    return {"n": n, "diff": float(d.mean()), "lo": float(np.quantile(reps, q)), "hi": float(np.quantile(reps, 1 - q))}
+
+def mcnemar_exact(a_correct, b_correct) -> dict:
+    "Exact McNemar test of paired right / wrong answers (a = baseline, b = candidate): {n, n01 (a wrong, b right), n10, p}."
+    from scipy.stats import binomtest
+    if len(a_correct) != len(b_correct): raise ValueError(f"mcnemar_exact: {len(a_correct)} baseline answers but {len(b_correct)} candidate answers")
+    pairs = [(bool(x), bool(y)) for x, y in zip(a_correct, b_correct) if x is not None and y is not None and x == x and y == y]
+    n01 = sum(1 for x, y in pairs if not x and y); n10 = sum(1 for x, y in pairs if x and not y)
+    p = 1.0 if n01 + n10 == 0 else float(binomtest(n01, n01 + n10, 0.5).pvalue)
+    return {"n": len(pairs), "n01": n01, "n10": n10, "p": p}
+
+# %% ../nbs/07b_stats.ipynb #cae8b2ce
+def min_detectable_effect(n: int, p_discordant: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    "Smallest paired accuracy difference (a fraction) an exact McNemar test on `n` pairs detects: (z_{1-a/2} + z_power) sqrt(psi / n)."
+    from scipy.stats import norm
+    if n <= 0: return float("nan")
+    if not 0 <= p_discordant <= 1: raise ValueError(f"min_detectable_effect: p_discordant must be in [0, 1], got {p_discordant}")
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * math.sqrt(p_discordant / n))
+
+def planned_mde(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    "`min_detectable_effect` with a conservative discordant share of 0.5, for sizing an evaluation set before it runs."
+    return min_detectable_effect(n, 0.5, alpha, power)

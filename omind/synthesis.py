@@ -20,8 +20,8 @@ from .safety import is_crisis, crisis_resources
 from .tasks import PROMPTS, task_names, get_task, unknown_task, prompt_hash, numbered, guard
 
 # %% auto #0
-__all__ = ['SynthesisParams', 'parse_prune', 'SeedShortfall', 'make_seeds', 'retrieve', 'prune_convs', 'apply_prune',
-           'evidence_for', 'synthesize_chunk', 'run_synthesis', 'read_json_safe', 'figures_synthesis']
+__all__ = ['SynthesisParams', 'parse_prune', 'SeedShortfall', 'seeds_from_source', 'make_seeds', 'retrieve', 'prune_convs',
+           'apply_prune', 'evidence_for', 'synthesize_chunk', 'run_synthesis', 'read_json_safe', 'figures_synthesis']
 
 # %% ../nbs/03_synthesis.ipynb #158b905b
 class SynthesisParams(Strict):
@@ -54,6 +54,12 @@ class SynthesisParams(Strict):
             if k not in task_names(): raise ValueError(unknown_task(k))
             if x < 0: raise ValueError(f"{k}: a count must be >= 0, got {x}")
         return v
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _empty_lists(cls, v):
+        "A family whose list is left empty in YAML (`root_cause:` with its entries commented out) has no sources."
+        return {k: ([] if x is None else x) for k, x in v.items()} if isinstance(v, dict) else v
 
     @field_validator("sources")
     @classmethod
@@ -120,18 +126,46 @@ def _unique(fam, kb, n: int, seed: int, S) -> tuple[list, int]:
         if len(got) == before: break
     return got[:n], dropped
 
+def seeds_from_source(fam, spec: SourceSpec, S: SynthesisParams, seed: int = 0, taken=(), base_dir=None, where: str = "",
+                 verbose: bool = True) -> tuple[list, dict]:
+    """(seeds, report) of one source of family `fam`: every row read, turned into seeds, seeds whose prompts repeat an
+    earlier one (or one in `taken`) dropped, then `spec.n` of the unique ones sampled with `spec.seed` (kept in row
+    order). The source's capacity is its number of unique seeds: asking for more is a SeedShortfall naming the family,
+    the capacity and the key `<where>n`, unless `allow_shortfall` (the source's or synthesis's; then recorded)."""
+    import random
+    items = load_source(spec.model_copy(update={"n": None}), base_dir, where=where, verbose=False)
+    uniq, keys = [], set(taken)
+    for s in fam.source_seeds(items, S, seed):
+        k = fam.key(s)
+        if k not in keys: keys.add(k); uniq.append(s)
+    n, cap = spec.n, len(uniq)
+    rep = {"source": spec.label, "layout": spec.layout, "requested": n, "items": len(items), "capacity": cap,
+           "duplicates_dropped": len(items) - cap, "seeded": cap, "shortfall": 0}
+    if n is not None and n > cap:
+        if not (spec.allow_shortfall or S.allow_shortfall):
+            raise SeedShortfall(f"task family {fam.name!r}: {where}n asks for {n} items of source {spec.label} but it gives {cap} unique "
+                                f"seeds ({len(items)} rows, {len(items) - cap} repeating a prompt); lower {where}n or set {where}allow_shortfall: true")
+        rep["shortfall"] = n - cap
+    elif n is not None:
+        uniq = [uniq[i] for i in sorted(random.Random(spec.seed).sample(range(cap), n))]
+        rep["seeded"] = n
+    if verbose:
+        print(f"{fam.name}: source {spec.label} ({spec.layout}, {spec.hub or spec.path}): requested {'all' if n is None else n}, "
+              f"available {cap} unique of {len(items)} rows, seeded {rep['seeded']}"
+              + (f"; SHORTFALL {rep['shortfall']} (allow_shortfall)" if rep["shortfall"] else ""))
+    return uniq, rep
+
 def make_seeds(kb: KnowledgeBase, S: SynthesisParams, seed: int = 0, base_dir=None, verbose: bool = True) -> tuple[dict, dict]:
     "Seeds per registered family (knowledge base, then sources; ids set) and a report of requested vs available per family and source."
     seeds, report = {}, {}
     for name in task_names():
         fam, n = get_task(name), S.count(name)
-        rep = {"requested": n, "capacity": None, "seeded": 0, "duplicates_dropped": 0, "shortfall": 0, "sources": []}
+        cap = fam.capacity(kb, S) if fam.capacity is not None and fam.kb_seeds is not None else None
+        rep = {"requested": n, "capacity": cap, "seeded": 0, "duplicates_dropped": 0, "shortfall": 0, "sources": []}
         out = []
         if n:
             if fam.kb_seeds is None:
                 raise SeedShortfall(f"task family {name!r} builds no seeds from the knowledge base: set synthesis.n.{name}: 0 and name synthesis.sources.{name}")
-            cap = fam.capacity(kb, S) if fam.capacity is not None else None
-            rep["capacity"] = cap
             if cap is not None and n > cap and not S.allow_shortfall:
                 raise SeedShortfall(f"task family {name!r}: synthesis.n.{name} asks for {n} seeds but the knowledge base allows at most {cap} "
                                     f"unique ones; lower synthesis.n.{name}, add source datasets (synthesis.sources.{name}) or set synthesis.allow_shortfall: true")
@@ -143,13 +177,9 @@ def make_seeds(kb: KnowledgeBase, S: SynthesisParams, seed: int = 0, base_dir=No
             out = got
         keys, nxt = {fam.key(s) for _, s in out}, 1 + max((i for i, _ in out), default=-1)
         for j, spec in enumerate(S.sources.get(name, [])):
-            items = load_source(spec, base_dir, where=f"synthesis.sources.{name}.{j}.", verbose=verbose)
-            kept = 0
-            for s in fam.source_seeds(items, S, seed):
-                k = fam.key(s)
-                if k in keys: continue
-                keys.add(k); out.append((nxt, s)); nxt += 1; kept += 1
-            rep["sources"].append({"source": spec.label, "layout": spec.layout, "requested": spec.n, "items": len(items), "seeded": kept})
+            got, srep = seeds_from_source(fam, spec, S, seed, keys, base_dir, f"synthesis.sources.{name}.{j}.", verbose)
+            for s in got: keys.add(fam.key(s)); out.append((nxt, s)); nxt += 1
+            rep["sources"].append(srep)
         for i, s in out:
             s.setdefault("crisis", False); s["id"] = f"{name}-{i:05d}-{stable_hash(s, 8)}"
         seeds[name] = [s for _, s in out]

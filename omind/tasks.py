@@ -14,16 +14,16 @@ from .text import normalize, content_words, split_sentences, LETTERS, parse_choi
 from .safety import GUIDANCE, is_crisis, method_details, crisis_resources, enforce
 
 # %% auto #0
-__all__ = ['PROMPTS', 'PERSONAS', 'CONTROL_TOPICS', 'CAMS', 'CAMS_DESC', 'NO_DISORDER', 'STUDENT_MCQA', 'STUDENT_LABEL', 'MCQA',
-           'CLASSIFICATION', 'ROOT_CAUSE', 'QA', 'CONVERSATION', 'check_messages', 'TaskFamily', 'register',
-           'unregister', 'task_names', 'unknown_task', 'get_task', 'families', 'task_order', 'prompts_for',
-           'prompt_hash', 'guard', 'extract_citations', 'tidy', 'cut', 'numbered', 'cite', 'check_text', 'conv',
-           'options_block', 'tail_name', 'conditions', 'entities_of_type', 'icd_code', 'siblings', 'stressors',
-           'mcqa_seeds', 'mcqa_capacity', 'mcqa_source_seeds', 'gen_mcqa', 'gold_protected', 'mcqa_eval_messages',
-           'classification_seeds', 'classification_capacity', 'root_cause_seeds', 'root_cause_capacity',
-           'post_source_seeds', 'labelled_generator', 'leakage_terms', 'post_text', 'label_leak', 'label_eval_messages',
-           'candidates', 'qa_seeds', 'qa_capacity', 'qa_source_seeds', 'gen_qa', 'conversation_seeds',
-           'conversation_capacity', 'conversation_source_seeds', 'gen_conversation']
+__all__ = ['PROMPTS', 'PERSONAS', 'CONTROL_TOPICS', 'CAMS', 'CAMS_DESC', 'NO_DISORDER', 'STUDENT_MCQA', 'STUDENT_LABEL',
+           'MAX_REFERENCE_CHARS', 'MCQA', 'CLASSIFICATION', 'ROOT_CAUSE', 'QA', 'CONVERSATION', 'check_messages',
+           'TaskFamily', 'register', 'unregister', 'task_names', 'unknown_task', 'get_task', 'families', 'task_order',
+           'prompts_for', 'prompt_hash', 'guard', 'extract_citations', 'tidy', 'cut', 'numbered', 'cite', 'check_text',
+           'conv', 'options_block', 'tail_name', 'conditions', 'entities_of_type', 'icd_code', 'siblings', 'stressors',
+           'mcqa_seeds', 'mcqa_capacity', 'reference_evidence', 'mcqa_source_seeds', 'gen_mcqa', 'gold_protected',
+           'mcqa_eval_messages', 'classification_seeds', 'classification_capacity', 'root_cause_seeds',
+           'root_cause_capacity', 'post_source_seeds', 'labelled_generator', 'leakage_terms', 'post_text', 'label_leak',
+           'label_eval_messages', 'candidates', 'qa_seeds', 'qa_capacity', 'qa_source_seeds', 'qa_prompt', 'gen_qa',
+           'conversation_seeds', 'conversation_capacity', 'conversation_source_seeds', 'gen_conversation']
 
 # %% ../nbs/02b_tasks.ipynb #aaeccc69
 def check_messages(rec: dict) -> str:
@@ -137,6 +137,8 @@ PROMPTS = {
                      "with \"The post\" and say which words in the post show this. Cite facts like [F1].",
     "qa": "Facts:\n{facts}\n\nQuestion: {question}\n\nAnswer in 3 short sentences using only the facts. "
           "Cite facts like [F1].",
+    "qa_reference": "Facts:\n{facts}\n\nQuestion: {question}\n\nReference answer: {reference}\n\nRewrite the reference "
+                    "answer in 3 short sentences. Keep its advice, support it with the facts and cite them like [F1].",
     "client_open": "You are {persona}. You have {symptoms}, and you are stressed about {cause}. "
                    "Write your first message to a counsellor: 2 short sentences, first person.",
     "client_next": "You are {persona}, talking with a counsellor about {cause}. The counsellor said: \"{last}\"\n"
@@ -345,14 +347,20 @@ def mcqa_capacity(kb: KnowledgeBase, S=None) -> int:
     return total
 
 # %% ../nbs/02b_tasks.ipynb #292625d9
+def reference_evidence(item: dict, text: str) -> list:
+    "The evidence list `[{id: 'ref:<hash of the item's source>', text}]` of a source item's reference text ([] when empty)."
+    text = str(text or "").strip()
+    return [{"id": f"ref:{stable_hash(item.get('source') or item.get('id') or text, 10)}", "text": text}] if text else []
+
 def mcqa_source_seeds(items: list, S=None, seed: int = 0) -> list:
-    "MCQA seeds from normalised source items; the gold answer and the item's `source` are kept."
+    "MCQA seeds from normalised source items; the gold answer, the source's explanation (`reference`, also evidence) and `source` are kept."
     out = []
     for it in items:
-        opts = [str(o) for o in it["options"]]
+        opts, ref = [str(o) for o in it["options"]], str(it.get("explanation") or "").strip()
         out.append({"task": "mcqa", "kind": "source", "question": str(it["question"]), "options": opts,
                     "answer": LETTERS[int(it["answer"])], "answer_text": opts[int(it["answer"])], "anchors": [],
-                    "query": str(it["question"])[:300], "source": it.get("source")})
+                    "query": str(it["question"])[:300], "source": it.get("source"),
+                    **({"reference": ref} if ref else {}), "evidence": reference_evidence(it, ref)})
     return out
 
 # %% ../nbs/02b_tasks.ipynb #66aecd8a
@@ -580,24 +588,36 @@ def qa_capacity(kb: KnowledgeBase, S=None) -> int:
     return sum(2 + len({tail_name(kb, t) for t in kb.triples_of(c.id, "has_symptom")}) for c in conds) + 2 * len(entities_of_type(kb, "crisis"))
 
 def qa_source_seeds(items: list, S=None, seed: int = 0) -> list:
-    "Open-QA seeds from normalised QA items: the question is kept, the reference answer becomes evidence (`seed.evidence`)."
+    """Open-QA seeds from normalised QA items: the question is kept; the reference answer is kept as `reference` (the
+    draft the teacher grounds, see `gen_qa`) and as evidence (review checks the answer against it)."""
     out = []
     for it in items:
         q, ref = str(it["question"]).strip(), str(it.get("answer") or "").strip()
-        src = it.get("source") or {}
         out.append({"task": "qa", "kind": "source", "question": q, "entity": "", "anchors": [], "query": q[:300],
-                    "crisis": is_crisis(q), "source": it.get("source"),
-                    "evidence": [{"id": f"ref:{stable_hash(src, 10)}", "text": ref}] if ref else []})
+                    "crisis": is_crisis(q), "source": it.get("source"), **({"reference": ref} if ref else {}),
+                    "evidence": reference_evidence(it, ref)})
     return out
 
 # %% ../nbs/02b_tasks.ipynb #6a01cdeb
+MAX_REFERENCE_CHARS = 1200                     # a source's reference answer is cut to this many characters in the prompt
+
+def qa_prompt(it: dict, S) -> tuple:
+    """(teacher prompt, facts it numbers) of an open-QA item: a knowledge-base question is answered from the facts; a
+    source question with a reference answer has the teacher rewrite that reference, grounded in the other facts."""
+    s = it["seed"]
+    if s.get("reference"):
+        facts = [e for e in it["evidence"] if not str(e["id"]).startswith("ref:")]
+        p = PROMPTS["qa_reference"].format(facts=numbered(facts, S.max_fact_chars), question=cut(s["question"], 600),
+                                           reference=cut(s["reference"], MAX_REFERENCE_CHARS))
+    else: facts, p = it["evidence"], PROMPTS["qa"].format(facts=numbered(it["evidence"], S.max_fact_chars), question=s["question"])
+    return p + (PROMPTS["safety"] if s.get("crisis") else ""), facts
+
 def gen_qa(items, chat, S):
-    "Open QA: the teacher answers from the evidence."
-    convs = [conv(PROMPTS["qa"].format(facts=numbered(it["evidence"], S.max_fact_chars), question=it["seed"]["question"])
-                  + (PROMPTS["safety"] if it["seed"].get("crisis") else "")) for it in items]
-    for it, raw in zip(items, chat(convs, S.max_new_tokens)):
+    "Open QA: the teacher answers from the evidence, or grounds the source's reference answer in it (`qa_prompt`)."
+    prompts = [qa_prompt(it, S) for it in items]
+    for it, (_, facts), raw in zip(items, prompts, chat([conv(p) for p, _ in prompts], S.max_new_tokens)):
         it["raw"] = [raw]
-        text, cited, how = cite(tidy(raw, 4), it["evidence"])
+        text, cited, how = cite(tidy(raw, 4), facts)
         it["error"] = check_text(text, "answer")
         it.update(messages=[{"role": "user", "content": it["seed"]["question"]}, {"role": "assistant", "content": text}],
                   cited=cited, cite_method=how)
@@ -638,7 +658,8 @@ def conversation_source_seeds(items: list, S=None, seed: int = 0) -> list:
         out.append({"task": "conversation", "persona": "a person seeking support", "entity": "", "condition": "",
                     "symptoms": [emo], "stressor": prob, "cause": sit[:200], "opening": first.strip(),
                     "turns": rng.randint(turns_min, turns_max), "anchors": [], "query": f"{emo} {prob} {sit[:200]}",
-                    "crisis": is_crisis(sit, first), "source": it.get("source")})
+                    "crisis": is_crisis(sit, first), "source": it.get("source"),
+                    "situation": str(it.get("situation") or ""), "emotion": str(it.get("emotion") or ""), "problem": str(it.get("problem") or "")})
     return out
 
 # %% ../nbs/02b_tasks.ipynb #db5024da
@@ -703,7 +724,7 @@ ROOT_CAUSE = register(TaskFamily(
     eval_messages=label_eval_messages("What is the most likely cause of the stress in this post?")))
 
 QA = register(TaskFamily(
-    "qa", gen_qa, title="open QA", default_n=100, prompts=prompts_for("system", "safety", "prune", "qa"),
+    "qa", gen_qa, title="open QA", default_n=100, prompts=prompts_for("system", "safety", "prune", "qa", "qa_reference"),
     kb_seeds=qa_seeds, capacity=qa_capacity, key=lambda s: s["question"],
     source_kind="qa", source_seeds=qa_source_seeds))
 

@@ -167,7 +167,8 @@ def write_toy_dataset(P, n: int = 24) -> Path:
     "Save `toy_dataset(n)` as run `P`'s dataset stage output (for tests and benchmarks only) and mark it done."
     from omind.core import run_dir
     from omind.stages import mark_done
+    from omind.dataset import save_splits
     d = run_dir(P, "dataset")
-    toy_dataset(n, P.run.seed).save_to_disk(str(d/"hf"))
+    save_splits(toy_dataset(n, P.run.seed), d/"hf")
     mark_done(d, toy=True, n=n)
     return d/"hf"

@@ -6,19 +6,60 @@
 from __future__ import annotations
 import gc, json, os, shutil, sys, tempfile, time, warnings
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from .core import (Strict, load_params, run_dir, atomic_write, atomic_write_json, read_json, stable_hash,
                         resolve_path, figures_dir, set_style, save_figure, save_table)
 from .stages import require_stage, mark_done, is_done, stage_key, open_stage, finish_stage, stage_done
 
 # %% auto #0
-__all__ = ['CHATML_TRAIN_TEMPLATES', 'TrainParams', 'training_chat_template', 'resolve_precision', 'load_student', 'lora_config',
-           'sft_trainer', 'label_spans', 'dpo_pairs', 'last_checkpoint', 'save_log', 'heldout_loss', 'run_sft',
-           'rejected_answers', 'run_dpo', 'run_train', 'adapter_status', 'figures_train', 'main']
+__all__ = ['STAGE_SET_ARGS', 'CHATML_TRAIN_TEMPLATES', 'config_fields', 'check_training_args', 'phase_args', 'TrainParams',
+           'training_chat_template', 'resolve_precision', 'load_student', 'lora_config', 'sft_trainer', 'label_spans',
+           'dpo_pairs', 'shuffle_labels', 'last_checkpoint', 'save_log', 'heldout_loss', 'adapter_base', 'run_sft',
+           'run_dpo', 'run_train', 'adapter_status', 'figures_train', 'main']
 
 # %% ../nbs/06_train.ipynb #b46f2c0c
+STAGE_SET_ARGS = {
+    "output_dir": "the stage's own folder (results/<run>/train/<phase>/checkpoints)", "seed": "run.seed", "data_seed": "run.seed",
+    "num_train_epochs": "train.epochs / train.dpo_epochs", "max_steps": "train.max_steps / train.dpo_max_steps",
+    "learning_rate": "train.learning_rate / train.dpo_learning_rate",
+    "per_device_train_batch_size": "train.batch_size / train.dpo_batch_size", "per_device_eval_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.grad_accum / train.dpo_grad_accum", "max_length": "train.max_length / train.dpo_max_length",
+    "packing": "train.packing", "padding_free": "train.padding_free", "assistant_only_loss": "train.assistant_only_loss",
+    "weight_decay": "train.weight_decay", "warmup_steps": "train.warmup", "lr_scheduler_type": "train.lr_scheduler",
+    "logging_steps": "train.logging_steps", "save_steps": "train.save_steps", "save_total_limit": "train.save_total_limit",
+    "save_strategy": "train.save_steps (step checkpoints are what a killed run resumes from)",
+    "gradient_checkpointing": "train.gradient_checkpointing", "bf16": "train.precision", "fp16": "train.precision",
+    "beta": "train.dpo_beta", "eval_steps": "train.eval_steps", "eval_strategy": "train.eval_steps"}
+
+def config_fields(phase: str) -> set:
+    "Field names of the TRL config of `phase` ('sft': `SFTConfig`, 'dpo': `DPOConfig`; both extend `TrainingArguments`)."
+    import dataclasses
+    from trl import SFTConfig, DPOConfig
+    return {f.name for f in dataclasses.fields({"sft": SFTConfig, "dpo": DPOConfig}[phase])}
+
+def check_training_args(extra: dict) -> dict:
+    "Validate `train.training_args`: every key a TrainingArguments / SFTConfig / DPOConfig field the stage does not set itself."
+    import difflib
+    if not extra: return extra
+    known = config_fields("sft") | config_fields("dpo")
+    for k in extra:
+        if k in STAGE_SET_ARGS:
+            raise ValueError(f"training_args.{k}: set by the stage itself; use {STAGE_SET_ARGS[k]} instead")
+        if k not in known:
+            close = difflib.get_close_matches(str(k), sorted(known), n=3)
+            raise ValueError(f"training_args.{k}: not a field of TrainingArguments, SFTConfig or DPOConfig"
+                             + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+    return extra
+
+def phase_args(T, phase: str) -> dict:
+    "The `train.training_args` entries that phase `phase`'s config ('sft' or 'dpo') has."
+    if not T.training_args: return {}
+    names = config_fields(phase)
+    return {k: v for k, v in T.training_args.items() if k in names}
+
+# %% ../nbs/06_train.ipynb #73e6438c
 class TrainParams(Strict):
     "LoRA SFT then DPO of the `student` model on the dataset stage's splits."
     sft: bool = True                           # run supervised fine-tuning on the train split
@@ -53,10 +94,11 @@ class TrainParams(Strict):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on a bf16 GPU, else fp32
     tensorboard: bool = True                   # TensorBoard event files under train/<sft|dpo>/tensorboard
     merge: bool = False                        # also save the final model merged (base + adapter) under train/merged
+    training_args: dict[str, Any] = {}         # extra TrainingArguments / SFTConfig / DPOConfig fields, e.g. {report_to: [wandb]}
+    shuffle_labels: bool = False               # label-shuffle control: SFT on a wrong gold answer for every choice / label item
     # DPO
-    dpo_rejected: list[Literal["base", "draft"]] = ["base", "draft"]  # rejected answers: untuned student, pre-review draft
+    dpo_rejected: list[Literal["base", "draft"]] = ["base", "draft"]  # rejected: untuned student (the rejected stage), pre-review draft
     dpo_max_pairs: int = Field(0, ge=0)        # cap on preference pairs (0: all)
-    rejected_max_new_tokens: int = Field(256, ge=1)  # length of the untuned student's answers
     dpo_beta: float = Field(0.1, gt=0)         # DPO temperature beta
     dpo_learning_rate: float = Field(5e-6, gt=0)
     dpo_epochs: float = Field(1.0, gt=0)
@@ -64,6 +106,10 @@ class TrainParams(Strict):
     dpo_batch_size: int = Field(2, ge=1)       # preference pairs per device and step
     dpo_grad_accum: int = Field(1, ge=1)
     dpo_max_length: int = Field(1024, ge=16)   # tokens of prompt + answer (truncated)
+
+    @field_validator("training_args")
+    @classmethod
+    def _known_args(cls, v): return check_training_args(v)
 
 # %% ../nbs/06_train.ipynb #fb96dbe7
 _SMOL_SYS = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -180,7 +226,7 @@ def sft_trainer(model, tok, train_ds, eval_ds=None, T: TrainParams = TrainParams
         gradient_accumulation_steps=T.grad_accum, max_length=T.max_length, packing=T.packing,
         padding_free=T.padding_free and not T.packing, assistant_only_loss=T.assistant_only_loss,
         eval_strategy="steps" if T.eval_steps and eval_ds is not None else "no", eval_steps=T.eval_steps or None,
-        dataset_num_proc=None), **over})
+        dataset_num_proc=None), **phase_args(T, "sft"), **over})
     if args.padding_free and not args.packing: args.max_length = None  # TRL truncates only when not padding-free:
     keep = lambda d: None if d is None else d.select_columns(["messages"])
     train_ds, eval_ds = keep(train_ds), keep(eval_ds)
@@ -230,6 +276,63 @@ def dpo_pairs(rows, base_answers: Optional[dict] = None, sources=("base", "draft
                           "rejected": [{"role": "assistant", "content": rej}]})
     return pairs
 
+# %% ../nbs/06_train.ipynb #dce30b2f
+def _gold_re(text: str):
+    import re
+    return re.compile(r"(?<!\w)" + re.escape(text) + r"(?!\w)", re.I)
+
+def _swap_reply(reply: str, gold_texts: list, wrong_text: str, gold_letter: Optional[str] = None, wrong_letter: Optional[str] = None) -> str:
+    "`reply` with its leading gold letter (`B.`, `(B)`, `B)`) and every occurrence of the gold texts (any case) replaced by the wrong ones."
+    import re
+    if gold_letter:
+        reply = re.sub(rf"^(\s*\(?){re.escape(gold_letter)}(\)?[.):])", lambda m: m.group(1) + wrong_letter + m.group(2), reply, count=1)
+    for g in sorted({t for t in gold_texts if t and len(t) > 1}, key=len, reverse=True):
+        reply = _gold_re(g).sub(lambda m: wrong_text.lower() if m.group(0).islower() else wrong_text, reply)  # keeps lower case
+    return reply
+
+def shuffle_labels(rows, seed: int = 0) -> tuple[list[dict], dict]:
+    """The label-shuffle control over dataset rows: each row of a choice family (gold letter in `label`, `options`)
+    or a label family (gold label in `label`) gets a uniformly drawn wrong option / label of the same item in its
+    assistant replies (letter and text) and in `label`; everything else is unchanged. Returns `(rows, counts)` with
+    counts `{"changed": {task: n}, "unchanged": {task: n}}` over the choice / label rows."""
+    import random, re
+    from omind.tasks import get_task
+    from omind.text import LETTERS
+    rows = [dict(r) for r in rows]
+    fams = {}
+    for r in rows:
+        try: fams.setdefault(r["task"], get_task(r["task"]).core_eval)
+        except KeyError: fams.setdefault(r["task"], None)
+    seen = {}                                                  # label task -> the labels its rows carry (fallback candidates)
+    for r in rows:
+        if fams[r["task"]] == "label" and r.get("label"): seen.setdefault(r["task"], set()).add(str(r["label"]))
+    changed, unchanged = {}, {}
+    for r in rows:
+        kind, gold = fams[r["task"]], str(r.get("label") or "")
+        if kind not in ("choice", "label"): continue
+        rng = random.Random(stable_hash([seed, str(r["id"])]))
+        msgs = [dict(m) for m in r["messages"]]
+        if kind == "choice":
+            opts, k = list(r.get("options") or []), (LETTERS.index(gold.upper()) if len(gold) == 1 and gold.upper() in LETTERS else -1)
+            if not 0 <= k < len(opts) or len(opts) < 2: unchanged[r["task"]] = unchanged.get(r["task"], 0) + 1; continue
+            j = rng.choice([i for i in range(len(opts)) if i != k])
+            swap = lambda t: _swap_reply(t, [opts[k]], opts[j], LETTERS[k], LETTERS[j])
+            new_label = LETTERS[j]
+        else:
+            try: prov = json.loads(r.get("provenance") or "{}")
+            except (TypeError, ValueError): prov = {}
+            seed_rec = (prov or {}).get("seed") or {}
+            cands = [str(c) for c in (seed_rec.get("candidates") or sorted(seen.get(r["task"], ())))]
+            wrong = [c for c in dict.fromkeys(cands) if c.lower() != gold.lower()]
+            if not gold or not wrong: unchanged[r["task"]] = unchanged.get(r["task"], 0) + 1; continue
+            new_label = rng.choice(wrong)
+            swap = lambda t: _swap_reply(t, [gold, gold.replace("_", " ")], new_label)
+        new = [{**m, "content": swap(m["content"])} if m["role"] == "assistant" else m for m in msgs]
+        if new == msgs: unchanged[r["task"]] = unchanged.get(r["task"], 0) + 1; continue
+        r.update(messages=new, label=new_label)
+        changed[r["task"]] = changed.get(r["task"], 0) + 1
+    return rows, {"changed": changed, "unchanged": unchanged}
+
 # %% ../nbs/06_train.ipynb #cf51d4a7
 def last_checkpoint(ckpt_dir) -> Optional[Path]:
     "The newest complete `checkpoint-N` folder under `ckpt_dir` (None when there is none)."
@@ -252,18 +355,26 @@ def save_log(trainer, out_dir) -> Path:
 
 def heldout_loss(model, tok, eval_ds, T: TrainParams = TrainParams(), seed: int = 0) -> float:
     "Mean assistant-token loss of `model` (a PEFT model or a plain one) on the conversations of `eval_ds`."
-    T2 = T.model_copy(update=dict(tensorboard=False, eval_steps=0))
+    T2 = T.model_copy(update=dict(tensorboard=False, eval_steps=0,   # a measurement, not a run: no tracker
+                                  training_args={k: v for k, v in T.training_args.items() if k != "report_to"}))
     tr = sft_trainer(model, tok, eval_ds, eval_ds, T2, seed=seed, peft=False, max_steps=1)
     return float(tr.evaluate()["eval_loss"])
 
+def adapter_base(base_name: str) -> str:
+    """What an adapter records as `base_model_name_or_path` for the student `base_name` of params: a Hub id as given,
+    a local path made absolute, and for an embedded model its materialised local folder (the GGUF itself is not
+    loadable by PEFT / transformers), so `AutoModelForCausalLM.from_pretrained(base)` works on this machine."""
+    from omind.llm import resolve_model
+    return resolve_model(base_name)
+
 def _save_adapter(trainer, tok, dest: Path, base_name: str):
-    "Save the trained adapter (PEFT format) and the inference tokenizer to `dest`; base recorded by its params name."
+    "Save the trained adapter (PEFT format) and the inference tokenizer to `dest`; the base is recorded by `adapter_base`."
     trainer.save_model(str(dest))
     if _is_main():
         tok.save_pretrained(str(dest))
         cfg = dest/"adapter_config.json"
-        if base_name.startswith("embedded:") and cfg.exists():   # portable: resolved again on the loading machine
-            c = json.loads(cfg.read_text()); c["base_model_name_or_path"] = base_name; atomic_write_json(cfg, c)
+        if cfg.exists():
+            c = json.loads(cfg.read_text()); c["base_model_name_or_path"] = adapter_base(base_name); atomic_write_json(cfg, c)
 
 # %% ../nbs/06_train.ipynb #cf61c0c2
 def _phase_key(P, phase: str) -> str:
@@ -287,8 +398,11 @@ def _free():
 def _limit(d, n: int, seed: int):
     return d if not n or len(d) <= n else d.shuffle(seed=seed).select(range(n))
 
-def _tb(d: Path, on: bool):
-    if on: os.environ["TENSORBOARD_LOGGING_DIR"] = str(d/"tensorboard")
+def _tb(d: Path, T):
+    "TensorBoard event files under `d/tensorboard` when TensorBoard is on (train.tensorboard or in training_args.report_to)."
+    rt = T.training_args.get("report_to", [])
+    if T.tensorboard or "tensorboard" in ([rt] if isinstance(rt, str) else rt or []):
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(d/"tensorboard")
 
 def run_sft(P, ds, out: Path, key: str, progress: bool = True) -> dict:
     "LoRA SFT on the train split; held-out loss on validation before and after. Returns the phase's metrics."
@@ -296,8 +410,13 @@ def run_sft(P, ds, out: Path, key: str, progress: bool = True) -> dict:
     if is_done(out, key=key): return read_json(out/"metrics.json")
     _fresh(out, key)
     train, val = _limit(ds["train"], T.max_train_samples, seed), _limit(ds["validation"], T.max_eval_samples, seed)
+    shuffled = None
+    if T.shuffle_labels:                                     # the control: wrong gold answers in training, validation kept
+        from datasets import Dataset
+        rows, shuffled = shuffle_labels(list(train), seed)
+        train = Dataset.from_list(rows, features=train.features)
     model, tok = load_student(name, T)
-    _tb(out, T.tensorboard)
+    _tb(out, T)
     tr = sft_trainer(model, tok, train, val if len(val) else None, T, out/"checkpoints", seed, progress=progress)
     pre = out/"heldout_before.json"                          # the untuned model = the fresh adapter (B = 0)
     if len(val) and not pre.exists():
@@ -312,19 +431,12 @@ def run_sft(P, ds, out: Path, key: str, progress: bool = True) -> dict:
          "train_loss": res.training_loss, "train_runtime_s": round(dt, 2), "train_cpu_s": round(dc, 2),
          "trained_tokens": int(tr.state.num_input_tokens_seen),
          "tokens_per_s": round(tr.state.num_input_tokens_seen / max(dt, 1e-9), 2) if not ck else None,
-         "heldout_loss_before": read_json(pre)["loss"] if pre.exists() else None, "heldout_loss_after": after}
+         "heldout_loss_before": read_json(pre)["loss"] if pre.exists() else None, "heldout_loss_after": after,
+         "shuffled_labels": shuffled}
     if _is_main():
         save_log(tr, out); atomic_write_json(out/"metrics.json", m); mark_done(out, key=key)
     del tr, model; _free()
     return m
-
-def rejected_answers(P, rows) -> dict:
-    "The untuned student's greedy answers to the `dpo` rows' prompts, batched and cached: {id: answer}."
-    from omind.llm import llm_for, GenConfig, unload_models
-    prompts = [r["messages"][:-1] for r in rows]
-    outs = llm_for(P, "student").chat(prompts, GenConfig(max_new_tokens=P.train.rejected_max_new_tokens, seed=P.run.seed), progress=True)
-    unload_models(); _free()                                  # free the generation copy before training
-    return {r["id"]: o for r, o in zip(rows, outs)}
 
 def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True) -> dict:
     "DPO on pairs from the `dpo` split, starting from (and referenced to) the SFT adapter."
@@ -332,13 +444,14 @@ def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
     from omind.core import read_jsonl
+    from omind.rejected import dpo_rows, read_rejected
     T, seed, name = P.train, P.run.seed, P.model("student").model
     if is_done(out, key=key): return read_json(out/"metrics.json")
     _fresh(out, key)
     pf = out/"pairs.jsonl"
-    if not pf.exists() and _is_main():                       # one process generates (other GPUs wait at the barrier)
-        rows = list(_limit(ds["dpo"], T.dpo_max_pairs, seed))
-        base = rejected_answers(P, rows) if "base" in T.dpo_rejected else None
+    if not pf.exists() and _is_main():                       # one process writes the pairs (answers: the rejected stage)
+        rows = list(dpo_rows(ds["dpo"], T.dpo_max_pairs, seed))
+        base = read_rejected(P, [r["id"] for r in rows if r["messages"] and r["messages"][-1]["role"] == "assistant"]) if "base" in T.dpo_rejected else None
         pairs = _limit(Dataset.from_list(dpo_pairs(rows, base, T.dpo_rejected)), T.dpo_max_pairs, seed).to_list() if rows else []
         atomic_write(pf, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     PartialState().wait_for_everyone()
@@ -350,11 +463,11 @@ def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True
         if _is_main(): atomic_write_json(out/"metrics.json", m); mark_done(out, key=key)
         return m
     model, tok = load_student(name, T, adapter=sft_adapter, trainable=True)
-    _tb(out, T.tensorboard)
+    _tb(out, T)
     args = DPOConfig(**{**_common_args(T, out/"checkpoints", seed, progress), **dict(
         num_train_epochs=T.dpo_epochs, max_steps=T.dpo_max_steps, learning_rate=T.dpo_learning_rate, beta=T.dpo_beta,
         per_device_train_batch_size=T.dpo_batch_size, gradient_accumulation_steps=T.dpo_grad_accum,
-        max_length=T.dpo_max_length)})
+        max_length=T.dpo_max_length), **phase_args(T, "dpo")})
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     tr = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
     ck = last_checkpoint(out/"checkpoints")
@@ -374,19 +487,25 @@ def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True
 def run_train(P, progress: bool = True) -> dict:
     "The train stage: LoRA SFT then DPO of the student on `results/<run>/dataset/hf`; returns the metrics summary."
     from accelerate import PartialState
-    from datasets import load_from_disk
     from omind.core import seed_everything
+    from omind.dataset import load_splits
     ds_dir = require_stage(P, "dataset")/"hf"
+    if P.train.dpo and "base" in P.train.dpo_rejected: require_stage(P, "rejected")   # before any work: a clear error
     out = run_dir(P, "train")
-    if stage_done(P, "train") and (out/"metrics.json").exists(): return read_json(out/"metrics.json")
+    if stage_done(P, "train") and (out/"summary.json").exists(): return read_json(out/"summary.json")
     if _is_main(): open_stage(P, "train")                   # other params / code: old outputs set aside; same key: resume
     PartialState().wait_for_everyone()
     seed_everything(P.run.seed)
-    ds = load_from_disk(str(ds_dir))
+    ds = load_splits(ds_dir)
     T, name = P.train, P.model("student").model
-    summary = {"student": name, "precision": resolve_precision(T.precision), "sft": None, "dpo": None}
+    summary = {"student": name, "precision": resolve_precision(T.precision), "sft": None, "dpo": None,
+               "heldout_loss_before": None, "heldout_loss_after": None, "n_eval": 0}
     t0, c0 = time.time(), time.process_time()
-    if T.sft: summary["sft"] = run_sft(P, ds, out/"sft", _phase_key(P, "sft"), progress)
+    if T.sft:
+        sft = summary["sft"] = run_sft(P, ds, out/"sft", _phase_key(P, "sft"), progress)
+        summary.update(heldout_loss_before=sft.get("heldout_loss_before"), heldout_loss_after=sft.get("heldout_loss_after"),
+                       n_eval=sft.get("n_eval", 0))
+        if T.shuffle_labels: summary["shuffled_labels"] = sft.get("shuffled_labels")
     if T.dpo:
         if not (out/"sft"/"adapter"/"adapter_config.json").exists(): raise FileNotFoundError(f"{out/'sft'/'adapter'}: DPO starts from the SFT adapter; set train.sft: true")
         summary["dpo"] = run_dpo(P, ds, out/"sft"/"adapter", out/"dpo", _phase_key(P, "dpo"), progress)
@@ -402,9 +521,10 @@ def run_train(P, progress: bool = True) -> dict:
     summary["final_adapter"] = str(final.relative_to(run_dir(P))) if final.exists() else None
     summary["wall_s"], summary["cpu_s"] = round(time.time() - t0, 1), round(time.process_time() - c0, 1)
     if _is_main():
-        atomic_write_json(out/"metrics.json", summary)
-        finish_stage(P, "train", final_adapter=summary["final_adapter"])
-    return summary
+        atomic_write_json(out/"metrics.json", summary); atomic_write_json(out/"summary.json", summary)
+        finish_stage(P, "train", final_adapter=summary["final_adapter"])   # adds the stage's LLM usage to summary.json
+    PartialState().wait_for_everyone()
+    return read_json(out/"summary.json")
 
 # %% ../nbs/06_train.ipynb #144f7e38
 def adapter_status(P, phase: str) -> tuple[Optional[Path], str]:
@@ -433,13 +553,25 @@ def figures_train(P) -> list[Path]:
     if phases:
         fig, axes = plt.subplots(1, len(phases), figsize=(5*len(phases), 3.4), squeeze=False)
         for ax, (ph, df) in zip(axes[0], phases):
+            pm = read_json(out/ph/"metrics.json") if (out/ph/"metrics.json").exists() else {}
+            title = ph.upper()
             if "loss" in df: d = df.dropna(subset=["loss"]); ax.plot(d["step"], d["loss"], label="train loss")
-            if "eval_loss" in df: d = df.dropna(subset=["eval_loss"]); ax.plot(d["step"], d["eval_loss"], "o-", label="held-out loss")
+            ev = df.dropna(subset=["eval_loss"])[["step", "eval_loss"]].values.tolist() if "eval_loss" in df else []
+            if ph == "sft" and pm.get("heldout_loss_before") is not None:   # the untuned student, at step 0
+                ev = [[0, pm["heldout_loss_before"]]] + [e for e in ev if e[0] > 0]
+                if pm.get("heldout_loss_after") is not None and not any(e[0] == pm.get("global_step") for e in ev):
+                    ev.append([pm.get("global_step", 0), pm["heldout_loss_after"]])
+                title += f" (held-out n = {pm.get('n_eval')})"
+            if ev:
+                xs, ys = zip(*ev); ax.plot(xs, ys, "o--", color="C1", label="held-out loss")
+                if ph == "sft" and pm.get("heldout_loss_before") is not None:
+                    ax.annotate(f"{ys[0]:.2f}", (xs[0], ys[0]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                    ax.annotate(f"{ys[-1]:.2f}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
             if "rewards/accuracies" in df:
                 d = df.dropna(subset=["rewards/accuracies"]); ax2 = ax.twinx()
                 ax2.plot(d["step"], d["rewards/accuracies"], color="C2", alpha=.6, label="reward accuracy"); ax2.set_ylim(0, 1.05); ax2.grid(False)
                 ax2.set_ylabel("reward accuracy")
-            ax.set_title(ph.upper()); ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.legend(loc="upper right")
+            ax.set_title(title); ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.legend(loc="upper right")
         paths += save_figure(fig, fd, "train_loss_curves"); plt.close(fig)
     if (out/"metrics.json").exists():
         m = read_json(out/"metrics.json"); rows = []

@@ -1,11 +1,11 @@
-"Integration tests of the dataset stage: TRL accepts the records as they are, splits are deterministic, bad input."
+"Integration tests of the dataset stage: a standard folder (load_dataset, trl sft), TRL accepts the records as they are, splits are deterministic, bad input."
 import json
 
 import pytest
 
 from omind.core import load_params, run_dir, atomic_write, read_json
 from omind.stages import finish_stage
-from omind.dataset import run_dataset, SPLITS
+from omind.dataset import run_dataset, load_splits, features, to_row, DatasetParams, SPLITS, split_file
 
 TASKS = ("mcqa", "classification", "root_cause", "qa", "conversation")
 
@@ -48,9 +48,8 @@ def built(tmp_path_factory):
 
 
 def test_splits_and_columns(built):
-    from datasets import load_from_disk
     P, s = built
-    dd = load_from_disk(str(run_dir(P, "dataset")/"hf"))
+    dd = load_splits(run_dir(P, "dataset")/"hf")
     assert set(dd) == set(SPLITS)
     assert sum(len(dd[x]) for x in SPLITS) == 150 == s["n"]          # the dropped sample is not in the dataset
     for x in SPLITS:
@@ -70,7 +69,7 @@ def test_splits_and_columns(built):
 
 def test_card_and_stats(built):
     P, s = built
-    card = (run_dir(P, "dataset")/"README.md").read_text()
+    card = (run_dir(P, "dataset")/"hf"/"README.md").read_text()
     for frag in ("license:", "## Splits and tasks", "| mcqa", "## Funnel", "## Sources and licences", "## Generation settings", "embedded:tiny-random",
                  "https://www.nimh.nih.gov/x (150 evidence uses)"):
         assert frag in card, frag
@@ -81,13 +80,12 @@ def test_card_and_stats(built):
 
 def test_trl_accepts_records_as_they_are(built):
     "Records go into TRL's SFTTrainer unchanged (conversational format, tokenised with the chat template) and train a step."
-    from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
     from trl.data_utils import is_conversational, apply_chat_template
     from omind.llm import tiny_model_dir
     P, _ = built
-    dd = load_from_disk(str(run_dir(P, "dataset")/"hf"))
+    dd = load_splits(run_dir(P, "dataset")/"hf")
     tok = AutoTokenizer.from_pretrained(tiny_model_dir())
     ex = dd["train"][0]
     assert is_conversational(ex)
@@ -102,12 +100,11 @@ def test_trl_accepts_records_as_they_are(built):
 
 
 def test_deterministic_by_seed(tmp_path):
-    from datasets import load_from_disk
     recs = [reviewed(i, t) for t in ("qa", "mcqa") for i in range(40)]
     def splits(seed, name, order=1):
         P = make_run(tmp_path, recs[::order], seed=seed, name=name)
         run_dataset(P)
-        dd = load_from_disk(str(run_dir(P, "dataset")/"hf"))
+        dd = load_splits(run_dir(P, "dataset")/"hf")
         return {x: dd[x]["id"] for x in SPLITS}
     a, b, c = splits(0, "a"), splits(0, "b", order=-1), splits(1, "c")
     assert a == b                                                    # same seed, any input order: same splits
@@ -115,10 +112,9 @@ def test_deterministic_by_seed(tmp_path):
 
 
 def test_no_kept_samples_gives_empty_splits_with_schema(tmp_path):
-    from datasets import load_from_disk
     P = make_run(tmp_path, [reviewed(1, "qa", kept=False)])
     s = run_dataset(P)
-    dd = load_from_disk(str(run_dir(P, "dataset")/"hf"))
+    dd = load_splits(run_dir(P, "dataset")/"hf")
     assert s["n"] == 0 and all(len(dd[x]) == 0 for x in SPLITS)
     assert "messages" in dd["train"].column_names
 
@@ -146,7 +142,6 @@ def sixth_family():
 def test_sixth_family_through_review_into_dataset(tmp_path, sixth_family):
     "A family registered with one call is synthesised on the tiny model, reviewed (funnel, verdicts) and lands in the DatasetDict and its card."
     import pandas as pd
-    from datasets import load_from_disk
     from omind.synthesis import run_synthesis
     from omind.review import run_review
     from omind.testing import toy_knowledge, ToyRetriever
@@ -171,10 +166,82 @@ def test_sixth_family_through_review_into_dataset(tmp_path, sixth_family):
     kept = sorted(i for i, r in rv.items() if r["kept"])
     assert kept and s["kept_by_task"] == {name: len(kept)}
     d = run_dataset(P)
-    dd = load_from_disk(str(run_dir(P, "dataset")/"hf"))
+    dd = load_splits(run_dir(P, "dataset")/"hf")
     assert sorted(i for x in SPLITS for i in dd[x]["id"]) == kept and d["by_task"] == {name: len(kept)}
     ex = next(r for x in SPLITS for r in dd[x])
     assert ex["task"] == name and ex["label"] in ("Yes", "No")
-    card = (run_dir(P, "dataset")/"README.md").read_text()
+    card = (run_dir(P, "dataset")/"hf"/"README.md").read_text()
     assert f"| {name}" in card and f"`{name}` {sixth_family.title}" in card
     assert name in read_json(run_dir(P, "dataset")/"stats.json")["tasks"]
+
+
+def test_standard_folder_round_trip(built):
+    "`datasets.load_dataset(path)` reads the folder as it is: every split, the exact features, the rows written."
+    from datasets import load_dataset
+    from omind.core import read_jsonl
+    P, s = built
+    hf = run_dir(P, "dataset")/"hf"
+    assert sorted(str(p.relative_to(hf)) for p in hf.rglob("*") if p.is_file()) == sorted(["README.md", *(split_file(x) for x in SPLITS)])
+    assert not (run_dir(P, "dataset")/"README.md").exists()               # one card, inside the folder
+    ld = load_dataset(str(hf))
+    assert list(ld) == list(SPLITS)
+    written = {r["id"]: to_row(r, P.dataset) for r in read_jsonl(run_dir(P, "review")/"reviewed.jsonl") if r["kept"]}
+    for x in SPLITS:
+        assert ld[x].features == features()
+        assert len(ld[x]) == s[x]
+        for row in ld[x]: assert row == written[row["id"]], row["id"]       # messages, options, label, ... exactly
+    assert sum(len(ld[x]) for x in SPLITS) == len(written)
+    ours = load_splits(hf)
+    assert {x: ours[x]["id"] for x in SPLITS} == {x: ld[x]["id"] for x in SPLITS}
+
+
+def test_card_metadata(built):
+    "The card's YAML (read with huggingface_hub.DatasetCard) has the licence with its name, tasks, language, configs and features."
+    from huggingface_hub import DatasetCard
+    from datasets.info import DatasetInfosDict
+    P, s = built
+    card = DatasetCard.load(run_dir(P, "dataset")/"hf"/"README.md")
+    d = card.data
+    assert (d.license, d.license_name, d.language, d.size_categories) == ("other", "omind-synthetic-data", ["en"], ["n<1K"])
+    assert "text-generation" in d.task_categories and "mental-health" in d.tags
+    assert d.configs == [{"config_name": "default", "data_files": [{"split": x, "path": split_file(x)} for x in SPLITS]}]
+    info = DatasetInfosDict.from_dataset_card_data(d)["default"]
+    assert info.features == features()
+    assert {k: v.num_examples for k, v in info.splits.items()} == {x: s[x] for x in SPLITS}
+    assert "## Funnel" in card.text and "Licence of this dataset: `other` (omind-synthetic-data)" in card.text
+
+
+def test_card_licence_from_params(tmp_path):
+    "A Hub licence id is written as it is, without license_name; 'other' without a name is refused at params load."
+    from huggingface_hub import DatasetCard
+    from omind.core import ParamsError
+    P = make_run(tmp_path, [reviewed(i, "qa") for i in range(6)], dataset={"license": "cc-by-4.0"})
+    run_dataset(P)
+    d = DatasetCard.load(run_dir(P, "dataset")/"hf"/"README.md").data
+    assert d.license == "cc-by-4.0" and d.get("license_name") is None
+    with pytest.raises(ParamsError, match="license_name"): load_params(None, {"dataset": {"license_name": None}})
+
+
+def test_empty_split_left_out_and_restored(tmp_path):
+    "A split without rows has no file (datasets cannot build it from 0 rows); load_splits gives it back empty."
+    from datasets import load_dataset
+    P = make_run(tmp_path, [reviewed(i, "qa") for i in range(10)], dataset={"dpo_share": 0.0})
+    s = run_dataset(P)
+    hf = run_dir(P, "dataset")/"hf"
+    assert s["dpo"] == 0 and not (hf/split_file("dpo")).exists()
+    assert "dpo" not in load_dataset(str(hf))
+    dd = load_splits(hf)
+    assert len(dd["dpo"]) == 0 and dd["dpo"].features == features()
+    assert "| qa" in (hf/"README.md").read_text()
+
+
+def test_trl_sft_cli_reads_the_folder(built, tmp_path):
+    "`trl sft --dataset_name <folder>` (TRL's own script, its own argument parser) loads the folder and trains a step."
+    from trl.scripts.sft import make_parser, main
+    from omind.llm import tiny_model_dir
+    P, _ = built
+    argv = ["--model_name_or_path", str(tiny_model_dir()), "--dataset_name", str(run_dir(P, "dataset")/"hf"),
+            "--output_dir", str(tmp_path/"out"), "--max_steps", "1", "--per_device_train_batch_size", "2",
+            "--max_length", "64", "--report_to", "none", "--save_strategy", "no", "--use_cpu", "true", "--logging_steps", "1"]
+    main(*make_parser().parse_args_and_config(args=argv))
+    assert (tmp_path/"out"/"config.json").exists() or (tmp_path/"out"/"model.safetensors").exists()

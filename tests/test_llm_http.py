@@ -1,14 +1,24 @@
-"The OpenAI-compatible backend against a real llama.cpp server process (no mocks of the HTTP layer)."
-import math, threading, time
+"""The OpenAI-compatible backend (the `openai` client) against a real llama.cpp server process (no mocks of the HTTP
+layer), and against a tiny local server that answers 429 with Retry-After."""
+import json, math, subprocess, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 import pytest
 from conftest import FAKE_KEY, KEY_ENV, free_port, start_server, stop_server, wait_ready
-from omind.llm import OpenAILLM, CachedLLM, GenConfig, EndpointError, label_probs, embedded_model_dir
+from omind.llm import (OpenAILLM, CachedLLM, GenConfig, EndpointError, label_probs, embedded_model_dir, usage_snapshot,
+                       usage_delta)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 def test_chat_batch(llama_server, fake_key):
     url, _ = llama_server
-    llm = OpenAILLM("smollm2", url, api_key_env=fake_key, max_concurrency=2)
+    llm = OpenAILLM("smollm2", url, api_key_env=fake_key, max_concurrency=2, role="teacher")
+    before = usage_snapshot()
     outs = llm.chat(["What is 2+2?", [{"role": "user", "content": "Name a colour."}]], GenConfig(max_new_tokens=8))
     assert len(outs) == 2 and all(isinstance(o, str) and o for o in outs)
+    u = usage_delta(before, usage_snapshot())["teacher"]          # the server's `usage` of each response, summed
+    assert u["calls"] == 2 and u["prompt_tokens"] > 10 and 2 <= u["completion_tokens"] <= 16 and u["seconds"] > 0
+    assert llm.usage["calls"] == 2
 
 def test_wrong_key_is_clear_and_not_leaked(llama_server, monkeypatch):
     url, _ = llama_server
@@ -59,7 +69,7 @@ def test_cache_makes_no_second_call(llama_server, fake_key, tmp_path):
 def test_endpoint_down_then_up(tmp_path, fake_key):
     "A request sent while the server is down succeeds once it comes up (retries with backoff)."
     port = free_port()
-    llm = OpenAILLM("smollm2", f"http://127.0.0.1:{port}/v1", api_key_env=fake_key, max_retries=10, backoff=0.5, max_backoff=4)
+    llm = OpenAILLM("smollm2", f"http://127.0.0.1:{port}/v1", api_key_env=fake_key, max_retries=10)
     out, err = {}, {}
     def call():
         try: out["r"] = llm.chat(["Say hi."], GenConfig(max_new_tokens=4))
@@ -75,5 +85,74 @@ def test_endpoint_down_then_up(tmp_path, fake_key):
     finally: stop_server(proc)
 
 def test_endpoint_down_gives_clear_error(fake_key):
-    llm = OpenAILLM("smollm2", f"http://127.0.0.1:{free_port()}/v1", api_key_env=fake_key, max_retries=2, backoff=0.01)
+    llm = OpenAILLM("smollm2", f"http://127.0.0.1:{free_port()}/v1", api_key_env=fake_key, max_retries=2)
     with pytest.raises(EndpointError, match="failed after 2 retries: ConnectError"): llm.chat(["hi"])
+
+
+class RateLimited(BaseHTTPRequestHandler):
+    "Answers the first `limit` requests with 429 and a Retry-After header, then a chat completion with usage."
+    limit, retry_after, seen = 1, "2", []
+    def log_message(self, *a): pass
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).seen.append(time.time())
+        if len(type(self).seen) <= type(self).limit:
+            body, status = json.dumps({"error": {"message": "slow down"}}).encode(), 429
+            self.send_response(status)
+            if type(self).retry_after is not None: self.send_header("Retry-After", type(self).retry_after)
+        else:
+            body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                               "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+                               "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}}).encode()
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json"); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+
+@pytest.fixture
+def rate_limited():
+    RateLimited.seen = []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
+    th = threading.Thread(target=srv.serve_forever, daemon=True); th.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown(); srv.server_close()
+
+@pytest.mark.parametrize("retry_after,min_wait,max_wait", [("2", 1.9, 4.0), (None, 0.0, 1.5)], ids=["retry-after-2s", "no-header"])
+def test_429_is_retried_honouring_retry_after(rate_limited, fake_key, retry_after, min_wait, max_wait, monkeypatch):
+    "A 429 is retried; the wait is what Retry-After asks (2 s), not the client's own short backoff (~0.5 s)."
+    monkeypatch.setattr(RateLimited, "retry_after", retry_after)
+    llm = OpenAILLM("m", rate_limited, api_key_env=fake_key, max_retries=3, role="judge")
+    before = usage_snapshot()
+    assert llm.chat(["hi"], GenConfig(max_new_tokens=4)) == ["fine"]
+    assert len(RateLimited.seen) == 2
+    wait = RateLimited.seen[1] - RateLimited.seen[0]
+    assert min_wait <= wait <= max_wait, wait
+    u = usage_delta(before, usage_snapshot())["judge"]
+    assert (u["calls"], u["prompt_tokens"], u["completion_tokens"]) == (1, 11, 2)
+
+def test_429_after_the_last_retry_is_a_clear_error(rate_limited, fake_key, monkeypatch):
+    monkeypatch.setattr(RateLimited, "limit", 99); monkeypatch.setattr(RateLimited, "retry_after", "0.1")
+    llm = OpenAILLM("m", rate_limited, api_key_env=fake_key, max_retries=2)
+    with pytest.raises(EndpointError) as e: llm.chat(["hi"])
+    assert f"{rate_limited}/chat/completions" in str(e.value) and "failed after 2 retries: HTTP 429" in str(e.value)
+    assert FAKE_KEY not in str(e.value) and len(RateLimited.seen) == 3
+
+def test_stage_summaries_record_usage_per_role(llama_server, fake_key, tmp_path):
+    "A run whose teacher is the llama.cpp server records the teacher's calls and tokens in the synthesis summary and the manifest."
+    url, _ = llama_server
+    p = tmp_path/"usage.yaml"
+    p.write_text(f"extends: {ROOT/'params'/'tiny.yaml'}\n"
+                 f"run: {{name: usage, results_dir: {tmp_path/'results'}, figures_dir: {tmp_path/'figures'}}}\n"
+                 f"models:\n  teacher: {{backend: openai, base_url: '{url}', model: smollm2, api_key_env: {KEY_ENV}, max_concurrency: 2}}\n"
+                 "synthesis:\n  n: {mcqa: 2, classification: 0, root_cause: 0, qa: 2, conversation: 0}\n")
+    for stage in ("knowledge", "synthesis"):
+        r = subprocess.run([sys.executable, "-c", "import sys; from omind.pipeline import main; sys.exit(main(sys.argv[1:]))",
+                            "run", str(p), "--only", stage], cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    run = tmp_path/"results"/"usage"
+    summ = json.loads((run/"synthesis"/"summary.json").read_text())
+    u = summ["usage"]["teacher"]
+    assert u["calls"] >= 4 and u["prompt_tokens"] > 100 and u["completion_tokens"] > 0 and u["seconds"] > 0, summ["usage"]
+    man = json.loads((run/"manifest.json").read_text())
+    assert man["stages"]["synthesis"]["usage"] == summ["usage"]
+    assert man["stages"]["knowledge"].get("usage", {}) == {}                  # no LLM in the knowledge stage
+    assert "synthesis  done in" in r.stdout and "teacher: " in r.stdout     # `omind run` prints the usage of a stage

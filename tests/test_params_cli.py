@@ -36,7 +36,7 @@ def test_bad_params_fail_fast_with_the_key(tmp_path, case):
 
 def test_every_params_file_loads():
     from omind.core import load_params
-    files = sorted((ROOT/"params").glob("*.yaml"))
+    files = sorted(f for f in (ROOT/"params").glob("*.yaml") if not f.name.endswith("-sweep.yaml"))   # sweep files: omind.sweep
     assert {"smoke.yaml", "tiny.yaml"} <= {f.name for f in files}
     for f in files: load_params(f, check_paths=False)
 
@@ -73,3 +73,23 @@ def test_version_and_stage_choices():
     r, _ = omind("run", "--help")
     assert r.returncode == 0
     for st in ("knowledge", "synthesis", "review", "dataset", "train", "benchmark", "evaluate", "figures"): assert st in r.stdout
+
+def test_set_synthesis_count_runs_and_is_recorded(tmp_path):
+    "`omind run params/tiny.yaml --set synthesis.n.mcqa=3`: the synthesis stage seeds 3 MCQA items, the manifest records the override and the stage's LLM usage."
+    import json
+    p = tmp_path/"t.yaml"
+    p.write_text(f"extends: {ROOT/'params'/'tiny.yaml'}\nrun: {{name: t, results_dir: {tmp_path/'results'}, figures_dir: {tmp_path/'figures'}}}\n")
+    run = lambda *a: subprocess.run([sys.executable, "-c", "import sys; from omind.pipeline import main; sys.exit(main(sys.argv[1:]))", "run", str(p), *a],
+                                    cwd=ROOT, capture_output=True, text=True, timeout=900)
+    r = run("--only", "knowledge")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = run("--only", "synthesis", "--set", "synthesis.n.mcqa=3")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    d = tmp_path/"results"/"t"
+    man = json.loads((d/"manifest.json").read_text())
+    assert man["sets"] == ["synthesis.n.mcqa=3"] and man["params"]["synthesis"]["n"]["mcqa"] == 3
+    summ = json.loads((d/"synthesis"/"summary.json").read_text())
+    assert summ["seeded"]["mcqa"] == 3
+    u = man["stages"]["synthesis"]["usage"]["teacher"]          # the tiny model counts its own tokens
+    assert u["calls"] > 0 and u["prompt_tokens"] > 0 and summ["usage"]["teacher"] == u
+    assert "synthesis chunks" in r.stderr                      # progress inside the stage reaches the terminal

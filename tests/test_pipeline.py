@@ -35,8 +35,8 @@ def snapshot(run: Path) -> dict:
         snap[str(f.relative_to(run))] = sorted(recs, key=lambda r: json.dumps(r, sort_keys=True))
     hf = run/"dataset"/"hf"
     if hf.exists():
-        from datasets import load_from_disk
-        dd = load_from_disk(str(hf))
+        from datasets import load_dataset
+        dd = load_dataset(str(hf))                   # the dataset folder is a standard Hugging Face dataset (Parquet + card)
         snap["dataset"] = {s: sorted(json.dumps(_clean(r), sort_keys=True) for r in dd[s]) for s in dd}
     return snap
 

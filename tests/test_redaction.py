@@ -63,7 +63,7 @@ def test_key_never_leaves_the_backend(echo_server, mode, call, key, monkeypatch,
     monkeypatch.setenv(KEY_ENV, key)
     results = tmp_path/"results"/"run"
     base = f"http://127.0.0.1:{free_port()}/v1" if mode == "refused" else f"{echo_server}/{mode}/v1"
-    llm = CachedLLM(OpenAILLM("echo", base, api_key_env=KEY_ENV, max_retries=1, backoff=0.01, max_backoff=0.02,
+    llm = CachedLLM(OpenAILLM("echo", base, api_key_env=KEY_ENV, max_retries=1,
                               tokenizer=str(tiny_model_dir())), results/"cache"/"llm.sqlite")
     caplog.set_level(logging.DEBUG)              # whatever httpx / httpcore log at any level is captured too
     with pytest.raises(EndpointError) as ei: CALLS[call](llm)

@@ -157,3 +157,106 @@ def test_column_mapping_and_bad_rows(tmp_path):
     (tmp_path/"q.csv").write_text("question,A,B,C,D,answer\nWhat?,a,b,c,d,F\n")
     with pytest.raises(InputError, match=r"q.csv:2: field 'answer': 'F' is neither a letter A-D"):
         load_source(SourceSpec(path=str(tmp_path/"q.csv"), layout="mcqa"), verbose=False)
+
+
+# --- the same published sources given as Hub ids: folders laid out like Hub repositories, read by datasets.load_dataset
+
+def _readme(path, configs):
+    "A Hub dataset card whose YAML header names the configs and their data files (as the Hub's own repos do)."
+    import yaml
+    path.write_text("---\n" + yaml.safe_dump({"configs": configs}, sort_keys=False) + "---\n# test copy\n")
+
+
+def _hub_repos(root):
+    """Hub-style copies of the local fixtures: MedMCQA (openlifescienceai/medmcqa: Parquet under data/, cop 0-3), MMLU
+    (cais/mmlu: one config per subject, question / subject / choices / answer 0-3), Dreaddit (andreagasparini/dreaddit:
+    Parquet under data/), MentalChat16K (instruction / input / output) and ESConv (thu-coai/esconv: train.txt, one JSON
+    dialog per line, chosen with data_files)."""
+    import csv, pandas as pd
+    med = [json.loads(l) for l in (F/"medmcqa_original.jsonl").read_text().splitlines() if l.strip()]
+    (root/"medmcqa"/"data").mkdir(parents=True)
+    pd.DataFrame([{**r, "cop": r["cop"] - 1} for r in med]).to_parquet(root/"medmcqa"/"data"/"train-00000-of-00001.parquet")
+    _readme(root/"medmcqa"/"README.md", [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}])
+    rows = list(csv.reader((F/"mmlu_professional_psychology_test.csv").open()))
+    mm = [{"question": q, "subject": "professional_psychology", "choices": [a, b, c, d], "answer": "ABCD".index(ans)} for q, a, b, c, d, ans in rows]
+    for sub, part in (("professional_psychology", mm), ("high_school_psychology", mm[:2])):
+        (root/"mmlu"/sub).mkdir(parents=True)
+        pd.DataFrame([{**r, "subject": sub} for r in part]).to_parquet(root/"mmlu"/sub/"test-00000-of-00001.parquet")
+    _readme(root/"mmlu"/"README.md", [{"config_name": s, "data_files": [{"split": "test", "path": f"{s}/test-*"}]}
+                                     for s in ("high_school_psychology", "professional_psychology")])
+    (root/"dreaddit"/"data").mkdir(parents=True)
+    pd.read_csv(F/"dreaddit_test.csv").to_parquet(root/"dreaddit"/"data"/"test-00000-of-00001.parquet")
+    _readme(root/"dreaddit"/"README.md", [{"config_name": "default", "data_files": [{"split": "test", "path": "data/test-*"}]}])
+    (root/"mentalchat16k").mkdir()
+    (root/"mentalchat16k"/"train.jsonl").write_text((F/"mentalchat16k_train.jsonl").read_text())
+    _readme(root/"mentalchat16k"/"README.md", [{"config_name": "default", "data_files": [{"split": "train", "path": "train.jsonl"}]}])
+    (root/"esconv").mkdir()
+    (root/"esconv"/"train.txt").write_text("".join(json.dumps(d) + "\n" for d in json.loads((F/"esconv.json").read_text())))
+    (root/"esconv"/"README.md").write_text("---\nlicense: cc-by-nc-4.0\n---\n# ESConv test copy\n")
+    return root
+
+
+LOCAL_AND_HUB = [  # (local file, its layout and split, the Hub-style spec, the fields an item must keep)
+    ("medmcqa_original.jsonl", "medmcqa", "train", {"hub": "medmcqa"}, ("question", "options", "answer", "label", "explanation")),
+    ("mmlu_professional_psychology_test.csv", "mmlu", "test", {"hub": "mmlu", "config": "professional_psychology"}, ("question", "options", "answer", "label")),
+    ("dreaddit_test.csv", "dreaddit", "test", {"hub": "dreaddit"}, ("text", "label", "labels")),
+    ("mentalchat16k_train.jsonl", "mentalchat16k", "train", {"hub": "mentalchat16k"}, ("question", "answer", "instruction")),
+    ("esconv.json", "esconv", "train", {"hub": "esconv", "data_files": {"train": "train.txt"}}, ("turns", "situation", "emotion", "problem")),
+]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    "The network is the one thing mocked: any socket connection fails; datasets.load_dataset is spied on, not replaced."
+    import socket, datasets
+    def refuse(self, *a, **k): raise OSError("network disabled in this test")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    calls, real = [], datasets.load_dataset
+    def spy(*a, **k):
+        calls.append((a, k)); return real(*a, **k)
+    monkeypatch.setattr(datasets, "load_dataset", spy)
+    return calls
+
+
+def test_published_sources_as_hub_ids_through_load_dataset(tmp_path, no_network):
+    "Each published source read as a Hub id (a Hub-style folder) gives the items its local copy gives, via datasets.load_dataset."
+    root = _hub_repos(tmp_path)
+    for name, layout, split, hub, keep in LOCAL_AND_HUB:
+        local = load(name, layout, split=split)
+        spec = {**hub, "hub": str(root/hub["hub"])}
+        n_calls = len(no_network)
+        items = load_source(SourceSpec(layout=layout, split=split, name=hub["hub"], **spec), verbose=False)
+        assert len(no_network) == n_calls + 1, f"{name}: not read through datasets.load_dataset"
+        args, kw = no_network[-1]
+        assert args[:2] == (spec["hub"], hub.get("config")) and kw["split"] == split
+        assert [{k: i.get(k) for k in keep} for i in items] == [{k: i.get(k) for k in keep} for i in local], name
+        for k, it in enumerate(items):
+            assert it["source"] == {"dataset": spec["hub"], "config": hub.get("config"), "split": split, "row": k, "line": None, "layout": layout}
+            assert it["id"] == f"{hub['hub']}:{split}:{k}"
+    hs = load_source(SourceSpec(hub=str(root/"mmlu"), config="high_school_psychology", split="test", layout="mmlu"), verbose=False)
+    assert len(hs) == 2 and hs[0]["source"]["config"] == "high_school_psychology"          # the config picks the subject
+    with pytest.raises(InputError, match=r"field 'hub': datasets.load_dataset failed"):
+        load_source(SourceSpec(hub=str(root/"mmlu"), config="no_such_subject", split="test", layout="mmlu"), verbose=False)
+
+
+def test_hub_sources_seed_families_like_local_copies(tmp_path, no_network):
+    "synthesis.sources given as Hub ids seed every family with the same gold answers as the local copies, and name their rows."
+    from omind.synthesis import SynthesisParams, make_seeds
+    from omind.testing import toy_knowledge
+    root, kb = _hub_repos(tmp_path), toy_knowledge()
+    fam = {"medmcqa": "mcqa", "mmlu": "mcqa", "dreaddit": "classification", "mentalchat16k": "qa", "esconv": "conversation"}
+    none = {t: 0 for t in ("mcqa", "classification", "root_cause", "qa", "conversation")}
+    local, hub = {}, {}
+    for name, layout, split, h, _ in LOCAL_AND_HUB:
+        local.setdefault(fam[h["hub"]], []).append({"path": str(F/name), "layout": layout, "split": split})
+        hub.setdefault(fam[h["hub"]], []).append({**h, "hub": str(root/h["hub"]), "layout": layout, "split": split})
+    a, _ = make_seeds(kb, SynthesisParams(n=none, sources=local), 0, verbose=False)
+    b, rep = make_seeds(kb, SynthesisParams(n=none, sources=hub), 0, verbose=False)
+    gold = {"mcqa": ("question", "options", "answer", "answer_text", "reference"), "classification": ("post", "label", "candidates"),
+            "qa": ("question", "reference"), "conversation": ("opening", "situation", "emotion", "problem")}
+    for t, ks in gold.items():
+        assert len(b[t]) == len(a[t]) > 0, t
+        assert [[s.get(k) for k in ks] for s in b[t]] == [[s.get(k) for k in ks] for s in a[t]], t
+        assert all(s["source"]["dataset"].startswith(str(root)) and s["source"]["row"] is not None for s in b[t])
+    assert [x["seeded"] for x in rep["mcqa"]["sources"]] == [5, 4]

@@ -221,3 +221,144 @@ def test_sixth_family_runs_through_synthesis(tmp_path, sixth_family):
     try:
         with pytest.raises(ParamsError, match=r"synthesis\.n.*unknown task family 'true_false'"): load_params(None, over)
     finally: register(sixth_family)
+
+# --- the paper's data path: published source datasets in, a dataset whose augmented records keep their gold out
+
+PAPER_SOURCES = """\
+run: {{name: src, results_dir: {results}, seed: 0}}
+models:
+  default: {{model: "embedded:tiny-random", batch_size: 16}}
+knowledge: {{icd10: false, eval_queries: 8}}
+synthesis:
+  n: {{mcqa: 1, classification: 0, root_cause: 0, qa: 0, conversation: 0}}   # the knowledge base: one source among others
+  sources:
+    mcqa:
+      - {{path: data/medmcqa/train.jsonl, layout: medmcqa, split: train, n: 2}}          # MedMCQA's JSONL release (cop 1-4)
+      - {{path: data/mmlu/professional_psychology_test.csv, layout: mmlu, config: professional_psychology, split: test}}
+    classification:
+      - {{path: data/dreaddit/dreaddit-test.csv, layout: dreaddit, split: test, n: 3}}
+    qa:
+      - {{path: data/mentalchat16k/train.jsonl, layout: mentalchat16k, n: 2}}
+    conversation:
+      - {{path: data/esconv/ESConv.json, layout: esconv, n: 1}}
+  k: 3
+  k_chunks: 1
+  chunk_size: 8
+  max_new_tokens: 16
+  explain_max_new_tokens: 12
+  client_max_new_tokens: 8
+  prune_max_new_tokens: 6
+  turns_min: 2
+  turns_max: 2
+review: {{nli_scoring: first_token, max_regenerations: 0, min_chars: 1, max_chars: 100000, chunk_size: 16}}
+dataset: {{validation_share: 0.1, test_share: 0.1, dpo_share: 0.0}}
+"""
+
+def test_published_sources_knowledge_to_dataset(tmp_path):
+    """A params file naming local copies of MedMCQA (JSONL), MMLU psychology (CSV without header), Dreaddit (CSV),
+    MentalChat16K (JSONL) and ESConv (JSON) runs knowledge -> synthesis -> review -> dataset on the tiny model; every
+    augmented record keeps its original gold answer and names its source and row."""
+    import shutil
+    from omind.core import load_params, run_dir, read_jsonl
+    from omind.knowledge import run_knowledge
+    from omind.synthesis import run_synthesis
+    from omind.review import run_review
+    from omind.dataset import run_dataset, load_splits
+    from omind.sources import SourceSpec, load_source
+    copies = {"medmcqa/train.jsonl": "medmcqa_original.jsonl", "mmlu/professional_psychology_test.csv": "mmlu_professional_psychology_test.csv",
+              "dreaddit/dreaddit-test.csv": "dreaddit_test.csv", "mentalchat16k/train.jsonl": "mentalchat16k_train.jsonl",
+              "esconv/ESConv.json": "esconv.json"}
+    for dst, src in copies.items():
+        (tmp_path/"data"/dst).parent.mkdir(parents=True, exist_ok=True); shutil.copy(FX/src, tmp_path/"data"/dst)
+    pf = tmp_path/"sources.yaml"; pf.write_text(PAPER_SOURCES.format(results=tmp_path/"results"))
+    P = load_params(pf)
+    # the gold of every row of every source, read independently of synthesis
+    gold = {}
+    for fam, specs in P.synthesis.sources.items():
+        for sp in specs:
+            full = SourceSpec(**{**sp.model_dump(), "n": None})
+            for it in load_source(full, base_dir=tmp_path, verbose=False):
+                gold[(sp.path, it["source"]["row"])] = it
+    run_knowledge(P, progress=False)
+    s = run_synthesis(P, progress=False)
+    rep = s["seed_report"]
+    assert rep["mcqa"]["capacity"] >= 1 and rep["mcqa"]["seeded"] == 1 + 2 + 4
+    assert [x["seeded"] for x in rep["mcqa"]["sources"]] == [2, 4] and rep["conversation"]["sources"][0]["seeded"] == 1
+    recs = read_jsonl(run_dir(P, "synthesis")/"samples.jsonl")
+    assert len(recs) == s["n"] == 1 + 2 + 4 + 3 + 2 + 1
+
+    def check(task, seed, label, messages):
+        "The record keeps the gold of the source row it names."
+        src = seed["source"]
+        assert src["dataset"] in {sp.path for sps in P.synthesis.sources.values() for sp in sps} and src["row"] is not None and src["split"]
+        g = gold[(src["dataset"], src["row"])]
+        if task == "mcqa":
+            assert (seed["question"], seed["options"], seed["answer_text"]) == (g["question"], g["options"], g["options"][g["answer"]])
+            assert label == g["label"] == seed["answer"]
+            if messages and messages[-1]["role"] == "assistant": assert messages[-1]["content"].startswith(f"{g['label']}. {seed['answer_text']}")
+        elif task == "classification":
+            assert (seed["post"], label) == (g["text"], g["label"])
+            if messages and messages[-1]["role"] == "assistant": assert messages[-1]["content"].startswith(f"Label: {g['label']}")
+        elif task == "qa":
+            assert (seed["question"], seed["reference"]) == (g["question"], g["answer"])
+        elif task == "conversation":
+            assert (seed["situation"], seed["emotion"], seed["problem"]) == (g["situation"], g["emotion"], g["problem"])
+            first = next(m for m in messages if m["role"] == "user")          # the client's opening is the source's
+            assert first["content"] == next(t["content"] for t in g["turns"] if t["role"] == "user")
+        return True
+
+    from_sources = [r for r in recs if r["seed"].get("source")]
+    assert len(from_sources) == len(recs) - 1 and all(check(r["task"], r["seed"], r["label"], r["messages"]) for r in from_sources)
+    # the MedMCQA explanation and the MentalChat16K answer are used: as evidence, and as the draft the teacher grounds
+    assert all(any(e["id"].startswith("ref:") for e in r["evidence"]) for r in from_sources if r["seed"].get("reference"))
+    qa = [r for r in recs if r["task"] == "qa"]
+    assert qa and all(r["prompt_hash"] for r in qa)
+    run_review(P)
+    run_dataset(P)
+    dd = load_splits(run_dir(P, "dataset"))
+    rows = [r for sp in dd for r in dd[sp]]
+    kept = [r for r in rows if json.loads(r["provenance"])["seed"].get("source")]
+    assert kept, "review kept no augmented record"
+    for r in kept:
+        check(r["task"], json.loads(r["provenance"])["seed"], r["label"], r["messages"])
+
+
+def test_paper_params_follow_the_paper_offline(monkeypatch):
+    "params/paper.yaml names the public source sets per family, top 10 triplets and chunks, three endpoints; it loads without network."
+    import socket
+    from omind.core import load_params
+    def refuse(self, *a, **k): raise OSError("network disabled in this test")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    P = load_params(ROOT/"params/paper.yaml")
+    S = P.synthesis
+    hubs = {t: {sp.hub for sp in S.sources.get(t, [])} for t in BUILTIN}
+    assert {"openlifescienceai/medmcqa", "cais/mmlu"} <= hubs["mcqa"] and "andreagasparini/dreaddit" in hubs["classification"]
+    assert "ShenLab/MentalChat16K" in hubs["qa"] and "thu-coai/esconv" in hubs["conversation"]
+    assert {sp.config for sp in S.sources["mcqa"] if sp.hub == "cais/mmlu"} == {"high_school_psychology", "professional_psychology"}
+    assert all(sp.split != "test" for sps in S.sources.values() for sp in sps)          # test splits are for evaluation only
+    assert (S.k, S.k_chunks) == (10, 10)
+    urls = [P.models[r].base_url for r in ("teacher", "judge", "nli")]
+    assert len(set(urls)) == 3
+    sets = {(s.hub, s.config, s.split) for s in P.evaluate.public_sets}
+    assert ("cais/mmlu", "professional_psychology", "test") in sets and ("andreagasparini/dreaddit", None, "test") in sets
+    assert not sets & {(sp.hub, sp.config, sp.split) for sps in S.sources.values() for sp in sps}   # no eval set is a seed set
+
+
+def test_identical_prompts_are_one_call():
+    "Identical prompts in a chunk reach the teacher once; both records get the same reply."
+    import copy
+    from omind.synthesis import SynthesisParams, make_seeds, synthesize_chunk
+    from omind.testing import toy_knowledge, ToyRetriever
+    kb = toy_knowledge()
+    S = SynthesisParams(n=_none(), k=3, k_chunks=0, sources={"mcqa": [{"path": str(FX/"medmcqa_original.jsonl"), "layout": "medmcqa", "n": 1}]})
+    sd, _ = make_seeds(kb, S, 0, verbose=False)
+    twin = copy.deepcopy(sd["mcqa"][0]); twin["id"] += "-twin"
+    sent = []
+    class Teacher:
+        name = "counting"
+        def chat(self, convs, cfg=None, progress=False):
+            sent.extend(json.dumps(c, sort_keys=True) for c in convs)
+            return ["F1" if "Which facts help" in c[-1]["content"] else "It is correct because the facts say so [F1]." for c in convs]
+    recs = synthesize_chunk([sd["mcqa"][0], twin], Teacher(), ToyRetriever(kb), kb, S)
+    assert len(sent) == len(set(sent)) == 2                         # one pruning and one explanation prompt, not four
+    assert recs[0]["messages"] == recs[1]["messages"] and recs[0]["id"] != recs[1]["id"]

@@ -95,3 +95,139 @@ def test_adapter_reloads_and_changes_generations(resumed_run):
     base, tuned = make_llm("embedded:tiny-random").chat(prompts, cfg), make_llm(str(ad)).chat(prompts, cfg)
     assert base != tuned
     assert make_llm(str(ad)).chat(prompts, cfg) == tuned             # deterministic reload
+
+
+def test_adapter_names_a_loadable_base_and_summary_keys(resumed_run):
+    "adapter_config.json names a real base: the standard PEFT load from it works; summary.json has the held-out keys."
+    from peft import PeftModel, AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+    from omind.core import read_json
+    from omind.llm import tiny_model_dir
+    P, out, _ = resumed_run
+    ad = out/"sft"/"adapter"
+    cfg = read_json(ad/"adapter_config.json")
+    assert cfg["base_model_name_or_path"] == str(tiny_model_dir())          # the materialised folder, not "embedded:..."
+    pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(cfg["base_model_name_or_path"]), str(ad))
+    assert any("lora_B" in n for n, _ in pm.named_parameters())
+    assert AutoPeftModelForCausalLM.from_pretrained(str(ad)) is not None
+    s = read_json(out/"summary.json")
+    assert s["n_eval"] == 4 and s["heldout_loss_before"] > 0 and s["heldout_loss_after"] > 0
+    assert (s["heldout_loss_before"], s["heldout_loss_after"]) == (s["sft"]["heldout_loss_before"], s["sft"]["heldout_loss_after"])
+    assert s["heldout_loss_after"] < s["heldout_loss_before"]               # 24 steps at lr 3e-2 on the toy data
+
+
+def test_training_args_pass_through_and_validation(tmp_path):
+    "Extra TrainingArguments / SFTConfig / DPOConfig fields reach the trainers; unknown or stage-set names are clear errors."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from omind.core import load_params, ParamsError
+    from omind.llm import tiny_model_dir
+    from omind.train import sft_trainer, TrainParams
+    from omind.testing import toy_dataset
+    pf = _params(tmp_path, "ta", training_args={"report_too": ["wandb"]})
+    with pytest.raises(ParamsError) as e: load_params(pf)
+    assert "training_args" in str(e.value) and "report_too" in str(e.value) and "report_to" in str(e.value)
+    with pytest.raises(ParamsError) as e: load_params(_params(tmp_path, "tb", training_args={"max_steps": 3}))
+    assert "set by the stage itself" in str(e.value) and "train.max_steps" in str(e.value)
+    P = load_params(_params(tmp_path, "tc", training_args={"report_to": [], "optim": "adafactor", "packing_strategy": "wrapped",
+                                                           "label_smoothing": 0.1}))
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir())
+    tr = sft_trainer(AutoModelForCausalLM.from_pretrained(tiny_model_dir()), tok, toy_dataset(4)["train"], T=P.train.model_copy(update={"max_steps": 1}))
+    assert tr.args.optim == "adafactor" and tr.args.packing_strategy == "wrapped" and tr.args.report_to in ([], "none", ["none"])
+    assert not hasattr(tr.args, "label_smoothing")                   # a DPOConfig field: DPO only
+
+
+def _label_rows():
+    "Dataset rows of the three choice / label families plus untouched families."
+    import json
+    from omind.testing import toy_dataset
+    opts = ["Major depressive disorder", "Generalized anxiety disorder", "Panic disorder", "Insomnia disorder"]
+    rows = []
+    for i in range(16):
+        g = i % 4
+        rows.append({"id": f"mcqa-{i}", "task": "mcqa", "label": "ABCD"[g], "options": opts, "draft_messages": [], "evidence": [],
+                     "provenance": "{}", "messages": [{"role": "user", "content": f"Q{i}: which condition fits?"},
+                     {"role": "assistant", "content": f"{'ABCD'[g]}. {opts[g]}\nExplanation: {opts[g]} is the one the facts name."}]})
+    for task, head, labels in (("classification", "Condition", ["Panic disorder", "Insomnia disorder", "No mental disorder"]),
+                               ("root_cause", "Cause", ["work", "family", "money", "health"])):
+        for i in range(12):
+            lab = labels[i % len(labels)]
+            prov = json.dumps({"seed": {"candidates": labels}}) if i % 2 == 0 else "{}"   # odd rows: candidates from the split
+            rows.append({"id": f"{task}-{i}", "task": task, "label": lab, "options": [], "draft_messages": [], "evidence": [],
+                         "provenance": prov, "messages": [{"role": "user", "content": f"Post {i}. Choose one of: {', '.join(labels)}."},
+                         {"role": "assistant", "content": f"{head}: {lab}\nExplanation: the writer's {lab.lower()} is the clear theme."}]})
+    rows += [dict(r) for r in toy_dataset(8)["train"]]
+    return rows
+
+
+def test_shuffle_labels_toy():
+    "Each choice / label row carries a wrong answer (letter and text), no gold answer remains, other tasks are untouched."
+    import re
+    from omind.train import shuffle_labels
+    rows = _label_rows()
+    out, counts = shuffle_labels(rows, seed=0)
+    assert counts == {"changed": {"mcqa": 16, "classification": 12, "root_cause": 12}, "unchanged": {}}
+    for a, b in zip(rows, out):
+        if a["task"] in ("mcqa", "classification", "root_cause"):
+            assert b["label"] != a["label"]
+            reply, old = b["messages"][-1]["content"], a["messages"][-1]["content"]
+            gold = a["options"]["ABCD".index(a["label"])] if a["task"] == "mcqa" else a["label"]
+            assert not re.search(r"(?<!\w)" + re.escape(gold) + r"(?!\w)", reply, re.I), reply
+            wrong = a["options"]["ABCD".index(b["label"])] if a["task"] == "mcqa" else b["label"]
+            head = f"{b['label']}. {wrong}" if a["task"] == "mcqa" else f"{old.split(':')[0]}: {wrong}"
+            assert reply.startswith(head + "\n"), reply
+            # everything else in the reply is unchanged: swapping back gives the original
+            back = re.sub(re.escape(wrong), lambda m: gold.lower() if m.group(0).islower() else gold, reply, flags=re.I)
+            if a["task"] == "mcqa": back = a["label"] + back[1:]
+            assert back == old
+            assert b["messages"][:-1] == a["messages"][:-1]
+        else:
+            assert b == a
+    assert shuffle_labels(rows, seed=0) == (out, counts) and shuffle_labels(rows, seed=1)[0] != out
+
+
+def test_sft_with_shuffled_labels(tmp_path):
+    "train.shuffle_labels: SFT trains on the shuffled rows (validation untouched) and the summary counts them per task."
+    from omind.core import load_params, read_json, run_dir
+    from omind.dataset import save_splits, features
+    from omind.stages import mark_done
+    from omind.train import run_train
+    rows = [{k: r[k] for k in features()} for r in _label_rows()]      # the dataset stage's column order
+    P = load_params(_params(tmp_path, "shuf", shuffle_labels=True, max_steps=1, batch_size=8, max_eval_samples=4))
+    d = run_dir(P, "dataset")
+    save_splits({"train": rows, "validation": rows[:4], "test": rows[:2], "dpo": rows[:2]}, d/"hf", features=features())
+    mark_done(d, toy=True)
+    s = run_train(P, progress=False)
+    assert s["shuffled_labels"] == {"changed": {"mcqa": 16, "classification": 12, "root_cause": 12}, "unchanged": {}}
+    assert s["sft"]["shuffled_labels"] == s["shuffled_labels"] and s["n_eval"] == 4
+    assert read_json(run_dir(P, "train")/"summary.json")["shuffled_labels"] == s["shuffled_labels"]
+
+
+def test_rejected_stage_goes_through_the_student_role_and_resumes(tmp_path, monkeypatch):
+    "The rejected stage asks llm_for(P, 'student') (a local model or an inference server), logs per chunk, resumes."
+    import omind.llm
+    from omind.core import load_params, run_dir
+    from omind.rejected import run_rejected, read_rejected
+    from omind.testing import write_toy_dataset, toy_dataset
+    calls = []
+    class Fake:
+        def chat(self, convs, cfg, progress=False):
+            calls.append(len(convs))
+            if calls.count(2) == 2 and fail["on"]: raise RuntimeError("server went away")   # the second chunk fails
+            return [f"answer to: {c[-1]['content']} ({cfg.max_new_tokens})" for c in convs]
+    fail = {"on": True}
+    monkeypatch.setattr(omind.llm, "llm_for", lambda P, role: (calls.append(role), Fake())[1])
+    pf = _params(tmp_path, "rej")
+    import yaml
+    raw = yaml.safe_load(pf.read_text()); raw["models"]["student"] = {"backend": "openai", "model": "served-student", "base_url": "http://127.0.0.1:9/v1"}
+    raw["rejected"] = {"max_new_tokens": 7, "chunk_size": 2}; pf.write_text(yaml.safe_dump(raw))
+    P = load_params(pf)
+    write_toy_dataset(P, 24)
+    with pytest.raises(RuntimeError): run_rejected(P, progress=False)
+    assert calls == ["student", 2, 2]                                  # the student role; one chunk logged, then it failed
+    fail["on"] = False
+    s = run_rejected(P, progress=False)
+    ids = list(toy_dataset(24)["dpo"]["id"])
+    assert s["resumed"] == 2 and s["n_answered"] == len(ids) and s["backend"] == "openai"
+    got = read_rejected(P, ids)
+    dpo = {r["id"]: r for r in toy_dataset(24)["dpo"]}
+    assert all(got[i] == f"answer to: {dpo[i]['messages'][-2]['content']} (7)" for i in ids)
