@@ -239,7 +239,7 @@ def finish_stage(P: Params, name: str, **facts) -> Path:
     d = run_dir(P, name)
     key = read_json(d/"stage.json").get("key") if (d/"stage.json").exists() else stage_key(P, name)
     usage = stage_usage(name)
-    if usage is not None and "usage" not in facts:
+    if usage and "usage" not in facts:               # stages without LLM calls record none
         facts["usage"] = usage
         if (d/"summary.json").exists():
             summ = read_json(d/"summary.json")
