@@ -23,15 +23,15 @@ from .core_eval import (EvalSetSpec, load_eval_set, check_core_task, core_famili
                              heldout_items, training_keys, core_baselines, core_table, paired_table)
 
 # %% auto #0
-__all__ = ['COUNSELLOR_PROMPT', 'CORE_MODES', 'ITEM_COLUMNS', 'PAIR_CONTEXT', 'PAIR_COLUMNS', 'CandidateSpec', 'HeldoutParams',
-           'ControlParams', 'NllParams', 'EvaluateParams', 'load_instances', 'splice', 'gold_turns',
-           'resolve_candidate', 'with_system', 'file_digest', 'model_fingerprint', 'eval_models', 'load_model',
-           'job_key', 'run_jobs', 'gen_job', 'generation_jobs', 'reply_of', 'generate', 'core_items',
-           'item_fingerprint', 'score_core', 'core_predictions_of', 'nll_convs', 'score_nll', 'nll_tables',
-           'rubric_jobs', 'judge_jobs', 'item_table', 'aggregate_rubric', 'safety_summary', 'pair_jobs_for',
-           'pair_jobs', 'pair_table', 'win_table', 'control_units', 'control_gen_jobs', 'control_pair_jobs',
-           'control_summary', 'calibrate', 'mark_gated', 'training_summary', 'run_evaluate', 'json_safe', 'headline',
-           'evaluation_report', 'evaluate_figure_set', 'figures_evaluate']
+__all__ = ['COUNSELLOR_PROMPT', 'ADAPTER_RECORD_FILES', 'CORE_MODES', 'ITEM_COLUMNS', 'PAIR_CONTEXT', 'PAIR_COLUMNS',
+           'CandidateSpec', 'HeldoutParams', 'ControlParams', 'NllParams', 'EvaluateParams', 'load_instances', 'splice',
+           'gold_turns', 'resolve_candidate', 'with_system', 'file_digest', 'adapter_identity', 'model_fingerprint',
+           'eval_models', 'load_model', 'job_key', 'run_jobs', 'gen_job', 'generation_jobs', 'reply_of', 'generate',
+           'core_items', 'item_fingerprint', 'score_core', 'core_predictions_of', 'nll_convs', 'score_nll',
+           'nll_tables', 'rubric_jobs', 'judge_jobs', 'item_table', 'aggregate_rubric', 'safety_summary',
+           'pair_jobs_for', 'pair_jobs', 'pair_table', 'win_table', 'control_units', 'control_gen_jobs',
+           'control_pair_jobs', 'control_summary', 'calibrate', 'mark_gated', 'training_summary', 'run_evaluate',
+           'json_safe', 'headline', 'evaluation_report', 'evaluate_figure_set', 'figures_evaluate']
 
 # %% ../nbs/08_evaluate.ipynb #677f5782
 COUNSELLOR_PROMPT = ("You are a warm, careful mental-health support counsellor. Listen, reflect feelings, ask open "
@@ -181,6 +181,20 @@ def file_digest(path, block: int = 1 << 20) -> str:
         for b in iter(lambda: f.read(block), b""): h.update(b)
     return h.hexdigest()
 
+ADAPTER_RECORD_FILES = ("README.md", "training_args.bin")   # written by training, no effect on outputs (and run-specific paths)
+
+def adapter_identity(folder) -> list:
+    """What makes an adapter folder's outputs: every file's digest except the training records, with
+    `adapter_config.json` read as JSON and its lists sorted (PEFT writes `target_modules`, a set, in any order)."""
+    out = []
+    for f in sorted(Path(folder).iterdir()):
+        if not f.is_file() or f.name in ADAPTER_RECORD_FILES: continue
+        if f.name == "adapter_config.json":
+            cfg = json.loads(f.read_text())
+            out.append((f.name, stable_hash({k: sorted(map(str, v)) if isinstance(v, list) else v for k, v in cfg.items()})))
+        else: out.append((f.name, file_digest(f)))
+    return out
+
 def model_fingerprint(spec: ModelSpec | str) -> str:
     "Identity of the model a ModelSpec (or model name) names: what made a record, for keys that must miss when it changes."
     from omind.llm import resolve_model
@@ -191,8 +205,7 @@ def model_fingerprint(spec: ModelSpec | str) -> str:
     if (p/"adapter_config.json").exists():
         base = json.loads((p/"adapter_config.json").read_text()).get("base_model_name_or_path")
         base_fp = model_fingerprint(spec.model_copy(update={"model": base})) if base else None
-        files = sorted(f for f in p.iterdir() if f.is_file())
-        return stable_hash({"adapter": [(f.name, file_digest(f)) for f in files], "base": base_fp, "dtype": spec.dtype})
+        return stable_hash({"adapter": adapter_identity(p), "base": base_fp, "dtype": spec.dtype})
     if p.is_dir():
         return stable_hash({"dir": sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in p.iterdir() if f.is_file()),
                             "dtype": spec.dtype})

@@ -84,9 +84,11 @@ def _norm_label(name: str) -> str:
 
 # %% ../nbs/04_review.ipynb #9cf8f5cb
 class HFNLI:
-    "NLI with a Hugging Face sequence-classification model (path or Hub id)."
-    def __init__(self, model: str, batch_size: int = 32, device: str = "cpu", max_length: int = 512):
+    "NLI with a Hugging Face sequence-classification model (path or Hub id), on the GPU when there is one (`device='auto'`)."
+    def __init__(self, model: str, batch_size: int = 32, device: str = "auto", max_length: int = 512):
+        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tok = AutoTokenizer.from_pretrained(model)
         self.model = AutoModelForSequenceClassification.from_pretrained(model).to(device).eval()
         self.labels = [_norm_label(self.model.config.id2label[i]) for i in range(self.model.config.num_labels)]
