@@ -514,10 +514,12 @@ def paired_table(pred_rows, baseline: str, rounds: int = 2000, ci: float = 0.95,
         j = b[["id", "correct"]].merge(g[["id", "correct"]], on="id", suffixes=("_a", "_b"))
         a_c, b_c = [bool(x) for x in j["correct_a"]], [bool(x) for x in j["correct_b"]]
         pb, mc = paired_bootstrap([float(x) for x in a_c], [float(x) for x in b_c], rounds, ci, seed), mcnemar_exact(a_c, b_c)
-        n = mc["n"]
+        n, disc = mc["n"], mc["n01"] + mc["n10"]
+        # the observed discordant share sizes the MDE; with no discordant pair that share is 0 and says nothing, so the
+        # conservative planned share (0.5) stands in: n = 1 then shows an MDE of ~200 points, not 0
         rows.append({"candidate": m, "baseline": baseline, "set": st, "task": task, "method": meth, "n": n, "diff": pb["diff"],
                      "lo": pb["lo"], "hi": pb["hi"], "p": mc["p"], "n01": mc["n01"], "n10": mc["n10"],
-                     "mde": min_detectable_effect(n, (mc["n01"] + mc["n10"]) / n, alpha, power) if n else float("nan"),
+                     "mde": (min_detectable_effect(n, disc / n, alpha, power) if disc else planned_mde(n, alpha, power)) if n else float("nan"),
                      "mde_planned": planned_mde(n, alpha, power)})
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 

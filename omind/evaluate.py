@@ -585,6 +585,8 @@ def control_summary(pairs_df, E: EvaluateParams) -> dict:
              "winrate": ws.get("winrate"), "lo": ws.get("winrate_lo"), "hi": ws.get("winrate_hi")}
         if name == "null": r["covers_parity"] = None if not outs else bool(r["lo"] <= 50 <= r["hi"])
         else: r["gold_wins"] = None if not outs else bool(r["lo"] > 50)
+        # every pair the same verdict (an always-"A" judge makes every swapped pair a tie): the control cannot fail, so it shows nothing
+        r["degenerate"] = None if not outs else len({(o["win"], o["tie"], o["lose"]) for o in outs}) == 1
         out[name] = r
     return out
 
@@ -812,11 +814,13 @@ def evaluation_report(report: dict) -> str:
         if "null" in ctl:
             n = ctl["null"]
             L.append(f"- null test ({base} against itself, two sampling seeds, sets {', '.join(n['sets'])}): n={n['n']}, win rate {_ci(n['winrate'], n['lo'], n['hi'])}%, "
-                     f"win / tie / lose {_fmt(n['win'])} / {_fmt(n['tie'])} / {_fmt(n['lose'])}%: " + ("covers parity" if n["covers_parity"] else "does NOT cover parity" if n["covers_parity"] is not None else "no verdicts"))
+                     f"win / tie / lose {_fmt(n['win'])} / {_fmt(n['tie'])} / {_fmt(n['lose'])}%: " + ("covers parity" if n["covers_parity"] else "does NOT cover parity" if n["covers_parity"] is not None else "no verdicts")
+                     + (" (degenerate: every pair got the same verdict, so this control could not have failed)" if n.get("degenerate") else ""))
         if "positive" in ctl:
             p = ctl["positive"]
             L.append(f"- positive control (gold counsellor turn against {base}): n={p['n']}, gold win rate {_ci(p['winrate'], p['lo'], p['hi'])}%: "
-                     + ("gold wins" if p["gold_wins"] else "gold does NOT win" if p["gold_wins"] is not None else "no verdicts"))
+                     + ("gold wins" if p["gold_wins"] else "gold does NOT win" if p["gold_wins"] is not None else "no verdicts")
+                     + (" (degenerate: every pair got the same verdict)" if p.get("degenerate") else ""))
     s = report.get("safety") or {}
     if s.get("by_model"):
         L += ["", "Safety items met on crisis instances: " + (f"not reported: {label}." if not ok else
@@ -1017,8 +1021,8 @@ def evaluate_figure_set(report: dict) -> dict:
                 else: ax.text(50, yy, "n/a", ha="center", va="center", fontsize=8)
             ax.axvline(50, color="k", lw=0.8, ls="--"); ax.set_xlim(0, 100)
             def lab(k, c):
-                if k.startswith("null"): return f"null test (self vs self)\nn {c.get('n', '?')}, covers parity: {c.get('covers_parity', 'n/a')}"
-                if k.startswith("positive"): return f"positive control (gold vs base)\nn {c.get('n', '?')}, gold wins: {c.get('gold_wins', 'n/a')}"
+                if k.startswith("null"): return f"null test (self vs self)\nn {c.get('n', '?')}, covers parity: {c.get('covers_parity', 'n/a')}" + (" (degenerate)" if c.get("degenerate") else "")
+                if k.startswith("positive"): return f"positive control (gold vs base)\nn {c.get('n', '?')}, gold wins: {c.get('gold_wins', 'n/a')}" + (" (degenerate)" if c.get("degenerate") else "")
                 return f"{k}\nn {c.get('n', '?')}"
             ax.set_yticks(y, [lab(k, c) for k, c in rows], fontsize=7); ax.set_ylim(-0.7, len(rows) - 0.3)
             ax.set_xlabel("win rate % (95% CI)"); ax.set_title("Controls of the win-rate judge" + (" (judge failed)" if gated else ""), fontsize=10)

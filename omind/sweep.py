@@ -17,7 +17,7 @@ from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_
 
 # %% auto #0
 __all__ = ['SWEEP_KEYS', 'MARKERS', 'CORE_METHODS', 'MISSING', 'SweepError', 'Variant', 'Sweep', 'grid_variants', 'load_sweep',
-           'write_variant_params', 'stage_roles', 'share_key', 'store_dir', 'ingest', 'link_shared', 'gpu_ids',
+           'write_variant_params', 'stage_roles', 'share_key', 'store_dir', 'ingest', 'link_shared', 'adopt', 'gpu_ids',
            'sweep_table', 'run_sweep', 'fmt_ci', 'gate_text', 'read_reports', 'sweep_tables', 'sweep_figures',
            'add_sweep_parser', 'sweep_main', 'sweep_figures_main']
 
@@ -25,7 +25,7 @@ __all__ = ['SWEEP_KEYS', 'MARKERS', 'CORE_METHODS', 'MISSING', 'SweepError', 'Va
 class SweepError(ValueError):
     "A sweep file is malformed or a variant's overrides do not validate: the message names the file, line and key."
 
-SWEEP_KEYS = ("name", "base", "description", "set", "stages", "variants", "grid")
+SWEEP_KEYS = ("name", "base", "description", "set", "stages", "variants", "grid", "reuse")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 @dataclass
@@ -46,6 +46,7 @@ class Sweep:
     variants: list
     stages: tuple
     P_base: Params
+    reuse: list = field(default_factory=list)   # params of finished runs whose stages the variants may adopt
 
     @property
     def results(self) -> Path:
@@ -161,6 +162,15 @@ def load_sweep(sweep_file, sets=()) -> Sweep:
         stages = tuple(s for s in STAGE_NAMES if s in stages)
     try: P_base = load_params(base, sets=_set_items(common) + list(sets))
     except ParamsError as e: raise SweepError(f"{path}: base {base}: {e}") from None
+    reuse = d.get("reuse") or []
+    if not isinstance(reuse, list) or not all(isinstance(r, str) for r in reuse):
+        raise SweepError(f"{_where(path, ['reuse'])}: key 'reuse' must be a list of params files of finished runs, e.g. [params/smoke.yaml]")
+    P_reuse = []
+    for j, r in enumerate(reuse):
+        f = next((p for p in (Path(r), project_root()/r, path.parent/r) if p.exists()), None)
+        if f is None: raise SweepError(f"{_where(path, ['reuse', j])}: reuse: params file not found: {r}")
+        try: P_reuse.append(load_params(f))
+        except ParamsError as e: raise SweepError(f"{_where(path, ['reuse', j])}: reuse {r}: {e}") from None
     out, seen = [], set()
     for i, v in enumerate(raw_vars):
         keys = ["variants", i] if locs is not None else ["grid"]
@@ -178,7 +188,7 @@ def load_sweep(sweep_file, sets=()) -> Sweep:
         try: P = load_params(base, sets=items)
         except ParamsError as e: raise SweepError(f"{_where(path, keys)}: variant '{vn}': {e}") from None
         out.append(Variant(vn, merged, P, resolve_path(P_base.run.results_dir)/name/"params"/f"{vn}.yaml", _line(path, keys)))
-    return Sweep(name, path, base, out, stages, P_base)
+    return Sweep(name, path, base, out, stages, P_base, P_reuse)
 
 def write_variant_params(sw: Sweep) -> list:
     "Write each variant's resolved params to `results/<sweep>/params/<variant>.yaml` (only when changed); returns the paths."
@@ -303,6 +313,19 @@ def link_shared(P: Params, name: str, store: Path) -> Path:
     atomic_write_json(mp, man)
     return d
 
+def adopt(P_src: Params, name: str, store: Path, skey: str) -> Path:
+    "Copy finished stage `name` of run `P_src` (a `reuse:` run outside the sweep) into `store`; the source run is left as it is."
+    d = run_dir(P_src, name)
+    if not stage_done(P_src, name): raise FileNotFoundError(f"stage '{name}' of run '{P_src.run.name}' is not done under the current code and params: nothing to adopt")
+    if store.exists(): _rm(store)                                   # left by an interrupted adoption (no done.json yet)
+    tmp = store.with_name(store.name + ".adopting")
+    if tmp.exists(): _rm(tmp)
+    shutil.copytree(d, tmp, symlinks=False, ignore=shutil.ignore_patterns(*MARKERS))   # links into another store are copied as files
+    os.replace(tmp, store)
+    atomic_write_json(store/"done.json", {"stage": name, "share_key": skey, "owner": P_src.run.name, "ingested": _now(), "adopted": True,
+                                          "facts": {k: v for k, v in read_json(d/"done.json").items() if k not in ("stage", "key", "finished", "shared_with", "store")}})
+    return store
+
 # %% ../nbs/11b_sweep.ipynb #7e43881a
 def gpu_ids() -> list:
     "The GPUs this process may use (`CUDA_VISIBLE_DEVICES` when set, else what torch sees)."
@@ -333,7 +356,7 @@ class _SweepState:
     def __init__(self, sw: Sweep):
         self.lock, self.refreshed, self.now = threading.Lock(), set(), {v.name: {"ran": [], "shared": [], "skipped": [], "error": None} for v in sw.variants}
 
-def _run_variant(sw: Sweep, v: Variant, stages: list, groups: dict, skeys: dict, state: _SweepState, force: bool,
+def _run_variant(sw: Sweep, v: Variant, stages: list, groups: dict, skeys: dict, sources: dict, state: _SweepState, force: bool,
                  gpu: Optional[str], log_output: bool, callback: Optional[Callable], quiet: bool):
     now = state.now[v.name]
     say = (lambda *a: None) if quiet else (lambda s: print(f"  {v.name:<16} {s}", flush=True))
@@ -341,14 +364,17 @@ def _run_variant(sw: Sweep, v: Variant, stages: list, groups: dict, skeys: dict,
         if callback: callback(v.name, name)
         skey = skeys[v.name][name]
         members = groups[(name, skey)]
+        src = sources.get((name, skey))                              # a `reuse:` run that finished this very stage
         t0 = time.time()
-        if len(members) < 2:
+        if len(members) < 2 and src is None:
             if not force and stage_done(v.P, name): now["skipped"].append(name); say(f"{name:<10} up to date"); continue
             _exec_stage(v, name, force, gpu, log_output); now["ran"].append(name)
             say(f"{name:<10} ran in {time.time() - t0:.0f} s"); continue
         store = store_dir(sw, name, skey)
         with _store_lock(sw, name, skey):
             first_forced = force and (name, skey) not in state.refreshed
+            if src is not None and not first_forced and not (store/"done.json").exists() and not stage_done(v.P, name):
+                adopt(src, name, store, skey)
             if first_forced or (not (store/"done.json").exists() and not stage_done(v.P, name)):
                 _exec_stage(v, name, force, gpu, log_output)
                 if first_forced and store.exists():          # the old copy goes aside only once the new one exists
@@ -378,6 +404,16 @@ def _groups(sw: Sweep, stages: list) -> tuple:
         for n in stages: groups.setdefault((n, skeys[v.name][n]), []).append(v.name)
     return groups, skeys
 
+def _reusable(sw: Sweep, stages: list, groups: dict) -> dict:
+    "(stage, share key) -> the `reuse:` run whose finished stage the variants with that key adopt instead of computing it."
+    out = {}
+    for P in sw.reuse:
+        memo = {}
+        for n in stages:
+            k = share_key(P, n, memo)
+            if (n, k) in groups and (n, k) not in out and stage_done(P, n): out[(n, k)] = P
+    return out
+
 def sweep_table(sw: Sweep, state: Optional[_SweepState] = None, stages=None):
     "One row per variant from its manifest: stages computed, shared (with whom), up to date this time, seconds, status."
     import pandas as pd
@@ -405,6 +441,7 @@ def run_sweep(sweep_file, only: Optional[str] = None, start: Optional[str] = Non
     stages = [s.name for s in select_stages(avail, only, start)]
     write_variant_params(sw)
     groups, skeys = _groups(sw, stages)
+    sources = _reusable(sw, stages, groups)
     state = _SweepState(sw)
     gpus = gpu_ids() if jobs > 1 else []
     if jobs > 1 and not gpus and not quiet:
@@ -416,7 +453,7 @@ def run_sweep(sweep_file, only: Optional[str] = None, start: Optional[str] = Non
 
     def one(i, v, gpu):
         t0 = time.time()
-        try: _run_variant(sw, v, stages, groups, skeys, state, force, gpu, log_output, callback, quiet)
+        try: _run_variant(sw, v, stages, groups, skeys, sources, state, force, gpu, log_output, callback, quiet)
         except (PipelineError, FileNotFoundError, ParamsError) as e:
             state.now[v.name]["error"] = str(e).splitlines()[0][:300]
         if not quiet:

@@ -49,3 +49,13 @@ def llama_server(tmp_path_factory):
 @pytest.fixture
 def fake_key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, FAKE_KEY); return KEY_ENV
+
+
+@pytest.fixture
+def sixth_family():
+    "The toy task family of omind.testing, registered in one place for the test and removed afterwards."
+    from omind.tasks import register, unregister
+    from omind.testing import toy_task_family
+    fam = register(toy_task_family())
+    yield fam
+    unregister(fam.name)

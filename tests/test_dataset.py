@@ -129,16 +129,6 @@ def test_bad_dataset_params():
     with pytest.raises(ParamsError, match="dataset.dpo_share"): load_params(None, {"dataset": {"dpo_share": -0.1}})
 
 
-@pytest.fixture
-def sixth_family():
-    "The toy task family of omind.testing, registered in one place for the test and removed afterwards."
-    from omind.tasks import register, unregister
-    from omind.testing import toy_task_family
-    fam = register(toy_task_family())
-    yield fam
-    unregister(fam.name)
-
-
 def test_sixth_family_through_review_into_dataset(tmp_path, sixth_family):
     "A family registered with one call is synthesised on the tiny model, reviewed (funnel, verdicts) and lands in the DatasetDict and its card."
     import pandas as pd

@@ -74,9 +74,10 @@ def test_params_files_validate():
         assert set(S.n) <= set(BUILTIN)
     P = load_params(ROOT/"params/smoke.yaml")
     total = sum(P.synthesis.count(t) for t in BUILTIN)
-    # the 10-minute smoke target asks for >= 200 kept samples; review keeps ~89% (227 of 256 in the smoke run), so
-    # the seeds must allow >= 200 even at an 85% keep rate
-    assert total * 0.85 >= 200 and all(P.synthesis.count(t) > 0 for t in BUILTIN)
+    # smoke spends most of its 30 minutes on evidence (held-out sets under three models); of what synthesis gets, most
+    # goes to the knowledge-bearing families built in code (MCQA, classification), and every family is exercised
+    kb_bearing = P.synthesis.count("mcqa") + P.synthesis.count("classification")
+    assert total >= 100 and kb_bearing >= 0.75 * total and all(P.synthesis.count(t) > 0 for t in BUILTIN)
 
 def test_bad_params_named(tmp_path):
     from omind.core import load_params, ParamsError
@@ -184,15 +185,6 @@ def test_seeds_from_real_knowledge_base():
     from omind.synthesis import SynthesisParams, SeedShortfall
     with pytest.raises(SeedShortfall, match=r"synthesis\.n\.qa asks for 57000 seeds but the knowledge base allows at most"):
         make_seeds(kb, SynthesisParams(n={"mcqa": 0, "classification": 0, "root_cause": 0, "qa": 57000, "conversation": 0}), 0, verbose=False)
-
-@pytest.fixture
-def sixth_family():
-    "The toy task family of omind.testing, registered in one place for the test and removed afterwards."
-    from omind.tasks import register, unregister
-    from omind.testing import toy_task_family
-    fam = register(toy_task_family())
-    yield fam
-    unregister(fam.name)
 
 def test_sixth_family_runs_through_synthesis(tmp_path, sixth_family):
     "A family registered with one call is validated in params, seeded, generated on the tiny model and counted."
