@@ -481,7 +481,7 @@ def run_sweep(sweep_file, only: Optional[str] = None, start: Optional[str] = Non
     return table
 
 # %% ../nbs/11b_sweep.ipynb #0ad63ef7
-CORE_METHODS = ("letter_calibrated", "label_ll", "option_text", "letter_raw", "generate")
+CORE_METHODS = ("letter_calibrated", "label_calibrated", "label_ll", "option_text", "letter_raw", "generate")   # the headline method of a set: prior removed first
 MISSING = "—"
 
 def _num(x):
