@@ -23,9 +23,18 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 PARAMS ?= params/smoke.yaml
 STAMP := $(VENV)/.omind-installed
 SERVER_STAMP := $(VENV)/.omind-server-installed
-# llama-cpp-python compiles from source (about 8 minutes on 2 cores): its wheel is kept here and reused by new venvs
-WHEELS ?= $(HOME)/.cache/omind/wheels
-LLAMA_CPP := llama-cpp-python==0.3.36
+# llama-cpp-python compiles from source (about 5-8 minutes on 2 cores). The build must run on every x86-64 machine
+# we use, not only on the one that compiled it: ggml's native detection (GGML_NATIVE) compiles in whatever the build
+# CPU advertises, and on a VM that advertises AMX without granting the tiles, the first batched prompt dies with
+# SIGILL at `tilezero`. So native detection, AVX-512 and AMX are off and the instruction set is fixed (AVX2 + FMA +
+# F16C, which every x86-64 machine of the last decade has). The wheel is cached under a folder keyed by the package
+# version and these flags (a wheel built with other flags is never reused), and pip's own wheel cache is bypassed
+# (`--no-cache-dir`), because it hands back an old native build even when CMAKE_ARGS change.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPP := llama-cpp-python==$(LLAMA_CPP_VERSION)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+WHEEL_KEY := $(shell printf '%s %s %s' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CMAKE_ARGS)' "$$(uname -m)" | sha1sum | cut -c1-12)
+WHEELS ?= $(HOME)/.cache/omind/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(WHEEL_KEY)
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export TOKENIZERS_PARALLELISM ?= false
 CPU_PARAMS := $(abspath params/smoke.yaml params/tiny.yaml $(wildcard params/ablation-*.yaml))
@@ -40,7 +49,7 @@ ifneq ($(OFFLINE),)
   export TRANSFORMERS_OFFLINE := $(OFFLINE)
 endif
 
-.PHONY: reproduce reproduce-sweep test venv server lab clean-venv bench
+.PHONY: reproduce reproduce-sweep test venv server clean-server lab clean-venv bench
 
 reproduce: venv
 	$(VENV)/bin/omind run $(PARAMS)
@@ -75,14 +84,17 @@ $(STAMP): settings.ini setup.py
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "omind (.venv)" >/dev/null
 	touch $(STAMP)
 
-# llama.cpp's OpenAI-compatible server, compiled once into the venv (about 8 minutes on 2 cores);
-# the HTTP backend's tests start it on 127.0.0.1.
+# llama.cpp's OpenAI-compatible server, compiled once into the venv with the portable flags above;
+# the HTTP backend's tests start it on 127.0.0.1 (and check that its CPU library holds no AMX instruction).
 server: $(SERVER_STAMP)
-$(SERVER_STAMP): $(STAMP)
+$(SERVER_STAMP): $(STAMP) Makefile
 	@if [ "$(SKIP_SERVER)" = "1" ]; then echo "SKIP_SERVER=1: not building llama-cpp-python[server]"; else \
 	  mkdir -p $(WHEELS); \
-	  ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel -q --no-deps -w $(WHEELS) "$(LLAMA_CPP)"; \
-	  $(PIP) install -q --find-links $(WHEELS) "$(LLAMA_CPP)" "llama-cpp-python[server]" && touch $(SERVER_STAMP); fi
+	  ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { echo "building $(LLAMA_CPP) (portable: $(LLAMA_CMAKE_ARGS))"; \
+	    CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel -q --no-cache-dir --no-deps -w $(WHEELS) "$(LLAMA_CPP)"; } || exit 1; \
+	  $(PIP) install -q --no-cache-dir --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl && \
+	  $(PIP) install -q --find-links $(WHEELS) "$(LLAMA_CPP)" "llama-cpp-python[server]" && \
+	  echo "$(LLAMA_CMAKE_ARGS)" > $(SERVER_STAMP); fi
 
 # JupyterLab refuses to start as root (containers, cloud VMs) without --allow-root
 lab: venv
@@ -90,6 +102,10 @@ lab: venv
 
 bench: venv
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# drop the installed server (e.g. one built natively by an older Makefile); the next `make server` installs the portable one
+clean-server:
+	rm -f $(SERVER_STAMP); test -x $(PY) && $(PIP) uninstall -q -y llama-cpp-python || true
 
 clean-venv:
 	rm -rf $(VENV)

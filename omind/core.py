@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
 __all__ = ['EMBEDDED_LLM', 'EMBEDDED_EMBEDDER', 'STAGES', 'STAGE_NAMES', 'SECTIONS', 'TOP_KEYS', 'canonical_json', 'stable_hash',
-           'file_hash', 'atomic_write', 'atomic_write_json', 'read_json', 'read_jsonl', 'JsonlLog', 'seed_everything',
-           'Strict', 'ModelSpec', 'RunParams', 'Stage', 'get_stage', 'section_class', 'ParamsError', 'Params',
-           'deep_merge', 'parse_set', 'apply_sets', 'load_params', 'project_root', 'run_dir', 'figures_dir',
-           'cache_dir', 'resolve_path', 'get_secret', 'redact', 'set_style', 'save_figure', 'save_table']
+           'file_hash', 'current_umask', 'atomic_write', 'atomic_write_json', 'read_json', 'read_jsonl', 'JsonlLog',
+           'seed_everything', 'Strict', 'ModelSpec', 'RunParams', 'Stage', 'get_stage', 'section_class', 'ParamsError',
+           'Params', 'deep_merge', 'parse_set', 'apply_sets', 'load_params', 'project_root', 'run_dir', 'figures_dir',
+           'cache_dir', 'resolve_path', 'portable_path', 'portable', 'get_secret', 'redact', 'set_style', 'save_figure',
+           'save_table']
 
 # %% ../nbs/00_core.ipynb #8a4fa33d
 def _jsonable(o):
@@ -53,11 +54,21 @@ def file_hash(path, n: int = 16) -> str:
     return h.hexdigest()[:n]
 
 # %% ../nbs/00_core.ipynb #7ec430ab
+def current_umask() -> int:
+    "The process's file-creation mask (read without changing it, from /proc where there is one)."
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("Umask:"): return int(line.split()[1], 8)
+    except OSError: pass
+    m = os.umask(0o022); os.umask(m); return m
+
 def atomic_write(path, data: str | bytes) -> Path:
-    "Write `data` to `path` atomically: temp file in the same folder, fsync, rename. Creates parent folders."
+    """Write `data` to `path` atomically: temp file in the same folder, fsync, rename. Creates parent folders.
+    The file gets the mode a plain `open(path, "w")` would give (0666 less the umask), not mkstemp's 0600."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush(); os.fsync(f.fileno())
@@ -142,6 +153,7 @@ class ModelSpec(Strict):
     batch_size: int = Field(32, ge=1)         # transformers backend: sequences per generate() call
     dtype: str = "float32"
     device: str = "auto"
+    tokenizer: Optional[str] = None           # openai backend: Hub id or folder of the served model's tokenizer (its chat template), needed by score_choices
 
 class RunParams(Strict):
     "Name of the run, its seed, and where results and figures go (relative to the project root)."
@@ -344,15 +356,20 @@ def _validate(cls, data, where: str, path, check_paths: bool, locate=None):
     return obj
 
 def _check_paths(obj: BaseModel, where: str, path, locate=None):
-    "Fields whose name ends in `_path`/`_file`/`_dir` (input locations, not outputs) must exist when given."
+    """Fields named `path` or ending in `_path`/`_file`/`_dir` (input locations, not outputs) must exist when given,
+    checked when the params load (before any stage runs)."""
     locate = locate or _Where(path)
     for k, v in obj:
         if v is None or k.endswith("output_dir") or k in ("results_dir", "figures_dir", "cache_dir"): continue
         if isinstance(v, BaseModel): _check_paths(v, f"{where}.{k}", path, locate); continue
+        if isinstance(v, dict):                      # e.g. synthesis.sources: family -> [SourceSpec]
+            for dk, dv in v.items():
+                for i, x in (enumerate(dv) if isinstance(dv, (list, tuple)) else [(None, dv)]):
+                    if isinstance(x, BaseModel): _check_paths(x, ".".join(str(p) for p in (where, k, dk, i) if p is not None), path, locate)
         if isinstance(v, (list, tuple)):
             for i, x in enumerate(v):
                 if isinstance(x, BaseModel): _check_paths(x, f"{where}.{k}.{i}", path, locate)
-        if (k.endswith("_path") or k.endswith("_file") or k.endswith("_dir")) and isinstance(v, str):
+        if (k == "path" or k.endswith("_path") or k.endswith("_file") or k.endswith("_dir")) and isinstance(v, str):
             if v and not _resolve(v, path).exists(): raise ParamsError(f"{locate([*where.split('.'), k])}: key '{where}.{k}': file not found: {v}")
         if (k.endswith("_paths") or k.endswith("_files") or k.endswith("_dirs")) and isinstance(v, (list, tuple)):
             for i, x in enumerate(v):
@@ -360,7 +377,9 @@ def _check_paths(obj: BaseModel, where: str, path, locate=None):
                     raise ParamsError(f"{locate([*where.split('.'), k, i])}: key '{where}.{k}.{i}': file not found: {x}")
 
 def _resolve(p, params_path) -> Path:
-    "Paths in params are relative to the project root unless absolute (see `resolve_path`)."
+    """The one rule for paths in params: absolute as given, else relative to the project root (the repository, where
+    `omind run` runs and `results/` lives), whichever file names them and whether or not `--set` or a sweep rewrote
+    the params (see `resolve_path`)."""
     return _under_root(p)
 
 # %% ../nbs/00_core.ipynb #21da2741
@@ -433,16 +452,18 @@ def _under_root(p: str) -> Path:
     p = Path(p).expanduser()
     return p if p.is_absolute() else project_root()/p
 
-def run_dir(P: Params, stage: Optional[str] = None) -> Path:
-    "`results/<run>/[<stage>/]`, created if missing."
+def run_dir(P: Params, stage: Optional[str] = None, create: bool = True) -> Path:
+    "`results/<run>/[<stage>/]`, created if missing (writers); `create=False` for code that only reads."
     d = _under_root(P.run.results_dir)/P.run.name
     if stage: d = d/stage
-    d.mkdir(parents=True, exist_ok=True)
+    if create: d.mkdir(parents=True, exist_ok=True)
     return d
 
-def figures_dir(P: Params) -> Path:
-    "`figures/<run>/`, created if missing."
-    d = _under_root(P.run.figures_dir)/P.run.name; d.mkdir(parents=True, exist_ok=True); return d
+def figures_dir(P: Params, create: bool = True) -> Path:
+    "`figures/<run>/`, created if missing (`create=False` to only locate it)."
+    d = _under_root(P.run.figures_dir)/P.run.name
+    if create: d.mkdir(parents=True, exist_ok=True)
+    return d
 
 def cache_dir(P: Params) -> Path:
     "Where the LLM response cache of a run lives (default `results/<run>/cache`)."
@@ -452,6 +473,26 @@ def cache_dir(P: Params) -> Path:
 def resolve_path(p) -> Path:
     "A path from params: absolute as is, relative to the project root otherwise."
     return _under_root(p)
+
+# %% ../nbs/00_core.ipynb #a3610a25
+def portable_path(p) -> str:
+    """`p` as it may be published: relative paths as given, absolute ones under the project root relative to it,
+    other absolute paths as `<elsewhere>/<folder>/<name>` (no user name, temp folder or mount point of this machine)."""
+    s = str(p)
+    if not s.startswith(("/", "~")): return s
+    q = Path(s).expanduser()
+    for base in (project_root(), project_root().resolve()):
+        try: return q.relative_to(base).as_posix() or "."
+        except ValueError: pass
+    try: return q.resolve().relative_to(project_root().resolve()).as_posix() or "."
+    except (ValueError, OSError): return "<elsewhere>/" + "/".join(q.parts[-2:])
+
+def portable(obj):
+    "A copy of a nested dict / list with `portable_path` applied to every string that is an absolute path."
+    if isinstance(obj, dict): return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return type(obj)(portable(v) for v in obj)
+    if isinstance(obj, str) and obj.startswith(("/", "~/")) and "\n" not in obj and len(obj) < 4096: return portable_path(obj)
+    return obj
 
 # %% ../nbs/00_core.ipynb #5e9c295a
 def get_secret(env_name: Optional[str]) -> Optional[str]:
@@ -482,7 +523,7 @@ def save_figure(fig, out_dir, name: str) -> list[Path]:
     "Save `fig` as `<out_dir>/<name>.png` and `.pdf` (atomically); returns both paths."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True); paths = []
     for ext in ("png", "pdf"):
-        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=f".{ext}"); os.close(fd)
+        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=f".{ext}"); os.fchmod(fd, 0o666 & ~current_umask()); os.close(fd)
         fig.savefig(tmp, format=ext); os.replace(tmp, out_dir/f"{name}.{ext}"); paths.append(out_dir/f"{name}.{ext}")
     return paths
 

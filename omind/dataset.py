@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from pydantic import Field, model_validator
 from .core import (Strict, atomic_write, atomic_write_json, read_jsonl, read_json, run_dir, figures_dir,
-                        stable_hash, set_style, save_figure, save_table)
+                        stable_hash, portable, set_style, save_figure, save_table)
 from .stages import require_stage, open_stage, finish_stage
 from .tasks import get_task, task_names, task_order, unknown_task
 
@@ -248,7 +248,7 @@ def dataset_card(P, stats: dict, funnel=None, sources: Sequence[str] = ()):
     families = "; ".join(f"`{t}` {get_task(t).title}" if t in task_names() else f"`{t}`" for t in tasks or task_names())
     comp = pd.DataFrame([{"task": t, **{sp: stats["splits"].get(sp, {}).get("by_task", {}).get(t, 0) for sp in SPLITS}} for t in tasks])
     teachers = sorted({m for m in stats.get("teachers", [])})
-    gen = {k: v for k, v in P.to_dict().items() if k in ("run", "models", "synthesis", "review", "dataset")}
+    gen = portable({k: v for k, v in P.to_dict().items() if k in ("run", "models", "synthesis", "review", "dataset")})
     lines = [f"# {D.pretty_name} (run `{P.run.name}`)", "",
              "Synthetic, knowledge-grounded mental-health instruction data made by omind: retrieve facts, prune them, generate a "
              "grounded answer with a teacher model, review each sentence with NLI against the kept evidence, filter "

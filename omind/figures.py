@@ -30,9 +30,11 @@ class FiguresIncomplete(FileNotFoundError):
         super().__init__("figures could not be regenerated for " + "; ".join(f"stage '{s}': {m}" for s, m in missing))
 
 def _has_run(P: Params, name: str) -> bool:
-    "Whether stage `name` finished, or (committed results without done markers) left any file in its folder."
-    d = run_dir(P)/name
-    return stage_done(P, name, any_key=True) or d.is_dir() and any(f.is_file() for f in d.rglob("*"))
+    """Whether stage `name` finished, or (committed results without done markers) left outputs in its folder: files
+    other than its key (`stage.json`) and kill-safe JSONL logs, which a stage that failed early leaves behind."""
+    d = run_dir(P, name, create=False)
+    return stage_done(P, name, any_key=True) or d.is_dir() and any(
+        f.is_file() and f.name != "stage.json" and f.suffix != ".jsonl" for f in d.rglob("*"))
 
 def stage_figures(P: Params, verbose: bool = True) -> tuple:
     "Call `figures_<stage>(P)` of every stage that has run; returns (files written, [(stage, what is missing)])."
@@ -104,9 +106,17 @@ def figures_ablations(P: Params) -> list[Path]:
 
 # %% ../nbs/09_figures.ipynb #c771b15e
 def make_figures(P: Params, verbose: bool = True) -> list[Path]:
-    "Every figure and table of a run (per stage, then ablations), from results/ alone; `FiguresIncomplete` names what is missing."
-    paths, missing = stage_figures(P, verbose)
-    paths += figures_ablations(P)
+    """Every figure and table of a run (per stage, then ablations), from results/ alone; `FiguresIncomplete` names what
+    is missing, also when no stage of the run has finished (then nothing is written, not even an empty folder)."""
+    ran = [st.name for st in STAGES if st.name != "figures" and _has_run(P, st.name)]
+    if not ran:
+        raise FiguresIncomplete([(st.name, "has not run") for st in STAGES if st.name != "figures"], [])
+    fd, existed = figures_dir(P, create=False), figures_dir(P, create=False).exists()
+    try:
+        paths, missing = stage_figures(P, verbose)
+        paths += figures_ablations(P)
+    finally:                                             # a stage that failed half way leaves no empty figures/<run>/
+        if not existed and fd.is_dir() and not any(fd.iterdir()): fd.rmdir()
     if missing: raise FiguresIncomplete(missing, paths)
     return paths
 

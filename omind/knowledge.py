@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 import yaml
 from pydantic import Field
 from .core import (EMBEDDED_EMBEDDER, Strict, stable_hash, atomic_write, atomic_write_json, read_json, run_dir,
-                        figures_dir, resolve_path, save_figure, save_table)
+                        figures_dir, resolve_path, portable_path, save_figure, save_table)
 from .stages import open_stage, finish_stage, stage_done
 from .sources import InputError, read_records, read_text
 
@@ -611,9 +611,9 @@ def build_knowledge(K: KnowledgeParams, progress: bool = False) -> KnowledgeBase
     if K.umls_dir: info.append({"loader": "umls", **load_umls(kb, resolve_path(K.umls_dir), K.umls_sabs, K.umls_semantic_types, K.umls_languages)})
     for f in K.triples_files: info.append({"loader": "triples", **load_triples_file(kb, resolve_path(f))})
     names = [Path(d).name for d in K.text_dirs]
-    for d, nm in zip(K.text_dirs, names):                # same-named folders are told apart by their path as given
-        nm = nm if names.count(nm) == 1 else Path(d).as_posix().strip("/")
-        info.append({"loader": "text", "dir": str(d), **load_text_dir(kb, resolve_path(d), K.chunk_words, K.chunk_overlap, name=nm)})
+    for d, nm in zip(K.text_dirs, names):                # same-named folders are told apart by their (publishable) path
+        nm = nm if names.count(nm) == 1 else portable_path(d).strip("/")
+        info.append({"loader": "text", "dir": portable_path(d), **load_text_dir(kb, resolve_path(d), K.chunk_words, K.chunk_overlap, name=nm)})
     kb.load_info = info
     return kb
 

@@ -521,7 +521,9 @@ class OpenAILLM:
         try:
             raw = create.with_raw_response.create(**body, extra_headers={"Authorization": f"Bearer {key}"} if key else None)
             resp = raw.http_response
-            try: data = resp.json()
+            # the one point where a reply enters omind: scrubbed here, before the cache, the logs and the records see it
+            # (a server or proxy that echoes the Authorization header inside a normal 200 reply must not store the key)
+            try: data = json.loads(self._scrub(resp.text))
             except ValueError: last, tries = f"HTTP {resp.status_code} with a body that is not JSON: {self._excerpt(resp.text)}", "(not retried)"
         except openai.APIStatusError as e:
             s = e.status_code

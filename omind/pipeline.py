@@ -14,10 +14,10 @@ from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_
 
 # %% auto #0
 __all__ = ['VERSIONED', 'KERNEL_LOCK_ENV', 'RUN_PID_ENV', 'FIRST_CELL', 'params_from_manifest', 'PipelineError', 'find_nbs',
-           'available_stages', 'select_stages', 'versions', 'manifest_path', 'read_manifest', 'changed_parts',
-           'guard_kernel', 'kernel_holder', 'kill_kernel', 'wait_for_kernel', 'stage_cells', 'StageFailed',
-           'ProgressStream', 'execute_stage', 'usage_line', 'run_pipeline', 'status_table', 'params_for_run',
-           'write_readme', 'parser', 'main']
+           'available_stages', 'select_stages', 'versions', 'manifest_path', 'run_is_live', 'read_manifest',
+           'changed_parts', 'guard_kernel', 'kernel_holder', 'kill_kernel', 'wait_for_kernel', 'stage_cells',
+           'StageFailed', 'ProgressStream', 'execute_stage', 'usage_line', 'run_pipeline', 'status_table',
+           'params_for_run', 'write_readme', 'parser', 'main']
 
 # %% ../nbs/10_pipeline.ipynb #bf7a5be8
 class PipelineError(RuntimeError):
@@ -58,10 +58,25 @@ def versions() -> dict:
 
 def manifest_path(P: Params) -> Path: return run_dir(P)/"manifest.json"
 
+def run_is_live(run_path) -> bool:
+    "Whether a live `omind run` (or sweep) holds the run folder's lock (`run_pipeline` holds it while it runs)."
+    lock = Path(run_path)/".lock"
+    if not lock.exists(): return False
+    with open(lock, "a") as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError: return True
+        fcntl.flock(f, fcntl.LOCK_UN); return False
+
 def read_manifest(P_or_dir) -> dict:
-    "The manifest of a run (empty skeleton when none yet)."
-    p = manifest_path(P_or_dir) if isinstance(P_or_dir, Params) else Path(P_or_dir)/"manifest.json"
-    return read_json(p) if p.exists() else {"stages": {}}
+    """The manifest of a run (empty skeleton when none yet). A stage recorded as `running` while no live process
+    holds the run (it was killed, e.g. by SIGKILL or a power cut) reads as `interrupted`."""
+    rd = run_dir(P_or_dir, create=False) if isinstance(P_or_dir, Params) else Path(P_or_dir)
+    p = rd/"manifest.json"
+    man = read_json(p) if p.exists() else {"stages": {}}
+    stale = [e for e in man.get("stages", {}).values() if isinstance(e, dict) and e.get("status") == "running"]
+    if stale and not run_is_live(rd):
+        for e in stale: e["status"] = "interrupted"
+    return man
 
 def changed_parts(old: dict, new: dict) -> list:
     "Which parts of a stage key differ between two fingerprints (e.g. ['code', 'upstream'])."
@@ -245,6 +260,8 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
     params_file = Path(params_file).resolve()
     P = load_params(params_file, sets=sets)
     chosen = select_stages(available_stages(nbs), only, start)
+    todo = {s.name for s in chosen}
+    for st in chosen: _check_upstream(P, st, todo)       # refused before anything is written (no empty results/<run>/)
     rd = run_dir(P)
     lock = open(rd/".lock", "w")
     try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -258,7 +275,6 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
             nb_params = atomic_write(rd/"params.yaml", f"# {params_file} with --set {' --set '.join(P.sets)}\n" + yaml.safe_dump(P.raw, sort_keys=False))
         man = read_manifest(P)
         man.update(run=P.run.name, params_file=str(params_file), sets=list(P.sets), params=P.to_dict(), versions=versions())
-        todo = {s.name for s in chosen}
         if force and not quiet and not no_cache:
             tqdm.write("  --force: outputs are set aside and recomputed; LLM responses may still come from the response cache (add --no-cache to regenerate them)")
         bar = tqdm(chosen, desc=f"omind run {P.run.name}", unit="stage", disable=quiet)
@@ -267,7 +283,6 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
                                                   "OMIND_NO_CACHE": "1" if no_cache else None, "TQDM_MININTERVAL": slow_bars}):
             for st in bar:
                 bar.set_postfix_str(st.name)
-                _check_upstream(P, st, todo)
                 parts = stage_fingerprint(P, st.name); key = stage_key(P, st.name)
                 prev = man["stages"].get(st.name, {})
                 if not force and stage_done(P, st.name):
@@ -295,6 +310,8 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
                 if isinstance(facts.get("usage"), dict): entry["usage"] = facts["usage"]   # LLM calls and tokens per role
                 _write_manifest(P, man)
                 if not quiet: tqdm.write(f"  {st.name:<10} done in {entry['seconds']:.0f} s{usage_line(entry.get('usage'))}")
+                for w in facts.get("warnings") or []:          # what a stage wants seen (e.g. a seed shortfall), not only in its notebook
+                    tqdm.write(f"  {st.name:<10} WARNING: {w}")
         return man
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN); lock.close()
@@ -379,7 +396,7 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--csv", metavar="FILE", help="also write the plan table as CSV")
     pu = sub.add_parser("push", help="publish a run's dataset (and adapters) to the Hugging Face Hub",
                         description="Upload results/<run>/dataset/hf as a dataset repo and, with --adapter-repo, the trained adapters. "
-                                    "The token comes from the environment (HF_TOKEN) or the huggingface-cli login; repos are private unless --public.")
+                                    "The token comes from the environment (HF_TOKEN) or from `hf auth login` (huggingface_hub.get_token); repos are private unless --public.")
     pu.add_argument("run", help="run name (under results/) or folder")
     pu.add_argument("--dataset-repo", required=True, metavar="ID", help="Hub dataset repo id, e.g. me/omind-data")
     pu.add_argument("--adapter-repo", metavar="ID", help="Hub model repo id for the adapters")

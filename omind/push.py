@@ -14,7 +14,7 @@ from .core import read_json
 
 # %% auto #0
 __all__ = ['ADAPTER_PHASES', 'ADAPTER_IGNORE', 'TOKEN_ENV', 'PushError', 'check_repo_id', 'resolve_token', 'is_hub_id',
-           'push_plan', 'adapter_card', 'push_run']
+           'machine_paths', 'find_machine_paths', 'push_plan', 'adapter_card', 'push_run']
 
 # %% ../nbs/11a_push.ipynb #29b9e493
 class PushError(RuntimeError):
@@ -37,10 +37,14 @@ def check_repo_id(repo_id, what: str = "repo id") -> str:
 
 # %% ../nbs/11a_push.ipynb #2ce9779c
 def resolve_token(token: Optional[str] = None) -> tuple[Optional[str], Optional[str]]:
-    "(token, where it came from: 'argument' / 'HF_TOKEN' / None): the argument, else the `HF_TOKEN` environment variable."
+    """(token, where it came from: 'argument' / 'HF_TOKEN' / 'login' / None): the argument, else what
+    `huggingface_hub.get_token()` finds: the `HF_TOKEN` environment variable, then the token saved by `hf auth login`
+    (formerly `huggingface-cli login`)."""
     if token: return token, "argument"
-    env = os.environ.get(TOKEN_ENV)
-    return (env, TOKEN_ENV) if env else (None, None)
+    if os.environ.get(TOKEN_ENV): return os.environ[TOKEN_ENV], TOKEN_ENV
+    from huggingface_hub import get_token
+    saved = get_token()
+    return (saved, "login") if saved else (None, None)
 
 # %% ../nbs/11a_push.ipynb #eac8cce5
 def is_hub_id(name: str) -> bool:
@@ -66,6 +70,33 @@ def _require(run: Path, stage: str) -> Path:
         raise FileNotFoundError(f"run '{run.name}' has not finished stage '{stage}' ({d/'done.json'} missing): "
                                 f"run it first, e.g. `omind run PARAMS --only {stage}`")
     return d
+
+# %% ../nbs/11a_push.ipynb #a6f48eff
+def machine_paths(*extra) -> list[str]:
+    "Absolute folders of this machine (each ending in `/`) that must not be published: the project root, home, temp folder, omind's cache and `extra`."
+    from omind.core import project_root
+    from omind.llm import omind_cache
+    cands = [project_root(), Path.home(), Path(tempfile.gettempdir()), omind_cache(), *extra]
+    out = {str(Path(c).expanduser().resolve()) for c in cands if c} | {str(Path(c).expanduser()) for c in cands if c}
+    # a path under one of them (with its slash): "/tmp/" finds "/tmp/x", never "/tmpfoo" or "/" alone
+    return sorted((p.rstrip("/") + "/" for p in out if p.strip("/")), key=len, reverse=True)
+
+def find_machine_paths(folder, needles=None) -> list[tuple[str, str]]:
+    "(file relative to `folder`, the path found) for each file under `folder` that holds one of `needles` (default `machine_paths()`)."
+    folder = Path(folder); needles = needles or machine_paths(folder)
+    hits = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data, text = f.read_bytes(), None
+        if f.suffix == ".parquet":
+            import pyarrow.parquet as pq
+            try: text = json.dumps(pq.read_table(f).to_pylist(), default=str)
+            except Exception: text = None                      # not a readable Parquet file: read as bytes below
+        if text is None:
+            if b"\0" in data[:8192] and f.suffix != ".parquet": continue   # weights and other binaries
+            text = data.decode("utf-8", "replace")
+        found = next((n for n in needles if n in text), None)
+        if found: hits.append((f.relative_to(folder).as_posix(), found))
+    return hits
 
 # %% ../nbs/11a_push.ipynb #68a8d630
 def push_plan(run_path, dataset_repo: str, adapter_repo: Optional[str] = None, private: bool = True,
@@ -170,24 +201,33 @@ def push_run(run_path, dataset_repo: str, adapter_repo: Optional[str] = None, pr
     plan = push_plan(run_path, dataset_repo, adapter_repo, private, base_model)
     tok, src = resolve_token(token)
     plan.update(dry_run=dry_run, token=src)
-    if dry_run: return plan
-    if tok is None:
-        raise PushError(f"no Hugging Face token: set the {TOKEN_ENV} environment variable (a write token from "
-                        "https://huggingface.co/settings/tokens) or pass token=")
-    if _offline(): raise PushError("HF_HUB_OFFLINE is set: Hub access is switched off; unset it (e.g. `HF_HUB_OFFLINE=0 omind push ...`) to push")
-    api = HfApi(token=tok)
-    D = plan["dataset"]
-    D["url"] = _ensure_repo(api, D["repo"], "dataset", private, plan["warnings"])
-    if plan["adapters"]: plan["adapters"]["url"] = _ensure_repo(api, plan["adapters"]["repo"], "model", private, plan["warnings"])
-    ci = api.upload_folder(repo_id=D["repo"], repo_type="dataset", folder_path=D["folder"], delete_patterns=["data/*"],
-                           commit_message=f"omind run {plan['run']}: dataset")
-    D["commit"] = getattr(ci, "oid", None)
-    if plan["adapters"]:
-        A = plan["adapters"]
-        with tempfile.TemporaryDirectory(prefix="omind-push-") as tmp:
-            stage = _stage_adapters(plan, Path(tmp), base_model)
+    needles = machine_paths(Path(run_path))
+    with tempfile.TemporaryDirectory(prefix="omind-push-") as tmp:
+        # what would be uploaded, checked for this machine's paths before any network call
+        stage = _stage_adapters(plan, Path(tmp), base_model) if plan["adapters"] else None
+        hits = [(f"{plan['dataset']['folder']}/{f}", p) for f, p in find_machine_paths(plan["dataset"]["folder"], needles)]
+        if stage is not None: hits += [(f"{plan['adapters']['repo']} (staged): {f}", p) for f, p in find_machine_paths(stage, needles)]
+        msg = ("holds absolute paths of this machine, which are not published: " + "; ".join(f"{f} contains {p}" for f, p in hits)
+               + (" (give --base-model, the Hub id of the student, for the adapter configs)" if any("adapter_config" in f for f, _ in hits) else ""))
+        if dry_run:
+            if hits: plan["warnings"].append("a push would be refused: the run " + msg)
+            return plan
+        if hits: raise PushError(f"refusing to push run {plan['run']!r}: it " + msg)
+        if tok is None:
+            raise PushError(f"no Hugging Face token: set the {TOKEN_ENV} environment variable (a write token from "
+                            "https://huggingface.co/settings/tokens), log in once with `hf auth login`, or pass token=")
+        if _offline(): raise PushError("HF_HUB_OFFLINE is set: Hub access is switched off; unset it (e.g. `HF_HUB_OFFLINE=0 omind push ...`) to push")
+        api = HfApi(token=tok)
+        D = plan["dataset"]
+        D["url"] = _ensure_repo(api, D["repo"], "dataset", private, plan["warnings"])
+        if plan["adapters"]: plan["adapters"]["url"] = _ensure_repo(api, plan["adapters"]["repo"], "model", private, plan["warnings"])
+        ci = api.upload_folder(repo_id=D["repo"], repo_type="dataset", folder_path=D["folder"], delete_patterns=["data/*"],
+                               commit_message=f"omind run {plan['run']}: dataset")
+        D["commit"] = getattr(ci, "oid", None)
+        if plan["adapters"]:
+            A = plan["adapters"]
             ci = api.upload_folder(repo_id=A["repo"], repo_type="model", folder_path=str(stage),
                                    delete_patterns=[f"{ph}/*" for ph in ADAPTER_PHASES],
                                    commit_message=f"omind run {plan['run']}: {' + '.join(A['phases'])} adapters")
-        A["commit"] = getattr(ci, "oid", None)
+            A["commit"] = getattr(ci, "oid", None)
     return plan

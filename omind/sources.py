@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
-from .core import Strict, resolve_path
+from .core import Strict, resolve_path, portable_path
 from .text import LETTERS
 
 # %% auto #0
@@ -483,7 +483,7 @@ def load_source(spec: SourceSpec, base_dir=None, where: str = "", verbose: bool 
         for it in items: it["labels"] = labels
     for r, it in zip(rows, items):
         it["id"] = f"{spec.label}:{spec.split}:{r.row}"
-        it["source"] = {"dataset": spec.hub or spec.path, "config": spec.config, "split": spec.split, "row": r.row,
+        it["source"] = {"dataset": spec.hub or portable_path(spec.path), "config": spec.config, "split": spec.split, "row": r.row,
                         "line": r.line, "layout": spec.layout}
     N, n = len(items), spec.n
     msg = f"source {spec.label} ({spec.layout}, {spec.hub or spec.path}): requested {'all' if n is None else n}, available {N}"

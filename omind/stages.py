@@ -249,13 +249,13 @@ def finish_stage(P: Params, name: str, **facts) -> Path:
 
 def stage_done(P: Params, name: str, any_key: bool = False) -> bool:
     "Whether stage `name` finished under its current key (`any_key`: finished at all, e.g. committed results)."
-    p = run_dir(P)/name/"done.json"             # (does not create the stage folder)
+    p = run_dir(P, name, create=False)/"done.json"      # reading never creates folders
     if not p.exists(): return False
     return any_key or read_json(p).get("key") == stage_key(P, name)
 
 def require_stage(P: Params, stage: str) -> Path:
     "The folder of upstream `stage`; a clear error when it has not finished, or finished under another key."
-    d = run_dir(P, stage)
+    d = run_dir(P, stage, create=False)
     if not (d/"done.json").exists():
         raise FileNotFoundError(f"stage '{stage}' has not finished for run '{P.run.name}' ({d}/done.json missing): run it first, e.g. `omind run PARAMS --only {stage}`")
     key = read_json(d/"done.json").get("key")

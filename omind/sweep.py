@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import yaml
 
 from .core import (Params, ParamsError, STAGES, STAGE_NAMES, get_stage, load_params, run_dir, project_root,
-                        resolve_path, stable_hash, atomic_write, atomic_write_json, read_json)
+                        resolve_path, stable_hash, atomic_write, atomic_write_json, read_json, portable_path)
 from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_aside, stage_modules
 
 # %% auto #0
@@ -545,7 +545,7 @@ def sweep_tables(sweep_file, sets=()) -> dict:
     reps = read_reports(sw)
     core, rub, win, judge = [], [], [], []
     for vn, r in reps.items():
-        ckpt = {m.get("name"): m.get("model") for m in r.get("models") or []}
+        ckpt = {m.get("name"): portable_path(m["model"]) if m.get("model") else None for m in r.get("models") or []}   # no machine paths in tables
         gate = r.get("judge_gate") or {}
         label = gate_text(gate)
         for row in r.get("core") or []:

@@ -21,7 +21,8 @@ from .tasks import PROMPTS, task_names, get_task, unknown_task, prompt_hash, num
 
 # %% auto #0
 __all__ = ['SynthesisParams', 'parse_prune', 'SeedShortfall', 'seeds_from_source', 'make_seeds', 'retrieve', 'prune_convs',
-           'apply_prune', 'evidence_for', 'synthesize_chunk', 'run_synthesis', 'read_json_safe', 'figures_synthesis']
+           'apply_prune', 'evidence_for', 'synthesize_chunk', 'run_synthesis', 'shortfall_warnings', 'read_json_safe',
+           'figures_synthesis']
 
 # %% ../nbs/03_synthesis.ipynb #158b905b
 class SynthesisParams(Strict):
@@ -288,7 +289,7 @@ def run_synthesis(P, kb=None, retriever=None, progress: bool = True) -> dict:
         retriever = retriever if retriever is not None else get_retriever(P)
     out_dir = open_stage(P, "synthesis")              # records written under other params / code are set aside; same key: resume
     t0 = time.time()
-    seeds, report = make_seeds(kb, S, P.run.seed, base_dir=P.source.parent if P.source else None)
+    seeds, report = make_seeds(kb, S, P.run.seed)     # source paths: relative to the project root, as every params path
     log = JsonlLog(out_dir/"samples.jsonl")
     done = log.keys()
     llm = llm_for(P, S.role)
@@ -305,8 +306,21 @@ def run_synthesis(P, kb=None, retriever=None, progress: bool = True) -> dict:
                "seeded": {t: len(seeds[t]) for t in seeds}, "seed_report": report,
                "prompts_version": PROMPTS["version"], "seconds": round(time.time() - t0, 1)}
     atomic_write_json(out_dir/"summary.json", summary)
-    finish_stage(P, "synthesis", n=len(recs), ok=summary["ok"])
+    finish_stage(P, "synthesis", n=len(recs), ok=summary["ok"], warnings=shortfall_warnings(report))
     return summary
+
+def shortfall_warnings(report: dict) -> list[str]:
+    """One line per family and source that seeded fewer items than asked (allowed by `allow_shortfall`): `omind run`
+    prints these on the terminal, so a smaller dataset than the params ask for never goes unnoticed."""
+    out = []
+    for fam, rep in report.items():
+        if rep.get("shortfall"):
+            out.append(f"{fam}: knowledge base gave {rep['requested'] - rep['shortfall']} of synthesis.n.{fam} = {rep['requested']} "
+                       f"(SHORTFALL {rep['shortfall']}, allowed by allow_shortfall)")
+        for s in rep.get("sources", []):
+            if s.get("shortfall"):
+                out.append(f"{fam}: source {s['source']} gave {s['seeded']} of n = {s['requested']} (SHORTFALL {s['shortfall']}, allowed by allow_shortfall)")
+    return out
 
 def read_json_safe(p):
     "JSON content of `p`, or {} when missing."

@@ -14,10 +14,11 @@ from .core import (Strict, load_params, run_dir, atomic_write, atomic_write_json
 from .stages import require_stage, mark_done, is_done, stage_key, open_stage, finish_stage, stage_done
 
 # %% auto #0
-__all__ = ['STAGE_SET_ARGS', 'CHATML_TRAIN_TEMPLATES', 'config_fields', 'check_training_args', 'phase_args', 'TrainParams',
-           'training_chat_template', 'resolve_precision', 'load_student', 'lora_config', 'sft_trainer', 'label_spans',
-           'dpo_pairs', 'shuffle_labels', 'last_checkpoint', 'save_log', 'heldout_loss', 'adapter_base', 'run_sft',
-           'run_dpo', 'run_train', 'adapter_status', 'figures_train', 'main']
+__all__ = ['STAGE_SET_ARGS', 'CHATML_TRAIN_TEMPLATES', 'TOKENS_FILE', 'config_fields', 'check_training_args', 'phase_args',
+           'TrainParams', 'training_chat_template', 'resolve_precision', 'load_student', 'lora_config', 'sft_trainer',
+           'label_spans', 'dpo_pairs', 'shuffle_labels', 'last_checkpoint', 'save_log', 'heldout_loss', 'adapter_base',
+           'logged_train_loss', 'TokenCountSaver', 'restore_token_count', 'tokens_seen_at', 'run_sft', 'run_dpo',
+           'run_train', 'adapter_status', 'figures_train', 'main']
 
 # %% ../nbs/06_train.ipynb #b46f2c0c
 STAGE_SET_ARGS = {
@@ -376,6 +377,49 @@ def _save_adapter(trainer, tok, dest: Path, base_name: str):
         if cfg.exists():
             c = json.loads(cfg.read_text()); c["base_model_name_or_path"] = adapter_base(base_name); atomic_write_json(cfg, c)
 
+# %% ../nbs/06_train.ipynb #a33fdf32
+def logged_train_loss(history) -> Optional[float]:
+    """Mean training loss over every step of a run, from the trainer's log history: each logged `loss` (the mean
+    over its interval) weighted by the steps it covers. Identical for an uninterrupted and a resumed run."""
+    prev, tot, n = 0, 0.0, 0
+    for h in sorted((h for h in history if "loss" in h and "step" in h), key=lambda h: h["step"]):
+        k = h["step"] - prev
+        if k > 0: tot, n, prev = tot + float(h["loss"]) * k, n + k, h["step"]
+    return round(tot / n, 6) if n else None
+
+# %% ../nbs/06_train.ipynb #136bbd54
+TOKENS_FILE = "omind_tokens.json"
+
+class TokenCountSaver:
+    """A `TrainerCallback` that writes TRL's running count of trained tokens (`num_tokens` in the logs) into each
+    checkpoint folder, so that `restore_token_count` can carry it on after a resume."""
+    def __init__(self, trainer): self.trainer = trainer
+    def __getattr__(self, k):                        # every other callback event: nothing to do
+        if k.startswith("on_"): return lambda *a, **kw: None
+        raise AttributeError(k)
+    def on_save(self, args, state, control, **kw):
+        d = Path(args.output_dir)/f"checkpoint-{state.global_step}"
+        if d.is_dir() and _is_main():
+            atomic_write_json(d/TOKENS_FILE, {"num_tokens": int(getattr(self.trainer, "_total_train_tokens", 0) or 0),
+                                              "step": state.global_step})
+
+def restore_token_count(trainer, ckpt: Optional[Path]) -> int:
+    """Before resuming from `ckpt`: set TRL's running token count to its value at the checkpoint (saved there by
+    `TokenCountSaver`, else the last `num_tokens` logged up to it); returns the count (0 without a checkpoint)."""
+    if ckpt is None: return 0
+    f = Path(ckpt)/TOKENS_FILE
+    if f.exists(): n = int(read_json(f)["num_tokens"])
+    else:
+        hist = read_json(Path(ckpt)/"trainer_state.json").get("log_history", [])
+        n = int(max((h for h in hist if "num_tokens" in h), key=lambda h: h.get("step", 0), default={"num_tokens": 0})["num_tokens"])
+    if hasattr(trainer, "_total_train_tokens"): trainer._total_train_tokens = n
+    return n
+
+def tokens_seen_at(ckpt: Optional[Path]) -> int:
+    "The trainer's `num_input_tokens_seen` stored in checkpoint `ckpt` (0 without one): the tokens trained before a resume."
+    if ckpt is None or not (Path(ckpt)/"trainer_state.json").exists(): return 0
+    return int(read_json(Path(ckpt)/"trainer_state.json").get("num_input_tokens_seen") or 0)
+
 # %% ../nbs/06_train.ipynb #cf61c0c2
 def _phase_key(P, phase: str) -> str:
     "Key of one training phase: the train stage's key (its params, upstream stages and code) and the phase name."
@@ -423,14 +467,17 @@ def run_sft(P, ds, out: Path, key: str, progress: bool = True) -> dict:
         l0 = float(tr.evaluate()["eval_loss"])
         if _is_main(): atomic_write_json(pre, {"loss": l0})
     ck = last_checkpoint(out/"checkpoints")
+    tr.add_callback(TokenCountSaver(tr)); restore_token_count(tr, ck); seen0 = tokens_seen_at(ck)
     t0, c0 = time.time(), time.process_time()
-    res = tr.train(resume_from_checkpoint=str(ck) if ck else None); dt, dc = time.time() - t0, time.process_time() - c0
+    tr.train(resume_from_checkpoint=str(ck) if ck else None); dt, dc = time.time() - t0, time.process_time() - c0
     after = float(tr.evaluate()["eval_loss"]) if len(val) else None
     _save_adapter(tr, tok, out/"adapter", name)
+    # from the log history and the checkpointed counts, so a resumed run reports what an uninterrupted one does;
+    # the speed is that of the steps this process trained
     m = {"n_train": len(train), "n_eval": len(val), "global_step": tr.state.global_step, "resumed_from": ck.name if ck else None,
-         "train_loss": res.training_loss, "train_runtime_s": round(dt, 2), "train_cpu_s": round(dc, 2),
+         "train_loss": logged_train_loss(tr.state.log_history), "train_runtime_s": round(dt, 2), "train_cpu_s": round(dc, 2),
          "trained_tokens": int(tr.state.num_input_tokens_seen),
-         "tokens_per_s": round(tr.state.num_input_tokens_seen / max(dt, 1e-9), 2) if not ck else None,
+         "tokens_per_s": round((tr.state.num_input_tokens_seen - seen0) / max(dt, 1e-9), 2),
          "heldout_loss_before": read_json(pre)["loss"] if pre.exists() else None, "heldout_loss_after": after,
          "shuffled_labels": shuffled}
     if _is_main():
@@ -472,11 +519,11 @@ def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True
     tr = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
     ck = last_checkpoint(out/"checkpoints")
     t0, c0 = time.time(), time.process_time()
-    res = tr.train(resume_from_checkpoint=str(ck) if ck else None); dt, dc = time.time() - t0, time.process_time() - c0
+    tr.train(resume_from_checkpoint=str(ck) if ck else None); dt, dc = time.time() - t0, time.process_time() - c0
     _save_adapter(tr, tok, out/"adapter", name)
     acc = [h["rewards/accuracies"] for h in tr.state.log_history if "rewards/accuracies" in h]
     m = {"n_pairs": len(pairs), "pairs_by_source": {s: sum(p["source"] == s for p in pairs) for s in ("base", "draft")},
-         "global_step": tr.state.global_step, "resumed_from": ck.name if ck else None, "train_loss": res.training_loss,
+         "global_step": tr.state.global_step, "resumed_from": ck.name if ck else None, "train_loss": logged_train_loss(tr.state.log_history),
          "train_runtime_s": round(dt, 2), "train_cpu_s": round(dc, 2), "reward_accuracy_last": acc[-1] if acc else None}
     if _is_main():
         save_log(tr, out); atomic_write_json(out/"metrics.json", m); mark_done(out, key=key)

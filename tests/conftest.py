@@ -1,5 +1,6 @@
-"Shared fixtures: a real llama.cpp OpenAI-compatible server on 127.0.0.1 serving the embedded GGUF."
-import os, socket, subprocess, sys, time
+"""Shared fixtures: a real llama.cpp OpenAI-compatible server on 127.0.0.1 serving the embedded GGUF, checked alive
+after a real (batched) completion, and reported once, with its exit signal and log, when it dies."""
+import os, signal, socket, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -11,16 +12,44 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
-def wait_ready(port, proc, timeout=120):
+class ServerDied(RuntimeError):
+    "The llama.cpp server process exited: the message has its exit code or signal and the end of its log."
+
+def death_report(proc, log_path, n: int = 25) -> str:
+    "Why the server process is gone: exit code or signal name, and the last `n` lines of its log."
+    rc = proc.returncode
+    how = f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exited with code {rc}"
+    hint = (" (SIGILL: the build uses an instruction this CPU does not allow, e.g. AMX tiles from a native build;"
+            " rebuild with `make clean-server server`)") if rc == -signal.SIGILL else ""
+    try: tail = Path(log_path).read_text(errors="replace").splitlines()[-n:]
+    except OSError: tail = ["(no log)"]
+    return f"llama.cpp server {how}{hint}; last lines of {log_path}:\n" + "\n".join(tail)
+
+def check_alive(proc, log_path):
+    "Raise ServerDied (signal and log) when the server process has exited."
+    if proc.poll() is not None: raise ServerDied(death_report(proc, log_path))
+
+def wait_ready(port, proc, timeout=120, log_path=None):
     import httpx
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if proc.poll() is not None: raise RuntimeError(f"llama.cpp server exited with {proc.returncode}")
+        check_alive(proc, log_path)
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {FAKE_KEY}"}, timeout=2).status_code == 200: return
         except Exception: pass
         time.sleep(0.3)
     raise TimeoutError("llama.cpp server did not come up")
+
+def first_completion(port, proc, log_path):
+    """One real completion of a multi-token prompt (a batched prompt takes the CPU's matrix kernels, where a build
+    for another CPU dies), then the server must still be alive."""
+    import httpx
+    try:
+        httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=120, headers={"Authorization": f"Bearer {FAKE_KEY}"},
+                   json={"model": "smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "Name three colours of the rainbow, please."}]})
+    except Exception: pass
+    time.sleep(0.2)
+    check_alive(proc, log_path)
 
 def start_server(port, log_path):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] not installed (make server)")
@@ -29,7 +58,9 @@ def start_server(port, log_path):
            "--port", str(port), "--n_ctx", "4096", "--n_threads", "2", "--api_key", FAKE_KEY,
            "--model_alias", "smollm2", "--logits_all", "true"]
     log = open(log_path, "wb")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc.log_path = log_path
+    return proc
 
 def stop_server(proc):
     proc.terminate()
@@ -37,14 +68,30 @@ def stop_server(proc):
     except subprocess.TimeoutExpired: proc.kill(); proc.wait()
 
 @pytest.fixture(scope="session")
-def llama_server(tmp_path_factory):
-    "(base_url, port) of a running llama.cpp server; stopped at the end of the session."
+def _llama(tmp_path_factory):
+    "The session's server: started once; a failure to start or a death is kept here and reported by one test only."
+    log_path = tmp_path_factory.mktemp("llama")/"server.log"
     port = free_port()
-    proc = start_server(port, tmp_path_factory.mktemp("llama")/"server.log")
+    proc = start_server(port, log_path)
+    state = {"url": f"http://127.0.0.1:{port}/v1", "port": port, "proc": proc, "log": log_path, "died": None, "reported": False}
     try:
-        wait_ready(port, proc)
-        yield f"http://127.0.0.1:{port}/v1", port
+        wait_ready(port, proc, log_path=log_path)
+        first_completion(port, proc, log_path)
+    except (ServerDied, TimeoutError) as e: state["died"] = str(e)
+    try: yield state
     finally: stop_server(proc)
+
+@pytest.fixture
+def llama_server(_llama):
+    "(base_url, port) of the running llama.cpp server. When it has died, the first test fails with why; later ones skip."
+    if _llama["died"]:
+        if _llama["reported"]: pytest.skip("the llama.cpp server died earlier in this session (see the first failure)")
+        _llama["reported"] = True
+        pytest.fail(_llama["died"], pytrace=False)
+    yield _llama["url"], _llama["port"]
+    if _llama["proc"].poll() is not None and not _llama["died"]:
+        _llama["died"] = death_report(_llama["proc"], _llama["log"]); _llama["reported"] = True
+        pytest.fail(_llama["died"], pytrace=False)
 
 @pytest.fixture
 def fake_key(monkeypatch):

@@ -1,10 +1,12 @@
 """The OpenAI-compatible backend (the `openai` client) against a real llama.cpp server process (no mocks of the HTTP
-layer), and against a tiny local server that answers 429 with Retry-After."""
-import json, math, subprocess, sys, threading, time
+layer), and against a tiny local server that answers 429 with Retry-After. Also: the server build is portable (no
+AMX instruction in its CPU library), and a server that dies is reported with its signal and log."""
+import importlib.util, json, math, re, shutil, signal, subprocess, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 import pytest
-from conftest import FAKE_KEY, KEY_ENV, free_port, start_server, stop_server, wait_ready
+from conftest import (FAKE_KEY, KEY_ENV, free_port, start_server, stop_server, wait_ready, first_completion,
+                      check_alive, ServerDied)
 from omind.llm import (OpenAILLM, CachedLLM, GenConfig, EndpointError, label_probs, embedded_model_dir, usage_snapshot,
                        usage_delta)
 
@@ -35,28 +37,33 @@ def test_score_next_token(llama_server, fake_key):
     assert abs(sum(label_probs(res).values()) - 1) < 1e-6
     with pytest.raises(ValueError, match="score_choices"): llm.score_next_token(["Rate it 0-10."], ["1", "10"])
 
-TEN = [str(i) for i in range(11)]
+CHOICES = ["1", "10", "yes"]
 
 def test_score_choices_over_http(llama_server, fake_key, tmp_path):
-    "Multi-token choices via /completions with echo: '1' and '10' do not tie, and the decomposition holds."
+    """Multi-token choices via /completions with echo: '1' and '10' do not tie, and the decomposition holds. The
+    backend comes from params (`models.<role>.tokenizer`, what the error message advises), not built by hand."""
+    from omind.core import load_params
+    from omind.llm import make_llm
     url, _ = llama_server
-    llm = OpenAILLM("smollm2", url, api_key_env=fake_key, tokenizer=str(embedded_model_dir()))
+    P = load_params(overrides={"models": {"judge": {"backend": "openai", "base_url": url, "model": "smollm2", "api_key_env": fake_key,
+                                                    "tokenizer": str(embedded_model_dir())}}})
+    llm = make_llm(P.model("judge"), role="judge")
     conv = [{"role": "user", "content": "On a scale from 0 to 10, how bright is the sun? Answer with one number."}]
-    res = llm.score_choices([conv, "Is the sky blue? yes or no"], TEN + ["yes", "no"])
-    assert len(res) == 2 and list(res[0]) == TEN + ["yes", "no"]
+    res = llm.score_choices([conv, "Is the sky blue? yes or no"], CHOICES)
+    assert len(res) == 2 and list(res[0]) == CHOICES
     assert all(-1e9 < v < 0 for r in res for v in r.values())
     assert res[0]["1"] != res[0]["10"]
     # P("1" ends) + P("10") = P(first token "1"), read from a call where nothing continues "1"
     p1 = llm.score_choices([conv], ["1", "2"])[0]["1"]
     assert abs(math.exp(res[0]["1"]) + math.exp(res[0]["10"]) - math.exp(p1)) < 1e-3
     nz = llm.score_choices([conv], ["10"], normalize=True)[0]["10"]
-    assert abs(nz - llm.score_choices([conv], ["10"])[0]["10"] / 2) < 1e-4       # "10" is two tokens for SmolLM2
+    assert abs(nz - res[0]["10"] / 2) < 1e-4                                          # "10" is two tokens for SmolLM2
     cl = CachedLLM(llm, tmp_path/"c.sqlite")                                          # cached like generation
-    assert cl.score_choices([conv], TEN) == cl.score_choices([conv], TEN) and cl.stats == {"hits": 1, "misses": 1}
+    assert cl.score_choices([conv], ["1", "10"]) == cl.score_choices([conv], ["1", "10"]) and cl.stats == {"hits": 1, "misses": 1}
 
 def test_score_choices_needs_tokenizer(llama_server, fake_key):
     url, _ = llama_server
-    with pytest.raises(ValueError, match="tokenizer"):
+    with pytest.raises(ValueError, match=r"models\.<role>\.tokenizer"):
         OpenAILLM("smollm2", url, api_key_env=fake_key).score_choices(["hi"], ["yes", "no"])
 
 def test_cache_makes_no_second_call(llama_server, fake_key, tmp_path):
@@ -80,6 +87,7 @@ def test_endpoint_down_then_up(tmp_path, fake_key):
     proc = start_server(port, tmp_path/"server.log")
     try:
         t.join(120)
+        check_alive(proc, tmp_path/"server.log")
         assert not err, err
         assert out["r"] and isinstance(out["r"][0], str)
     finally: stop_server(proc)
@@ -156,3 +164,37 @@ def test_stage_summaries_record_usage_per_role(llama_server, fake_key, tmp_path)
     assert man["stages"]["synthesis"]["usage"] == summ["usage"]
     assert man["stages"]["knowledge"].get("usage", {}) == {}                  # no LLM in the knowledge stage
     assert "synthesis  done in" in r.stdout and "teacher: " in r.stdout     # `omind run` prints the usage of a stage
+
+
+TILE = re.compile(r"^\s*[0-9a-f]+:\s+(tile\w*|ldtilecfg|sttilecfg|tdp\w+)\b", re.M)   # AMX mnemonics in objdump -d
+
+def test_server_build_has_no_amx_instructions():
+    """The installed llama.cpp CPU library holds no AMX instruction (and no AVX-512 register): a build made with
+    native detection on a CPU that advertises AMX dies with SIGILL at `tilezero` on a VM that does not grant the
+    tiles. The Makefile builds with GGML_NATIVE=OFF, AVX2/FMA/F16C, AVX-512 and AMX off."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None: pytest.skip("llama-cpp-python not installed (SKIP_SERVER=1)")
+    libs = sorted(p for p in Path(spec.origin).parent.rglob("libggml*.so*") if p.is_file())
+    assert libs, f"no ggml library under {Path(spec.origin).parent}"
+    assert shutil.which("objdump"), "objdump (binutils) is needed to check the server build"
+    cpu = [p for p in libs if "cpu" in p.name] or libs
+    for lib in cpu:
+        asm = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True, check=True).stdout
+        assert len(asm) > 10_000, lib                                  # really disassembled
+        tiles = sorted(set(TILE.findall(asm)))
+        assert tiles == [], f"{lib} holds AMX instructions {tiles}: rebuild portably (`make clean-server server`)"
+        assert "%zmm" not in asm, f"{lib} uses AVX-512 registers: rebuild portably (`make clean-server server`)"
+
+def test_dead_server_is_reported_with_signal_and_log(tmp_path):
+    "A server that dies (here: a stand-in that kills itself with SIGILL, as an AMX build does) is reported with its signal and log."
+    log = tmp_path/"server.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-c", "import os, signal, sys; print('llama_model_loader: loaded'); "
+                                 "print('ggml_backend_cpu: AMX'); sys.stdout.flush(); os.kill(os.getpid(), signal.SIGILL)"],
+                                stdout=f, stderr=subprocess.STDOUT)
+    proc.wait(30)
+    with pytest.raises(ServerDied) as e: first_completion(free_port(), proc, log)
+    msg = str(e.value)
+    assert "killed by SIGILL" in msg and "AMX tiles" in msg and "ggml_backend_cpu: AMX" in msg and str(log) in msg
+    with pytest.raises(ServerDied, match="exited with code 3"):
+        p2 = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]); p2.wait(30); wait_ready(free_port(), p2, log_path=log)

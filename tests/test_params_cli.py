@@ -75,10 +75,14 @@ def test_version_and_stage_choices():
     for st in ("knowledge", "synthesis", "review", "dataset", "train", "benchmark", "evaluate", "figures"): assert st in r.stdout
 
 def test_set_synthesis_count_runs_and_is_recorded(tmp_path):
-    "`omind run params/tiny.yaml --set synthesis.n.mcqa=3`: the synthesis stage seeds 3 MCQA items, the manifest records the override and the stage's LLM usage."
+    """`omind run params/tiny.yaml --set synthesis.n.mcqa=3`: the synthesis stage seeds 3 MCQA items, the manifest records
+    the override and the stage's LLM usage. A source path relative to the repository (the one rule for params paths)
+    still resolves when `--set` makes the notebooks read the run folder's params.yaml, and a shortfall allowed by
+    `allow_shortfall` is printed on the terminal, not only in the executed notebook."""
     import json
     p = tmp_path/"t.yaml"
-    p.write_text(f"extends: {ROOT/'params'/'tiny.yaml'}\nrun: {{name: t, results_dir: {tmp_path/'results'}, figures_dir: {tmp_path/'figures'}}}\n")
+    p.write_text(f"extends: {ROOT/'params'/'tiny.yaml'}\nrun: {{name: t, results_dir: {tmp_path/'results'}, figures_dir: {tmp_path/'figures'}}}\n"
+                 "synthesis:\n  sources:\n    mcqa:\n      - {path: tests/fixtures/sources/medmcqa_original.jsonl, layout: medmcqa, n: 50, allow_shortfall: true}\n")
     run = lambda *a: subprocess.run([sys.executable, "-c", "import sys; from omind.pipeline import main; sys.exit(main(sys.argv[1:]))", "run", str(p), *a],
                                     cwd=ROOT, capture_output=True, text=True, timeout=900)
     r = run("--only", "knowledge")
@@ -89,7 +93,10 @@ def test_set_synthesis_count_runs_and_is_recorded(tmp_path):
     man = json.loads((d/"manifest.json").read_text())
     assert man["sets"] == ["synthesis.n.mcqa=3"] and man["params"]["synthesis"]["n"]["mcqa"] == 3
     summ = json.loads((d/"synthesis"/"summary.json").read_text())
-    assert summ["seeded"]["mcqa"] == 3
+    src = summ["seed_report"]["mcqa"]["sources"][0]
+    assert 0 < src["seeded"] < 50 and src["shortfall"] == 50 - src["seeded"]
+    assert summ["seeded"]["mcqa"] == 3 + src["seeded"]
+    assert f"synthesis  WARNING: mcqa: source" in r.stdout and f"SHORTFALL {src['shortfall']}" in r.stdout, r.stdout[-2000:]
     u = man["stages"]["synthesis"]["usage"]["teacher"]          # the tiny model counts its own tokens
     assert u["calls"] > 0 and u["prompt_tokens"] > 0 and summ["usage"]["teacher"] == u
     assert "synthesis chunks" in r.stderr                      # progress inside the stage reaches the terminal

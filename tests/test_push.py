@@ -73,6 +73,7 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path/"no-saved-token"))   # no `hf auth login` of this machine
     return fake
 
 
@@ -124,6 +125,15 @@ def test_token_from_env_and_public(run, hub, monkeypatch):
     p = push_run(run, "lab/omind-data", private=False)
     assert hub.tokens == ["hf_from_env"] and p["token"] == "HF_TOKEN" and p["adapters"] is None
     assert hub.calls[0][2]["private"] is False and [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+
+
+def test_token_saved_by_login_is_used(run, hub, tmp_path, monkeypatch):
+    "`omind push --help` promises that a token saved by `hf auth login` works: it does (huggingface_hub.get_token)."
+    from huggingface_hub import constants
+    (tmp_path/"saved-token").write_text("hf_from_login\n")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path/"saved-token"))
+    p = push_run(run, "lab/omind-data")
+    assert hub.tokens == ["hf_from_login"] and p["token"] == "login"
 
 
 def test_no_token_names_hf_token(run, hub):

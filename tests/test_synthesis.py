@@ -225,14 +225,14 @@ synthesis:
   n: {{mcqa: 1, classification: 0, root_cause: 0, qa: 0, conversation: 0}}   # the knowledge base: one source among others
   sources:
     mcqa:
-      - {{path: data/medmcqa/train.jsonl, layout: medmcqa, split: train, n: 2}}          # MedMCQA's JSONL release (cop 1-4)
-      - {{path: data/mmlu/professional_psychology_test.csv, layout: mmlu, config: professional_psychology, split: test}}
+      - {{path: {data}/medmcqa/train.jsonl, layout: medmcqa, split: train, n: 2}}          # MedMCQA's JSONL release (cop 1-4)
+      - {{path: {data}/mmlu/professional_psychology_test.csv, layout: mmlu, config: professional_psychology, split: test}}
     classification:
-      - {{path: data/dreaddit/dreaddit-test.csv, layout: dreaddit, split: test, n: 3}}
+      - {{path: {data}/dreaddit/dreaddit-test.csv, layout: dreaddit, split: test, n: 3}}
     qa:
-      - {{path: data/mentalchat16k/train.jsonl, layout: mentalchat16k, n: 2}}
+      - {{path: {data}/mentalchat16k/train.jsonl, layout: mentalchat16k, n: 2}}
     conversation:
-      - {{path: data/esconv/ESConv.json, layout: esconv, n: 1}}
+      - {{path: {data}/esconv/ESConv.json, layout: esconv, n: 1}}
   k: 3
   k_chunks: 1
   chunk_size: 8
@@ -257,20 +257,21 @@ def test_published_sources_knowledge_to_dataset(tmp_path):
     from omind.review import run_review
     from omind.dataset import run_dataset, load_splits
     from omind.sources import SourceSpec, load_source
+    from omind.core import portable_path
     copies = {"medmcqa/train.jsonl": "medmcqa_original.jsonl", "mmlu/professional_psychology_test.csv": "mmlu_professional_psychology_test.csv",
               "dreaddit/dreaddit-test.csv": "dreaddit_test.csv", "mentalchat16k/train.jsonl": "mentalchat16k_train.jsonl",
               "esconv/ESConv.json": "esconv.json"}
     for dst, src in copies.items():
         (tmp_path/"data"/dst).parent.mkdir(parents=True, exist_ok=True); shutil.copy(FX/src, tmp_path/"data"/dst)
-    pf = tmp_path/"sources.yaml"; pf.write_text(PAPER_SOURCES.format(results=tmp_path/"results"))
+    pf = tmp_path/"sources.yaml"; pf.write_text(PAPER_SOURCES.format(results=tmp_path/"results", data=tmp_path/"data"))
     P = load_params(pf)
     # the gold of every row of every source, read independently of synthesis
     gold = {}
     for fam, specs in P.synthesis.sources.items():
         for sp in specs:
             full = SourceSpec(**{**sp.model_dump(), "n": None})
-            for it in load_source(full, base_dir=tmp_path, verbose=False):
-                gold[(sp.path, it["source"]["row"])] = it
+            for it in load_source(full, verbose=False):
+                gold[(it["source"]["dataset"], it["source"]["row"])] = it
     run_knowledge(P, progress=False)
     s = run_synthesis(P, progress=False)
     rep = s["seed_report"]
@@ -282,7 +283,8 @@ def test_published_sources_knowledge_to_dataset(tmp_path):
     def check(task, seed, label, messages):
         "The record keeps the gold of the source row it names."
         src = seed["source"]
-        assert src["dataset"] in {sp.path for sps in P.synthesis.sources.values() for sp in sps} and src["row"] is not None and src["split"]
+        assert src["dataset"] in {portable_path(sp.path) for sps in P.synthesis.sources.values() for sp in sps} and src["row"] is not None and src["split"]
+        assert not src["dataset"].startswith("/")                          # no absolute path of this machine
         g = gold[(src["dataset"], src["row"])]
         if task == "mcqa":
             assert (seed["question"], seed["options"], seed["answer_text"]) == (g["question"], g["options"], g["options"][g["answer"]])

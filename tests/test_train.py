@@ -81,6 +81,27 @@ def test_resume_after_kill(resumed_run):
     assert (out/"done.json").exists()
 
 
+def test_resumed_summary_equals_uninterrupted(resumed_run, tmp_path):
+    "The summary of a killed-and-resumed run is that of an uninterrupted one: mean loss over all steps, tokens, speed, loss.csv."
+    import pandas as pd
+    from omind.core import load_params, read_json, run_dir
+    from omind.testing import write_toy_dataset
+    P, out, _ = resumed_run
+    pf = _params(tmp_path, "straight", max_steps=24, save_steps=4, learning_rate=3e-2, batch_size=2, warmup=0)
+    write_toy_dataset(load_params(pf), 24)
+    r = subprocess.run([sys.executable, "-m", "omind.train", str(pf), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    a, b = read_json(out/"sft"/"metrics.json"), read_json(run_dir(load_params(pf), "train")/"sft"/"metrics.json")
+    assert a["resumed_from"] and not b["resumed_from"]
+    assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4) and a["train_loss"] > 0
+    assert (a["trained_tokens"], a["global_step"]) == (b["trained_tokens"], b["global_step"])
+    assert a["tokens_per_s"] and b["tokens_per_s"]                    # the speed of the steps each process trained
+    la, lb = (pd.read_csv(d/"sft"/"loss.csv") for d in (out, run_dir(load_params(pf), "train")))
+    ka, kb = (l.dropna(subset=["loss"]) for l in (la, lb))
+    assert list(ka["num_tokens"]) == list(kb["num_tokens"]) and ka["num_tokens"].is_monotonic_increasing
+    assert list(ka["loss"]) == pytest.approx(list(kb["loss"]), abs=1e-4)
+
+
 def test_adapter_reloads_and_changes_generations(resumed_run):
     import torch
     from peft import PeftModel
