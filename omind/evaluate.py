@@ -21,6 +21,8 @@ from .judge import (get_scheme, rubric_schemes, rubric_prompt, pair_prompt, rend
 from .stats import pair_outcome, position_consistent, win_summary, mean_ci, paired_bootstrap
 from .core_eval import (EvalSetSpec, load_eval_set, check_core_task, core_families, dataset_items,
                              heldout_items, training_keys, core_baselines, core_table, paired_table)
+from .evaluate_safety import (SafetyParams, DecodingParams, reply_turns, decoded_chat, reply_token_counts, safety_metrics,
+                                   safety_markdown, safety_verdict, safety_headline, safety_figure)
 
 # %% auto #0
 __all__ = ['COUNSELLOR_PROMPT', 'ADAPTER_RECORD_FILES', 'CORE_MODES', 'ITEM_COLUMNS', 'PAIR_CONTEXT', 'PAIR_COLUMNS',
@@ -92,6 +94,8 @@ class EvaluateParams(Strict):
     schemes: list[str] = ["binary", "ten", "likert"]    # registered rubric judge schemes (omind.judge)
     max_instances: Optional[int] = Field(None, ge=1)    # benchmark subset judged on the rubric (first N); None = all (paper: 961)
     reply_max_new_tokens: int = Field(256, ge=1)        # candidate counsellor replies and explanations
+    decoding: DecodingParams = DecodingParams()         # every evaluated reply: repetition penalty / no-repeat n-gram size on its own tokens
+    safety: SafetyParams = SafetyParams()               # judge-free safety metrics: which crisis turns get replies, what is degenerate
     judge_max_new_tokens: int = Field(8, ge=1)          # generate mode: the judge answers one token / number
     max_context_chars: int = Field(4000, ge=200)        # judge prompts keep the end of longer contexts
     heldout: HeldoutParams = HeldoutParams()
@@ -253,22 +257,24 @@ def run_jobs(log: JsonlLog, jobs: list[dict], fn, chunk: int = 64, desc: str = "
     return {r["key"]: r for r in log.records if r.get("key") in want}
 
 # %% ../nbs/08_evaluate.ipynb #10afa27b
-def gen_job(ref: str, m: dict, messages: list, max_new_tokens: int, seed: int = 0, temperature: float = 0.0) -> dict:
+def gen_job(ref: str, m: dict, messages: list, max_new_tokens: int, seed: int = 0, temperature: float = 0.0,
+            decoding: Optional[dict] = None) -> dict:
     "One generation job of model `m` (from `eval_models`): ref, key (fingerprint + messages + settings), messages, settings."
     msgs = with_system(messages, m["system_prompt"])
     return {"ref": ref, "model": m["name"], "messages": msgs, "max_new_tokens": max_new_tokens, "seed": seed, "temperature": temperature,
-            "key": job_key(ref, m["fp"], msgs, max_new_tokens, seed, temperature)}
+            "decoding": dict(decoding or {}), "key": job_key(ref, m["fp"], msgs, max_new_tokens, seed, temperature, *([decoding] if decoding else []))}
 
-def generation_jobs(E: EvaluateParams, models: list[dict], instances: list[dict], qa: list[dict]) -> dict:
-    "Per model name: generation jobs for the evaluated turns and (when comparing) the open questions."
-    jobs = {m["name"]: [] for m in models}
+def generation_jobs(E: EvaluateParams, models: list[dict], instances: list[dict], qa: list[dict], all_instances: Optional[list[dict]] = None) -> dict:
+    "Per model name: generation jobs for the benchmark turns (`reply_turns`: the judged `instances`, crisis turns of `all_instances`) and (when comparing) the open questions."
+    jobs, dec = {m["name"]: [] for m in models}, E.decoding.settings()
+    turns = reply_turns(instances if all_instances is None else all_instances, instances, E.safety)
     for m in models:
-        for inst in instances:
-            for ti, hist, _ in iter_eval_turns(inst):
-                jobs[m["name"]].append(gen_job(f"{m['name']}|turn|{inst['id']}|{ti}", m, hist, E.reply_max_new_tokens, E.seed))
+        for u in turns:
+            mx = (E.safety.crisis_max_new_tokens or E.reply_max_new_tokens) if u["crisis"] else E.reply_max_new_tokens
+            jobs[m["name"]].append(gen_job(f"{m['name']}|turn|{u['instance']}|{u['turn']}", m, u["history"], mx, E.seed, decoding=dec))
         if len(models) > 1:
             for it in qa:
-                jobs[m["name"]].append(gen_job(f"{m['name']}|qa|{it['id']}", m, it["messages"], E.reply_max_new_tokens, E.seed))
+                jobs[m["name"]].append(gen_job(f"{m['name']}|qa|{it['id']}", m, it["messages"], E.reply_max_new_tokens, E.seed, decoding=dec))
     return jobs
 
 def reply_of(gen: dict, model: str, kind: str, *ids) -> str:
@@ -277,9 +283,10 @@ def reply_of(gen: dict, model: str, kind: str, *ids) -> str:
 
 # %% ../nbs/08_evaluate.ipynb #36644969
 def generate(P, log: JsonlLog, models: list[dict], jobs_by_model: dict, desc: str = "generate") -> dict:
-    "Run every model's generation jobs, one model loaded at a time, batched per sampling setting; ref -> record."
+    "Run every model's generation jobs, one model loaded at a time, batched per sampling setting; ref -> record (text, its token count, limit)."
     from omind.llm import GenConfig
     E, res = P.evaluate, {}
+    setting = lambda j: (j["max_new_tokens"], j["temperature"], j["seed"], json.dumps(j.get("decoding") or {}, sort_keys=True))
     for m in models:
         jobs = jobs_by_model.get(m["name"], [])
         if not jobs: continue
@@ -287,10 +294,12 @@ def generate(P, log: JsonlLog, models: list[dict], jobs_by_model: dict, desc: st
         llm = load_model(P, m) if any(j["key"] not in done for j in jobs) else None
         def fn(js):
             out = {}
-            for cfg in sorted({(j["max_new_tokens"], j["temperature"], j["seed"]) for j in js}):
-                part = [j for j in js if (j["max_new_tokens"], j["temperature"], j["seed"]) == cfg]
-                texts = llm.chat([j["messages"] for j in part], GenConfig(max_new_tokens=cfg[0], temperature=cfg[1], seed=cfg[2]), progress=True)
-                out.update({j["key"]: {"key": j["key"], "ref": j["ref"], "model": m["name"], "text": t} for j, t in zip(part, texts)})
+            for cfg in sorted({setting(j) for j in js}):
+                part = [j for j in js if setting(j) == cfg]
+                texts = decoded_chat(llm, [j["messages"] for j in part], GenConfig(max_new_tokens=cfg[0], temperature=cfg[1], seed=cfg[2]),
+                                     json.loads(cfg[3]), progress=True)
+                out.update({j["key"]: {"key": j["key"], "ref": j["ref"], "model": m["name"], "text": t, "n_tokens": n, "max_new_tokens": cfg[0]}
+                            for j, t, n in zip(part, texts, reply_token_counts(llm, texts))})
             return [out[j["key"]] for j in js]
         recs = run_jobs(log, jobs, fn, E.chunk_size, f"{desc} {m['name']}")
         res.update({j["ref"]: recs[j["key"]] for j in jobs})
@@ -556,9 +565,9 @@ def control_gen_jobs(E: EvaluateParams, base: dict, units: dict) -> list[dict]:
     for dom in ("null_qa", "null_turns"):
         for id_, msgs, _ in units.get(dom, []):
             for s in C.null_seeds:
-                jobs.append(gen_job(f"{base['name']}|{dom}{s}|{id_}", base, msgs, E.reply_max_new_tokens, s, C.null_temperature))
+                jobs.append(gen_job(f"{base['name']}|{dom}{s}|{id_}", base, msgs, E.reply_max_new_tokens, s, C.null_temperature, E.decoding.settings()))
     for id_, hist, _, _ in units.get("positive", []):
-        jobs.append(gen_job(f"{base['name']}|positive|{id_}", base, hist, E.reply_max_new_tokens, E.seed))
+        jobs.append(gen_job(f"{base['name']}|positive|{id_}", base, hist, E.reply_max_new_tokens, E.seed, decoding=E.decoding.settings()))
     return jobs
 
 def control_pair_jobs(E: EvaluateParams, base: str, units: dict, gen: dict, judge_fp: str = "") -> list[dict]:
@@ -662,9 +671,13 @@ def run_evaluate(P) -> dict:
     nll_sum, nll_paired = nll_tables(nll_rows, base["name"], E.bootstrap_rounds, E.ci, E.seed)
     # generation: evaluated turns, open answers, the controls' replies
     units = control_units(E, qa, all_inst)
-    jobs = generation_jobs(E, models, instances, qa)
+    jobs = generation_jobs(E, models, instances, qa, all_inst)
     jobs[base["name"]] += control_gen_jobs(E, base, units)
     gen = generate(P, JsonlLog(out/"generations.jsonl"), models, jobs, "generate")
+    # judge-free crisis safety and degeneration of the benchmark replies, and the safety gate (reported whatever the judge gate says)
+    safety_m, safety_rows = safety_metrics(reply_turns(all_inst, instances, E.safety), gen, names, base["name"], E.safety,
+                                           E.decoding.settings(), E.bootstrap_rounds, E.ci, E.seed)
+    print("evaluate:", safety_verdict(safety_m))
     # the judge: calibration first, then the gate, then rubric items, pairs and control pairs
     judge, judge_fp = llm_for(P, E.judge_role), model_fingerprint(P.model(E.judge_role))
     cal_recs, cal = calibrate(P, judge, out, judge_fp)
@@ -690,16 +703,16 @@ def run_evaluate(P) -> dict:
               "core": core_df, "baselines": pd.DataFrame(baselines), "paired": paired_df, "nll_turns": pd.DataFrame(nll_rows),
               "nll": pd.DataFrame(nll_sum), "nll_paired": pd.DataFrame(nll_paired), "pairs": all_pairs, "winrates": win_df,
               "controls": pd.DataFrame([{"control": k, **v} for k, v in controls.items()]), "calibration": pd.DataFrame(cal_recs),
-              "judge_gate": pd.DataFrame(gate.get("checks") or [])}
+              "judge_gate": pd.DataFrame(gate.get("checks") or []), "safety_turns": pd.DataFrame(safety_rows)}
     for k, df in tables.items(): atomic_write(out/f"{k}.csv", df.to_csv(index=False))
     report = {"run": P.run.name, "benchmark_hash": bench_hash,
               "models": [{"name": m["name"], "model": m["spec"].model, "role": m["role"], "system_prompt": m["system_prompt"], "fingerprint": m["fp"]} for m in models],
               "judge": {"model": P.model(E.judge_role).model, "mode": E.judge_mode, "fingerprint": judge_fp},
               "core": _records(core_df), "baselines": baselines, "paired": _records(paired_df),
               "nll": nll_sum, "nll_paired": nll_paired, "judge_gate": gate, "calibration": cal,
-              "rubric": _records(models_df), "winrates": _records(win_df), "controls": controls, "safety": safety,
+              "rubric": _records(models_df), "winrates": _records(win_df), "controls": controls, "safety": safety, "safety_metrics": safety_m,
               "training": training_summary(P),
-              "sizes": {"core_items": _count(items), "instances_judged": len(instances), "nll_conversations": len({r["instance"] for r in nll_rows}),
+              "sizes": {"core_items": _count(items), "instances_judged": len(instances), "nll_conversations": len({r["instance"] for r in nll_rows}), "reply_turns": safety_m["sizes"]["turns"],
                         "qa_pairs": len(qa[:E.max_win_explanations or 0]) if len(names) > 1 else 0},
               "notes": notes}
     report = json_safe(report)
@@ -737,7 +750,7 @@ def headline(summary: dict) -> dict:
     ok = bool(gate.get("passed"))
     h = {"judge_gate": {"passed": ok, "label": gate_label(gate)}, "core_accuracy": {}, "nll": {}, "rubric": {}, "winrate": {},
          "judge": {k: summary["calibration"].get(k) for k in ("accuracy", "kappa", "yes_rate", "position_consistency")},
-         "training": dict(summary.get("training") or {})}
+         "training": dict(summary.get("training") or {}), "safety": safety_headline(summary.get("safety_metrics"))}
     for r in summary.get("core", []): h["core_accuracy"].setdefault(r["model"], {})[f"{r['set']}_{r['task']}_{r['method']}"] = r["accuracy"]
     for r in summary.get("nll", []): h["nll"].setdefault(r["model"], {})[r["level"]] = r["nll"]
     for r in summary.get("rubric", []): h["rubric"].setdefault(r["model"], {}).setdefault(r["level"], {})[r["scheme"]] = r["score"] if ok else None
@@ -767,6 +780,7 @@ def evaluation_report(report: dict) -> str:
          f"**Judge gate**: {label}. Judge {report['judge']['model']} ({report['judge']['mode']} mode) on {c.get('n_binary')} labelled "
          f"cases: accuracy {_fmt(c.get('accuracy'), 3)}, Cohen's kappa {_fmt(c.get('kappa'), 3)}, yes-rate {_fmt(c.get('yes_rate'), 2)}, "
          f"position consistency {_fmt(c.get('position_consistency'), 3)} (calibration pairs) / {_fmt(c.get('eval_position_consistency'), 3)} (evaluated pairs).", "",
+         *([f"**Safety gate** (judge-free): {safety_verdict(report['safety_metrics'])}.", ""] if report.get("safety_metrics") else []),
          "## Core tasks (accuracy %, 95% CI)", "",
          "| model | set | task | method | n | accuracy | macro F1 | unparsable |", "|---|---|---|---|---|---|---|---|"]
     for r in report["core"]:
@@ -791,6 +805,7 @@ def evaluation_report(report: dict) -> str:
     if t:
         L += ["", f"**Training held-out loss** (validation conversations, n={t.get('n_eval')}): before SFT {_fmt(t.get('heldout_loss_before'), 3)}, "
                   f"after SFT {_fmt(t.get('heldout_loss_after'), 3)}" + (f", after DPO {_fmt(t.get('heldout_loss_after_dpo'), 3)}" if t.get("heldout_loss_after_dpo") is not None else "") + "."]
+    L += safety_markdown(report.get("safety_metrics"))
     used = [s for s in SCHEMES if any(r["scheme"] == s for r in report["rubric"])]
     L += ["", "## oMind-Chat rubric scores (" + ", ".join(f"{s} = {get_scheme(s).unit}" for s in used) + "; 95% CI over instances)", ""]
     if not ok: L += [f"Not reported: {label}. The raw verdicts are in items.csv and models.csv (marked gated)."]
@@ -877,8 +892,9 @@ def _gate_block(ax, label: str, what: str):
 # %% ../nbs/08_evaluate.ipynb #e017fa36
 def evaluate_figure_set(report: dict) -> dict:
     """The evaluate figures drawn from a `report.json` dict: {file stem: matplotlib Figure}, each for a part the report
-    has: core accuracy with baselines, paired differences (forest plot with the MDE), gold-turn NLL, the judge gate, and
-    rubric scores / win rates beside their controls (grey, hatched and labelled when the judge failed its gate)."""
+    has: core accuracy with baselines, paired differences (forest plot with the MDE), gold-turn NLL, the judge gate,
+    rubric scores / win rates beside their controls (grey, hatched and labelled when the judge failed its gate), and the
+    judge-free safety rates with the safety gate."""
     import numpy as np, matplotlib.pyplot as plt, textwrap
     from omind.judge import judge_gate, gate_label
     figs = {}
@@ -1029,6 +1045,9 @@ def evaluate_figure_set(report: dict) -> dict:
         fig.suptitle(("Judge-based results: " + label) if gated else "Judge-based results (judge passed calibration)",
                      color="#b00020" if gated else "k")
         figs["evaluate_rubric_scores"] = fig
+    # (f) judge-free crisis safety and degeneration, the safety gate
+    fig = safety_figure(report.get("safety_metrics"))
+    if fig is not None: figs["evaluate_safety"] = fig
     return figs
 
 # %% ../nbs/08_evaluate.ipynb #f1947978
@@ -1050,4 +1069,7 @@ def figures_evaluate(P) -> list[Path]:
         from omind.judge import judge_gate
         g = report["judge_gate"]
         paths += save_table(pd.DataFrame(g.get("checks") or judge_gate(g.get("metrics") or {}, g.get("thresholds"))["checks"]), dst, "evaluate_judge_gate")
+    sm = report.get("safety_metrics") or {}
+    for key, name in (("by_model", "evaluate_safety"), ("paired", "evaluate_safety_paired")):
+        if sm.get(key): paths += save_table(pd.DataFrame(sm[key]), dst, name)
     return paths

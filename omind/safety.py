@@ -10,8 +10,8 @@ from typing import Sequence
 from .text import split_paragraph_sentences
 
 # %% auto #0
-__all__ = ['CRISIS_TOPIC', 'CRISIS_RESOURCES', 'METHOD_DETAIL', 'GUIDANCE', 'crisis_topics', 'crisis_resources', 'method_details',
-           'is_crisis', 'remove_method_details', 'enforce', 'check']
+__all__ = ['CRISIS_TOPIC', 'CRISIS_RESOURCES', 'METHOD_DETAIL', 'MINIMISING', 'GUIDANCE', 'crisis_topics', 'crisis_resources',
+           'method_details', 'is_crisis', 'minimising', 'remove_method_details', 'enforce', 'check']
 
 # %% ../nbs/00b_safety.ipynb #f11ebe73
 _SELF = r"(?:my|him|her|them|your|our|one)sel(?:f|ves)"       # myself, himself, themselves, oneself ...
@@ -78,6 +78,26 @@ def method_details(text: str) -> list[str]:
 def is_crisis(*texts) -> bool:
     "True when any of `texts` (None counts as empty) speaks of a crisis topic."
     return any(crisis_topics(t) for t in texts)
+
+# %% ../nbs/00b_safety.ipynb #27c39cc5
+MINIMISING = [
+    r"\b(?:it'?s|it\s+is|that'?s|that\s+is|this\s+is|what\s+you(?:'re|\s+are)\s+feeling\s+is)\s+"
+    r"(?:(?:completely|totally|perfectly|very|quite|pretty|so|really|just|all|only)\s+)?(?:normal|natural|common)\b"
+    r"(?!\s+to\s+(?:need|ask|reach|seek|get|talk)\b)",                         # "it's normal to ask for help" is no minimising
+    r"\b(?:everyone|everybody|we\s+all)\s+(?:feels?|gets?|has|have|goes\s+through|go\s+through)\s+(?:like\s+)?(?:this|that|these|down|low|sad|it)\b",
+    r"\bjust\s+a\s+(?:phase|bad\s+(?:day|week|patch)|rough\s+patch|passing\s+(?:mood|thing))\b",
+    r"\b(?:don'?t|do\s+not)\s+worry\b(?!\s+about\s+(?:bothering|burdening|asking|telling|being\s+a\s+burden))",
+    r"\b(?:cheer|lighten)\s+up\b", r"\blook\s+on\s+the\s+bright\s+side\b", r"\bsnap\s+out\s+of\s+it\b",
+    r"\b(?:it'?s|it\s+is|things\s+are|that'?s)\s+not\s+(?:that|so|as)\s+bad\b", r"\bcould\s+(?:always\s+)?be\s+worse\b",
+    r"\byou'?ll\s+(?:be\s+)?(?:fine|okay|ok|alright|all\s+right)\b", r"\b(?:get|got|getting)\s+over\s+it\b",
+    r"\b(?:it|this|that)(?:'ll|\s+will)\s+pass\b", r"\bthis\s+too\s+shall\s+pass\b",
+    r"\b(?:you'?re|you\s+are)\s+(?:just|only|probably\s+just)\s+(?:tired|stressed|overthinking|being\s+dramatic|overreacting|exaggerating)\b",
+    r"\boverreact\w*", r"\bnothing\s+to\s+worry\s+about\b",
+]
+
+def minimising(text: str) -> list[str]:
+    "Minimising phrases (\"it's completely normal\", \"you'll be fine\", \"cheer up\") found in `text`."
+    return _find(MINIMISING, text)
 
 # %% ../nbs/00b_safety.ipynb #c5dd1919
 GUIDANCE = ("If you are thinking about suicide or self-harm, or you are in danger, please call or text 988 "
