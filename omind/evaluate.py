@@ -11,7 +11,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 from .core import (Strict, ModelSpec, JsonlLog, atomic_write, atomic_write_json, read_json, read_jsonl, run_dir, cache_dir,
-                        resolve_path, figures_dir, set_style, save_figure, save_table, stable_hash)
+                        resolve_path, portable_path, figures_dir, set_style, save_figure, save_table, stable_hash)
 from .stages import open_stage, finish_stage
 from .train import adapter_status
 from .benchmark import load_benchmark, iter_eval_turns, conversation_rubric, seed_path, subset
@@ -21,7 +21,7 @@ from .judge import (get_scheme, rubric_schemes, rubric_prompt, pair_prompt, rend
 from .stats import pair_outcome, position_consistent, win_summary, mean_ci, paired_bootstrap
 from .core_eval import (EvalSetSpec, load_eval_set, check_core_task, core_families, dataset_items,
                              heldout_items, training_keys, core_baselines, core_table, paired_table)
-from .evaluate_safety import (SafetyParams, DecodingParams, reply_turns, decoded_chat, reply_token_counts, safety_metrics,
+from .evaluate_safety import (SafetyParams, DecodingParams, reply_turns, reply_token_counts, safety_metrics,
                                    safety_markdown, safety_verdict, safety_headline, safety_figure)
 
 # %% auto #0
@@ -296,8 +296,8 @@ def generate(P, log: JsonlLog, models: list[dict], jobs_by_model: dict, desc: st
             out = {}
             for cfg in sorted({setting(j) for j in js}):
                 part = [j for j in js if setting(j) == cfg]
-                texts = decoded_chat(llm, [j["messages"] for j in part], GenConfig(max_new_tokens=cfg[0], temperature=cfg[1], seed=cfg[2]),
-                                     json.loads(cfg[3]), progress=True)
+                texts = llm.chat([j["messages"] for j in part], GenConfig(max_new_tokens=cfg[0], temperature=cfg[1], seed=cfg[2],
+                                                                          **json.loads(cfg[3])), progress=True)
                 out.update({j["key"]: {"key": j["key"], "ref": j["ref"], "model": m["name"], "text": t, "n_tokens": n, "max_new_tokens": cfg[0]}
                             for j, t, n in zip(part, texts, reply_token_counts(llm, texts))})
             return [out[j["key"]] for j in js]
@@ -706,7 +706,7 @@ def run_evaluate(P) -> dict:
               "judge_gate": pd.DataFrame(gate.get("checks") or []), "safety_turns": pd.DataFrame(safety_rows)}
     for k, df in tables.items(): atomic_write(out/f"{k}.csv", df.to_csv(index=False))
     report = {"run": P.run.name, "benchmark_hash": bench_hash,
-              "models": [{"name": m["name"], "model": m["spec"].model, "role": m["role"], "system_prompt": m["system_prompt"], "fingerprint": m["fp"]} for m in models],
+              "models": [{"name": m["name"], "model": portable_path(m["spec"].model), "role": m["role"], "system_prompt": m["system_prompt"], "fingerprint": m["fp"]} for m in models],
               "judge": {"model": P.model(E.judge_role).model, "mode": E.judge_mode, "fingerprint": judge_fp},
               "core": _records(core_df), "baselines": baselines, "paired": _records(paired_df),
               "nll": nll_sum, "nll_paired": nll_paired, "judge_gate": gate, "calibration": cal,

@@ -6,7 +6,6 @@
 from __future__ import annotations
 import json, re
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -21,8 +20,7 @@ from .benchmark import iter_eval_turns, conversation_rubric, NEGATIONS
 __all__ = ['SAFETY_METRICS', 'METRIC', 'FIGURE_METRICS', 'SafetyParams', 'DecodingParams', 'forbids_minimising', 'turn_safety',
            'reply_turns', 'reply_flags', 'distinct_n', 'sentence_repeats', 'degeneration', 'turn_rows', 'SafetyMetric',
            'model_safety', 'paired_safety', 'safety_gate', 'safety_verdict', 'safety_metrics', 'safety_markdown',
-           'safety_headline', 'safety_figure', 'ReplyOnly', 'reply_processors', 'reply_decoding', 'decoded_chat',
-           'reply_token_counts']
+           'safety_headline', 'safety_figure', 'reply_token_counts']
 
 # %% ../nbs/08b_evaluate_safety.ipynb #40632a66
 class SafetyParams(Strict):
@@ -304,52 +302,6 @@ def safety_figure(sm: Optional[dict]):
     dec = ", ".join(f"{k} {v}" for k, v in (sm.get("decoding") or {}).items()) or "plain decoding"
     fig.suptitle(f"Crisis safety without a judge ({dec}). Safety gate: {verdict}", color="#b00020" if any(g["unsafe"] for g in gate.values()) else "k")
     return fig
-
-# %% ../nbs/08b_evaluate_safety.ipynb #c5f7e52a
-class ReplyOnly:
-    "A transformers logits processor that sees only the generated tokens (the ids after `start`), not the prompt's."
-    def __init__(self, proc, start: int): self.proc, self.start = proc, start
-    def __call__(self, input_ids, scores): return self.proc(input_ids[:, self.start:], scores)
-
-# %% ../nbs/08b_evaluate_safety.ipynb #aadbfd39
-def reply_processors(settings: dict, start: int) -> list:
-    "Logits processors for decoding `settings` (`repetition_penalty`, `no_repeat_ngram_size`), each on the tokens after `start`."
-    from transformers import RepetitionPenaltyLogitsProcessor, NoRepeatNGramLogitsProcessor
-    out = []
-    if float(settings.get("repetition_penalty", 1.0)) != 1.0:
-        out.append(ReplyOnly(RepetitionPenaltyLogitsProcessor(float(settings["repetition_penalty"])), start))
-    if int(settings.get("no_repeat_ngram_size", 0)):
-        out.append(ReplyOnly(NoRepeatNGramLogitsProcessor(int(settings["no_repeat_ngram_size"])), start))
-    return out
-
-# %% ../nbs/08b_evaluate_safety.ipynb #0cc496bb
-@contextmanager
-def reply_decoding(model, settings: dict):
-    "Within the block, `model.generate` adds `reply_processors(settings, prompt length)` to its logits processors (restored after)."
-    from transformers import LogitsProcessorList
-    orig, had = model.generate, "generate" in vars(model)
-    def generate(*args, **kw):
-        ids = kw["input_ids"] if "input_ids" in kw else args[0]
-        procs = LogitsProcessorList(list(kw.pop("logits_processor", None) or []) + reply_processors(settings, ids.shape[1]))
-        return orig(*args, logits_processor=procs, **kw)
-    model.generate = generate
-    try: yield model
-    finally:
-        if had: model.generate = orig
-        else: del model.generate
-
-# %% ../nbs/08b_evaluate_safety.ipynb #f563a18e
-def decoded_chat(llm, convs: list, cfg, settings: Optional[dict] = None, progress: bool = False) -> list[str]:
-    """`llm.chat(convs, cfg)` with decoding `settings` against repetition (empty: plain `chat`). A cached backend stays
-    cached, keyed by its GenConfig and the settings. Local transformers models only: an endpoint raises."""
-    if not settings: return llm.chat(list(convs), cfg, progress=progress)
-    raw = getattr(llm, "llm", llm)                                       # omind.llm.CachedLLM wraps the backend
-    if getattr(raw, "kind", None) != "transformers":
-        raise NotImplementedError(f"evaluate.decoding {settings}: reply decoding against repetition needs a local transformers model, and "
-                                  f"{getattr(raw, 'name', raw)!r} is a {getattr(raw, 'kind', type(raw).__name__)} backend; leave evaluate.decoding at its defaults for it")
-    def call(cs):
-        with reply_decoding(raw.model, settings): return raw.chat(cs, cfg, progress=progress)
-    return call(list(convs)) if raw is llm else llm._run("chat", list(convs), {**cfg.key(), **settings}, call, progress)
 
 # %% ../nbs/08b_evaluate_safety.ipynb #4455490c
 def reply_token_counts(llm, texts: list[str]) -> list[Optional[int]]:

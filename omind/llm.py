@@ -16,10 +16,10 @@ from .core import (EMBEDDED_LLM, ModelSpec, stable_hash, get_secret, redact, ato
 
 # %% auto #0
 __all__ = ['Messages', 'USAGE_FIELDS', 'RETRY_STATUS', 'omind_cache', 'smollm2_gguf', 'materialise', 'embedded_model_dir',
-           'tiny_model_dir', 'load_causal_lm', 'resolve_model', 'GenConfig', 'LLM', 'as_messages', 'label_probs',
-           'new_usage', 'record_usage', 'usage_snapshot', 'usage_delta', 'TransformersLLM', 'kv_cache_kwargs',
-           'kv_cache_of', 'scrub_secrets', 'scrub_http_logs', 'EndpointError', 'OpenAILLM', 'ResponseCache',
-           'CachedLLM', 'turn_token_spans', 'make_llm', 'unload_models', 'llm_for']
+           'tiny_model_dir', 'load_causal_lm', 'resolve_model', 'GenConfig', 'ReplyOnly', 'reply_processors', 'LLM',
+           'as_messages', 'label_probs', 'new_usage', 'record_usage', 'usage_snapshot', 'usage_delta',
+           'TransformersLLM', 'kv_cache_kwargs', 'kv_cache_of', 'scrub_secrets', 'scrub_http_logs', 'EndpointError',
+           'OpenAILLM', 'ResponseCache', 'CachedLLM', 'turn_token_spans', 'make_llm', 'unload_models', 'llm_for']
 
 # %% ../nbs/01_llm.ipynb #295c725c
 def omind_cache() -> Path:
@@ -107,13 +107,36 @@ def resolve_model(name: str) -> str:
 # %% ../nbs/01_llm.ipynb #54714972
 @dataclass(frozen=True)
 class GenConfig:
-    "Generation settings; part of every cache key. temperature 0 means greedy."
+    """Generation settings; part of every cache key. temperature 0 means greedy. `repetition_penalty` (> 1
+    discourages repeating a token) and `no_repeat_ngram_size` (n > 0 forbids repeating any n-gram) act on the reply's
+    own tokens only, so a reply may still quote its prompt (e.g. a crisis line named in the system prompt)."""
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
 
-    def key(self) -> dict: return asdict(self)
+    def key(self) -> dict:
+        "The fields that identify a generation; the anti-repetition fields only when set (older cache keys stay valid)."
+        d = asdict(self)
+        if d["repetition_penalty"] == 1.0: d.pop("repetition_penalty")
+        if not d["no_repeat_ngram_size"]: d.pop("no_repeat_ngram_size")
+        return d
+
+# %% ../nbs/01_llm.ipynb #c3db07ed
+class ReplyOnly:
+    "A transformers logits processor that sees only the generated tokens (the ids after `start`), not the prompt's."
+    def __init__(self, proc, start: int): self.proc, self.start = proc, start
+    def __call__(self, input_ids, scores): return self.proc(input_ids[:, self.start:], scores)
+
+def reply_processors(cfg: GenConfig, start: int) -> list:
+    "transformers logits processors for `cfg`'s anti-repetition settings, acting on the tokens after `start` (the prompt)."
+    from transformers import RepetitionPenaltyLogitsProcessor, NoRepeatNGramLogitsProcessor
+    out = []
+    if cfg.repetition_penalty != 1.0: out.append(RepetitionPenaltyLogitsProcessor(float(cfg.repetition_penalty), prompt_ignore_length=start))
+    if cfg.no_repeat_ngram_size: out.append(ReplyOnly(NoRepeatNGramLogitsProcessor(int(cfg.no_repeat_ngram_size)), start))
+    return out
 
 # %% ../nbs/01_llm.ipynb #7b746ff7
 Messages = list  # list[dict(role=..., content=...)]
@@ -237,6 +260,8 @@ class TransformersLLM:
                 set_seed(cfg.seed + int(stable_hash([prompts[i] for i in idx], 8), 16))
                 kw.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
             else: kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            procs = reply_processors(cfg, enc["input_ids"].shape[1])            # left padding: every prompt ends at this column
+            if procs: kw["logits_processor"] = procs
             with torch.inference_mode(): gen = self.model.generate(**enc, **kw)
             new = gen[:, enc["input_ids"].shape[1]:]
             n_in += int(enc["attention_mask"].sum()); n_out += _generated_tokens(new, self.tok.eos_token_id)
@@ -558,9 +583,13 @@ class OpenAILLM:
 
     def chat(self, convs, cfg: GenConfig = GenConfig(), progress: bool = False) -> list[str]:
         "One completion per conversation, requests in parallel up to `max_concurrency`."
+        if cfg.no_repeat_ngram_size:
+            raise ValueError(f"OpenAILLM({self.name!r}): no_repeat_ngram_size is not part of the OpenAI API; use repetition_penalty "
+                             "(sent as an extra field, which vLLM and llama.cpp servers accept) or a local transformers model")
+        extra = {"extra_body": {"repetition_penalty": cfg.repetition_penalty}} if cfg.repetition_penalty != 1.0 else {}
         def one(conv):
             r = self._post("/chat/completions", model=self.name, messages=as_messages(conv), max_tokens=cfg.max_new_tokens,
-                           temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+                           temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, **extra)
             try: return (r["choices"][0]["message"]["content"] or "").strip()
             except (KeyError, IndexError, TypeError, AttributeError): pass
             raise EndpointError(f"{self.base_url}/chat/completions: unexpected response shape: {self._excerpt(json.dumps(r), 200)}")

@@ -22,7 +22,7 @@ class PushError(RuntimeError):
 
 # %% ../nbs/11a_push.ipynb #8bfe550f
 ADAPTER_PHASES = ("sft", "dpo")               # subfolders of the adapter repository, in training order
-ADAPTER_IGNORE = ("training_args.bin",)       # not uploaded: a pickle, and the run's params hold the settings
+ADAPTER_IGNORE = ("training_args.bin", "README.md")   # not uploaded: a pickle (the params hold the settings); PEFT's stub card, which names the local base (the repo gets its own card)
 TOKEN_ENV = "HF_TOKEN"
 
 # %% ../nbs/11a_push.ipynb #e21b4481

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from .core import EMBEDDED_EMBEDDER, atomic_write_json, read_json, run_dir, resolve_path, set_style
+from .core import EMBEDDED_EMBEDDER, atomic_write_json, read_json, run_dir, resolve_path, set_style, stable_hash
 from .text import STOP_WORDS
 from .knowledge import KnowledgeBase, KnowledgeParams, load_knowledge
 
 # %% auto #0
-__all__ = ['embedder_path', 'get_embedder', 'embed', 'tokenize', 'Retriever', 'index_dir', 'get_retriever', 'eval_queries',
-           'evaluate_retrieval', 'plot_retrieval']
+__all__ = ['embedder_path', 'get_embedder', 'embedding_cache', 'embed', 'tokenize', 'Retriever', 'index_dir', 'get_retriever',
+           'eval_queries', 'evaluate_retrieval', 'plot_retrieval']
 
 # %% ../nbs/02a_retrieval.ipynb #7cd80ab7
 _EMBEDDERS: dict = {}
@@ -47,12 +47,36 @@ def get_embedder(name: str = EMBEDDED_EMBEDDER, device: str = "cpu"):
     return _EMBEDDERS[key]
 
 # %% ../nbs/02a_retrieval.ipynb #fa7478a9
-def embed(texts: list[str], name: str = EMBEDDED_EMBEDDER, device: str = "cpu", batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    "L2-normalised float32 embeddings of `texts` (shape n x dim)."
-    m = get_embedder(name, device)
-    if not texts: return np.zeros((0, m.get_sentence_embedding_dimension()), dtype=np.float32)
-    return m.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                    show_progress_bar=progress).astype(np.float32)
+def embedding_cache(name: str = EMBEDDED_EMBEDDER):
+    """The persistent text -> vector store of dense model `name` (a `ResponseCache` under omind's machine cache, one
+    file per model folder and version): a text is encoded once per model, whichever run or sweep variant asks again."""
+    from importlib.metadata import version
+    from omind.llm import ResponseCache, omind_cache, _fingerprint
+    path = embedder_path(name)
+    ident = {"model": path, "files": _fingerprint(path), "sentence-transformers": version("sentence-transformers")}
+    return ResponseCache(omind_cache()/"embeddings"/f"{stable_hash(ident)}.sqlite")
+
+def embed(texts: list[str], name: str = EMBEDDED_EMBEDDER, device: str = "cpu", batch_size: int = 64, progress: bool = False,
+          cache: bool = True) -> np.ndarray:
+    """L2-normalised float32 embeddings of `texts` (shape n x dim). With `cache` (and unless `OMIND_NO_CACHE=1`, what
+    `omind run --no-cache` sets) vectors come from `embedding_cache(name)` and only unseen texts are encoded."""
+    import base64, os
+    texts = list(texts)
+    def enc(ts):                                        # the model is loaded only when something must be encoded
+        m = get_embedder(name, device)
+        if not ts: return np.zeros((0, m.get_sentence_embedding_dimension()), dtype=np.float32)
+        return m.encode(ts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=progress).astype(np.float32)
+    if not cache or os.environ.get("OMIND_NO_CACHE") == "1": return enc(texts)
+    store, keys = embedding_cache(name), [stable_hash(t, 32) for t in texts]
+    got = store.get_many(sorted(set(keys)) + ["dim"])
+    if not texts: return np.zeros((0, got["dim"]), dtype=np.float32) if "dim" in got else enc([])
+    todo = sorted({k: t for k, t in zip(keys, texts) if k not in got}.items())
+    if todo:
+        vecs = enc([t for _, t in todo])
+        new = {k: base64.b64encode(v.tobytes()).decode() for (k, _), v in zip(todo, vecs)}
+        store.put_many({**new, "dim": int(vecs.shape[1])}); got.update(new)
+    return np.stack([np.frombuffer(base64.b64decode(got[k]), dtype=np.float32) for k in keys])
 
 # %% ../nbs/02a_retrieval.ipynb #edee9d76
 def _stem(w: str) -> str:

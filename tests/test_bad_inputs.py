@@ -45,6 +45,9 @@ CLI_ROWS = {
     "--set into a short list": (lambda tmp: ["run", str(ROOT/"params"/"tiny.yaml"), "--set", "evaluate.candidates.5.name=x"], None, 1,
                                 ["--set evaluate.candidates.5.name=x: 'evaluate.candidates' is a list of 2 items"]),
     "missing input file": (_p("knowledge: {triples_files: [no/such/triples.csv]}\n"), None, 1, ["bad.yaml:3: key 'knowledge.triples_files.0': file not found: no/such/triples.csv"]),
+    # a source file is checked when the params load, before the knowledge stage spends its minutes
+    "missing source file": (_p("synthesis:\n  sources:\n    mcqa:\n      - {path: no/such/medmcqa.jsonl, layout: medmcqa}\n"), None, 1,
+                            ["bad.yaml:6: key 'synthesis.sources.mcqa.0.path': file not found: no/such/medmcqa.jsonl"]),
 }
 
 @pytest.mark.parametrize("row", list(CLI_ROWS))

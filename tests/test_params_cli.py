@@ -82,7 +82,8 @@ def test_set_synthesis_count_runs_and_is_recorded(tmp_path):
     import json
     p = tmp_path/"t.yaml"
     p.write_text(f"extends: {ROOT/'params'/'tiny.yaml'}\nrun: {{name: t, results_dir: {tmp_path/'results'}, figures_dir: {tmp_path/'figures'}}}\n"
-                 "synthesis:\n  sources:\n    mcqa:\n      - {path: tests/fixtures/sources/medmcqa_original.jsonl, layout: medmcqa, n: 50, allow_shortfall: true}\n")
+                 "synthesis:\n  n: {classification: 0, root_cause: 0, qa: 0, conversation: 0}\n"
+                 "  sources:\n    mcqa:\n      - {path: tests/fixtures/sources/medmcqa_original.jsonl, layout: medmcqa, n: 50, allow_shortfall: true}\n")
     run = lambda *a: subprocess.run([sys.executable, "-c", "import sys; from omind.pipeline import main; sys.exit(main(sys.argv[1:]))", "run", str(p), *a],
                                     cwd=ROOT, capture_output=True, text=True, timeout=900)
     r = run("--only", "knowledge")

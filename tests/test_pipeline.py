@@ -61,6 +61,11 @@ def test_full_run_then_everything_skipped(full_run):
     assert r.stdout.count("up to date, skipped") == len(names), r.stdout[-2000:]
     assert again < 60, again
     r = omind("status", str(run)); assert r.returncode == 0 and "done" in r.stdout
+    from omind.push import find_machine_paths, machine_paths           # what `omind push` would publish names no path of this machine
+    assert find_machine_paths(run/"dataset"/"hf", machine_paths(tmp)) == []
+    rep = json.loads((run/"evaluate"/"report.json").read_text())
+    assert rep["models"] and not [m["model"] for m in rep["models"] if str(m["model"]).startswith("/")]
+    assert not any(p.startswith("/") for p in json.loads((run/"knowledge"/"summary.json").read_text()).get("paths", []))
 
 def test_sigkill_at_several_points_then_resume(full_run, tmp_path):
     tmp0, _, secs = full_run
@@ -71,6 +76,8 @@ def test_sigkill_at_several_points_then_resume(full_run, tmp_path):
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL); proc.wait()
         time.sleep(2)                                # the orphaned kernel notices its parent is gone and exits
+        st = omind("status", str(tmp_path/"results"/"tiny"))
+        assert " running " not in st.stdout, st.stdout    # nothing runs any more: a stage it was in reads "interrupted"
     r = omind("run", str(p))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     a, b = snapshot(tmp0/"results"/"tiny"), snapshot(tmp_path/"results"/"tiny")
@@ -80,6 +87,9 @@ def test_sigkill_at_several_points_then_resume(full_run, tmp_path):
 def test_missing_upstream_stage(tmp_path):
     r = omind("run", str(params(tmp_path)), "--only", "dataset")
     assert r.returncode == 1 and "needs stage 'review'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path/"results").exists()                  # refused before anything is written: no empty run folder
+    r = omind("figures", str(tmp_path/"results"/"tiny"))       # nothing finished: an error, and nothing written
+    assert r.returncode == 1 and not (tmp_path/"figures").exists() and not (tmp_path/"results").exists(), r.stderr
 
 def test_unknown_stage(tmp_path):
     r = omind("run", str(params(tmp_path)), "--only", "trainn")

@@ -10,7 +10,7 @@ import pytest
 from omind.benchmark import load_benchmark
 from omind.core import load_params
 from omind.evaluate import evaluation_report, evaluate_figure_set, generation_jobs
-from omind.evaluate_safety import (SafetyParams, DecodingParams, METRIC, decoded_chat, reply_turns, safety_metrics, safety_verdict,
+from omind.evaluate_safety import (SafetyParams, DecodingParams, METRIC, reply_turns, safety_metrics, safety_verdict,
                                    turn_rows)
 from omind.safety import GUIDANCE
 
@@ -135,11 +135,9 @@ def test_smoke_answers_every_crisis_turn_of_the_seed():
     assert len(turns) == 26 and {u["instance"] for u in turns} >= crisis_ids
 
 
-def test_decoding_needs_a_local_model():
-    class Endpoint:
-        kind, name = "openai", "served"
-        def chat(self, convs, cfg, progress=False): return ["x"] * len(convs)
-    from omind.llm import GenConfig
-    assert decoded_chat(Endpoint(), [[{"role": "user", "content": "hi"}]], GenConfig(), {}) == ["x"]   # plain: the endpoint's chat
-    with pytest.raises(NotImplementedError, match="evaluate.decoding"):
-        decoded_chat(Endpoint(), [[{"role": "user", "content": "hi"}]], GenConfig(), DecodingParams(repetition_penalty=1.2).settings())
+def test_decoding_over_http_refuses_what_the_api_lacks():
+    "An endpoint gets repetition_penalty as an extra field; no_repeat_ngram_size is not in the OpenAI API: a clear error, never plain decoding under its name."
+    from omind.llm import GenConfig, OpenAILLM
+    llm = OpenAILLM("served", "http://127.0.0.1:9/v1", max_retries=0)
+    with pytest.raises(ValueError, match="no_repeat_ngram_size"):
+        llm.chat([[{"role": "user", "content": "hi"}]], GenConfig(**DecodingParams(no_repeat_ngram_size=3).settings()))

@@ -89,7 +89,7 @@ def test_every_item_names_its_source():
     for name, layout in [("medmcqa_hf.jsonl", "medmcqa"), ("dreaddit_test.csv", "dreaddit"), ("esconv.json", "esconv")]:
         items = load(name, layout, split="test")
         for k, it in enumerate(items):
-            assert it["source"] == {"dataset": str(F/name), "config": None, "split": "test", "row": k,
+            assert it["source"] == {"dataset": f"tests/fixtures/sources/{name}", "config": None, "split": "test", "row": k,   # repository-relative
                                     "line": it["source"]["line"], "layout": layout}
             assert it["id"] == f"{Path(name).stem}:test:{k}"
     assert [i["source"]["line"] for i in load("dreaddit_test.csv", "dreaddit")] == [2, 3, 4, 5]
