@@ -46,6 +46,7 @@ class SynthesisParams(Strict):
     turns_min: int = Field(3, ge=1)            # conversation length in client/counsellor exchanges (paper: 3-5)
     turns_max: int = Field(5, ge=1)
     control_share: float = Field(0.15, ge=0, le=1)  # share of classification posts written as no-disorder controls
+    crisis_share: float = Field(0.1, ge=0, le=1)    # share of knowledge-base conversations whose client also voices suicidal thoughts (the counsellor answers with crisis support)
     max_fact_chars: int = Field(220, ge=40)    # longer facts / chunks are cut in prompts
 
     @field_validator("n")

@@ -626,12 +626,14 @@ def gen_qa(items, chat, S):
 def conversation_seeds(kb: KnowledgeBase, n: int, seed: int = 0, S=None) -> list:
     "`n` conversation seeds: persona, condition, two symptoms, stressor, number of turns."
     turns_min, turns_max = (S.turns_min, S.turns_max) if S is not None else (3, 5)
+    share = S.crisis_share if S is not None else 0.1
     rng, conds, sts, out = random.Random(seed + 4), conditions(kb), stressors(kb), []
     crises = entities_of_type(kb, "crisis")
     for i in range(n):
         c = conds[i % len(conds)]; st = rng.choice(sts)
         syms = kb.triples_of(c.id, "has_symptom"); pick = rng.sample(syms, min(2, len(syms)))
-        crisis = bool(crises) and i % 10 == 9                       # one in ten clients also voices hopelessness
+        # `crisis_share` of the clients also voice hopelessness, spread evenly (0.1: the 10th, 20th, ... client)
+        crisis = bool(crises) and int((i + 1) * share + 1e-9) > int(i * share + 1e-9)
         sym_names = [tail_name(kb, t) for t in pick] + (["thoughts that life is not worth living"] if crisis else [])
         cause = CAMS_DESC.get(st.name, st.name.lower())
         out.append({"task": "conversation", "persona": rng.choice(PERSONAS), "entity": c.id, "condition": c.name,

@@ -58,11 +58,25 @@ def test_api_key_never_written(echo_all, fake_key, tmp_path):
     recs = [json.loads(l) for l in (run/"synthesis"/"samples.jsonl").read_text().splitlines() if l.strip()]
     assert recs and any("Debug: Authorization" in json.dumps(r) for r in recs)    # the echoed text did reach the records
     assert (run/"review"/"done.json").exists() and (run/"cache"/"llm.sqlite").exists()
-    for mode in ("e401", "e500", "drop"):                   # the same stage again, straight to the server each time
+    # a dropped connection: the stage again through `omind run`, straight to the server (its error reaches the
+    # executed notebook, the manifest and the terminal)
+    EchoAll.mode = "drop"
+    r = _omind("run", str(p), "--only", "synthesis", "--force", "--no-cache", "--log-output")
+    assert r.returncode == 1 and "stage 'synthesis' failed" in r.stderr, r.stderr[-3000:]
+    outs.append(r.stdout + r.stderr)
+    # 401 and 500: the same stage code in this process (no kernel start), each into a run folder of its own
+    from omind.core import load_params
+    from omind.knowledge import load_knowledge
+    from omind.retrieval import get_retriever
+    from omind.synthesis import run_synthesis
+    from omind.llm import EndpointError
+    P0 = load_params(p); kb, R = load_knowledge(P0), get_retriever(P0)
+    for mode in ("e401", "e500"):
         EchoAll.mode = mode
-        r = _omind("run", str(p), "--only", "synthesis", "--force", "--no-cache", "--log-output")
-        assert r.returncode == 1 and "stage 'synthesis' failed" in r.stderr, (mode, r.stderr[-3000:])
-        outs.append(r.stdout + r.stderr)
+        with pytest.raises(EndpointError) as e: run_synthesis(load_params(p, sets=[f"run.name=secret-{mode}"]), kb, R, progress=False)
+        assert mode[1:] in str(e.value), str(e.value)
+        outs.append(str(e.value) + repr(e.value))
+        assert (tmp_path/"results"/f"secret-{mode}"/"synthesis"/"stage.json").exists()
     files = [f for f in (tmp_path/"results").rglob("*") if f.is_file()]
     assert any(f.suffix == ".ipynb" for f in files) and any(f.name == "manifest.json" for f in files)
     assert any("set-aside" in f.parts for f in files)       # the 200 run's records, set aside by --force, are checked too
