@@ -96,9 +96,10 @@ $(SERVER_STAMP): $(STAMP) Makefile
 	  $(PIP) install -q --find-links $(WHEELS) "$(LLAMA_CPP)" "llama-cpp-python[server]" && \
 	  echo "$(LLAMA_CMAKE_ARGS)" > $(SERVER_STAMP); fi
 
-# JupyterLab refuses to start as root (containers, cloud VMs) without --allow-root
+# JupyterLab rooted at the repository (so results/<run>/notebooks/ and figures/ open from the file browser), opening
+# nbs/; it refuses to start as root (containers, cloud VMs) without --allow-root
 lab: venv
-	$(VENV)/bin/jupyter lab --notebook-dir=nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 bench: venv
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
