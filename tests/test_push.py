@@ -170,3 +170,14 @@ def test_adapters_need_the_train_stage(run, hub, tmp_path):
     push_run(r2, "lab/d", dry_run=True)                                    # the dataset alone is fine
     with pytest.raises(FileNotFoundError, match="has not finished stage 'train'"): push_run(r2, "lab/d", "lab/a", dry_run=True)
     with pytest.raises(ValueError, match="base_model"): push_plan(run, "lab/d", "lab/a", base_model="/local/model")
+
+
+def test_machine_paths_are_refused(run, hub, tmp_path):
+    "A run whose uploads would carry an absolute path of this machine is refused before any network call, naming the file."
+    with pytest.raises(PushError) as e: push_run(run, "lab/omind-data", "lab/omind-adapters", token="t")   # adapter configs name a local base
+    assert "adapter_config.json contains" in str(e.value) and "--base-model" in str(e.value) and hub.calls == [] and hub.tokens == []
+    r2 = tmp_path/"r2"; shutil.copytree(run/"dataset", r2/"dataset")
+    card = r2/"dataset"/"hf"/"README.md"; card.write_text(card.read_text() + f"\nmade from {tmp_path}/private/data.csv\n")
+    with pytest.raises(PushError, match=r"README\.md contains"): push_run(r2, "lab/omind-data", token="t")
+    assert any("would be refused" in w for w in push_run(r2, "lab/omind-data", dry_run=True)["warnings"])   # the dry run says so
+    assert hub.calls == []
