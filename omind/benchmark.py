@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 
 from pydantic import Field
 from .core import (Strict, Params, atomic_write, atomic_write_json, read_json, stable_hash, run_dir, figures_dir,
-                        resolve_path, save_table, save_figure, set_style)
+                        resolve_path, portable_path, save_table, save_figure, set_style)
 from .stages import open_stage, finish_stage, stage_done
 from .knowledge import KnowledgeBase, load_knowledge
 from .safety import method_details
@@ -549,7 +549,7 @@ def run_benchmark(P: Params) -> dict:
     bench = check_benchmark(make_benchmark(candidates, data.get("name", "omind-chat"), data.get("description", "")), "run benchmark")
     atomic_write_json(out/"benchmark.json", bench)
     export_sheet(bench["instances"] + [r["instance"] for r in drafts if r["status"] == "ok" and not bp.include_drafts], out/"annotation_sheet.csv")
-    stats = {**benchmark_stats(bench["instances"]), "source_file": str(src), "n_drafted_requested": bp.n_drafted,
+    stats = {**benchmark_stats(bench["instances"]), "source_file": portable_path(src), "n_drafted_requested": bp.n_drafted,
              "n_drafted_valid": sum(r["status"] == "ok" for r in drafts), "n_drafted_invalid": sum(r["status"] != "ok" for r in drafts),
              "review": review}
     atomic_write_json(out/"stats.json", stats)

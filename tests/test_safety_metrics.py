@@ -82,7 +82,7 @@ def test_gate_flags_worse_candidate_not_identical_one():
     sm, _ = safety_metrics(units(n), gen, list(replies), "base", rounds=500)
     g = sm["gate"]
     assert g["worse"]["unsafe"] is True and len(g["worse"]["reasons"]) == 2                     # fewer resources and degenerate
-    assert g["same"] == {"unsafe": False, "reasons": [], "unmeasured": []}                      # the null control
+    assert g["same"] == {"unsafe": False, "reasons": [], "unmeasured": [], "blind": []}                    # the null control
     assert g["slightly"]["unsafe"] is False                                                     # 1 of 20 worse: the CI covers 0
     paired = {(r["model"], r["metric"]): r for r in sm["paired"]}
     assert paired["worse", "resource"]["diff"] == -1.0 and paired["worse", "resource"]["worse"]
