@@ -49,7 +49,7 @@ ifneq ($(OFFLINE),)
   export TRANSFORMERS_OFFLINE := $(OFFLINE)
 endif
 
-.PHONY: reproduce reproduce-sweep test venv server clean-server lab clean-venv bench
+.PHONY: reproduce reproduce-sweep reproduce-seeds test venv server clean-server lab clean-venv bench
 
 reproduce: venv
 	$(VENV)/bin/omind run $(PARAMS)
@@ -59,6 +59,12 @@ reproduce: venv
 SWEEP ?= params/smoke-sweep.yaml
 reproduce-sweep: venv
 	$(VENV)/bin/omind sweep $(SWEEP) && $(VENV)/bin/omind figures --sweep $(SWEEP)
+
+# replication: the smoke experiment over three seeds (seed0 reuses the smoke run; each other seed is a whole smoke run,
+# ~30 min on 2 cores), then the pooled replication table and figure under figures/smoke-seeds/
+SEEDS ?= params/smoke-seeds.yaml
+reproduce-seeds: venv
+	$(VENV)/bin/omind sweep $(SEEDS) && $(VENV)/bin/omind figures --sweep $(SEEDS)
 
 # the tests never use the network, whatever PARAMS or the environment say
 test: export HF_HUB_OFFLINE := 1

@@ -8,7 +8,7 @@ import hashlib, json, math, time
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 from .core import (Strict, ModelSpec, JsonlLog, atomic_write, atomic_write_json, read_json, read_jsonl, run_dir, cache_dir,
                         resolve_path, portable_path, figures_dir, set_style, save_figure, save_table, stable_hash)
@@ -20,20 +20,24 @@ from .judge import (get_scheme, rubric_schemes, rubric_prompt, pair_prompt, rend
                          JudgeGate, judge_gate, gate_label)
 from .stats import pair_outcome, position_consistent, win_summary, mean_ci, paired_bootstrap
 from .core_eval import (EvalSetSpec, load_eval_set, check_core_task, core_families, dataset_items,
-                             heldout_items, training_keys, core_baselines, core_table, paired_table)
+                             training_keys, core_baselines, core_table, paired_table, training_rows, train_recall_items)
+from .heldout import load_heldout, leaks, TRANSFER_SOURCE
+from .core_controls import (RecallParams, PrimaryParams, RECALL_SOURCE, CONTROL_FAILED, training_control, control_label,
+                                 mark_claims, null_control)
 from .evaluate_safety import (SafetyParams, DecodingParams, reply_turns, reply_token_counts, safety_metrics,
                                    safety_markdown, safety_verdict, safety_headline, safety_figure)
 
 # %% auto #0
 __all__ = ['COUNSELLOR_PROMPT', 'ADAPTER_RECORD_FILES', 'CORE_MODES', 'ITEM_COLUMNS', 'PAIR_CONTEXT', 'PAIR_COLUMNS',
-           'CandidateSpec', 'HeldoutParams', 'ControlParams', 'NllParams', 'EvaluateParams', 'load_instances', 'splice',
-           'gold_turns', 'resolve_candidate', 'with_system', 'file_digest', 'adapter_identity', 'model_fingerprint',
+           'CandidateSpec', 'ControlParams', 'NllParams', 'EvaluateParams', 'load_instances', 'splice', 'gold_turns',
+           'resolve_candidate', 'fallback_label', 'with_system', 'file_digest', 'adapter_identity', 'model_fingerprint',
            'eval_models', 'load_model', 'job_key', 'run_jobs', 'gen_job', 'generation_jobs', 'reply_of', 'generate',
-           'core_items', 'item_fingerprint', 'score_core', 'core_predictions_of', 'nll_convs', 'score_nll',
-           'nll_tables', 'rubric_jobs', 'judge_jobs', 'item_table', 'aggregate_rubric', 'safety_summary',
+           'core_items', 'item_fingerprint', 'score_core', 'core_predictions_of', 'core_null_control', 'nll_convs',
+           'score_nll', 'nll_tables', 'rubric_jobs', 'judge_jobs', 'item_table', 'aggregate_rubric', 'safety_summary',
            'pair_jobs_for', 'pair_jobs', 'pair_table', 'win_table', 'control_units', 'control_gen_jobs',
            'control_pair_jobs', 'control_summary', 'calibrate', 'mark_gated', 'training_summary', 'run_evaluate',
-           'json_safe', 'headline', 'evaluation_report', 'evaluate_figure_set', 'figures_evaluate']
+           'json_safe', 'headline', 'claim_of', 'core_control_lines', 'evaluation_report', 'evaluate_figure_set',
+           'figures_evaluate']
 
 # %% ../nbs/08_evaluate.ipynb #677f5782
 COUNSELLOR_PROMPT = ("You are a warm, careful mental-health support counsellor. Listen, reflect feelings, ask open "
@@ -48,15 +52,9 @@ class CandidateSpec(Strict):
     system_prompt: Optional[str] = None        # system message put before every conversation (None = none)
     fallback_model: Optional[str] = None       # used (with a message) when `model` is a train: adapter that is missing
     fallback_system_prompt: Optional[str] = None   # system prompt of the fallback (e.g. base + counsellor prompt)
+    fallback_name: Optional[str] = None        # its name when the fallback is used; None = named for what it is (e.g. base+prompt), never `name`
 
 # %% ../nbs/08_evaluate.ipynb #155c54ef
-class HeldoutParams(Strict):
-    "Knowledge-base test items built in code, disjoint from every training item (omind.core_eval.heldout_items)."
-    enabled: bool = True
-    n_mcqa: int = Field(400, ge=0)             # 4-option items, gold letters balanced A/B/C/D
-    n_classification: int = Field(200, ge=0)   # vignettes labelled among candidate conditions (incl. the control label)
-    seed: int = Field(7919, ge=0)              # its own seed: must differ from run.seed (which seeds synthesis)
-
 class ControlParams(Strict):
     "Controls of the win-rate machinery: a null test (baseline vs itself, two sampling seeds) and a positive control (gold vs baseline)."
     null_sets: list[Literal["qa", "turns"]] = ["qa", "turns"]   # open questions of the test split and / or benchmark turns
@@ -64,6 +62,7 @@ class ControlParams(Strict):
     null_seeds: tuple[int, int] = (1, 2)       # the two sampling seeds of the baseline's replies
     null_temperature: float = Field(0.7, gt=0, le=2)
     positive_n: int = Field(24, ge=0)          # gold counsellor turns judged against the baseline's reply; 0 = none
+    core_null_n: int = Field(100, ge=0)        # core items the baseline is scored on again as a separate candidate (must match itself); 0 = none
 
     @field_validator("null_seeds")
     @classmethod
@@ -98,7 +97,8 @@ class EvaluateParams(Strict):
     safety: SafetyParams = SafetyParams()               # judge-free safety metrics: which crisis turns get replies, what is degenerate
     judge_max_new_tokens: int = Field(8, ge=1)          # generate mode: the judge answers one token / number
     max_context_chars: int = Field(4000, ge=200)        # judge prompts keep the end of longer contexts
-    heldout: HeldoutParams = HeldoutParams()
+    recall: RecallParams = RecallParams()              # the training positive control (train-split items re-asked)
+    primary: PrimaryParams = PrimaryParams()           # the run's primary comparison; the other p-values are Holm-adjusted
     core_method: Literal["auto", "loglik", "generate"] = "auto"
     core_tasks: Optional[list[str]] = None              # task families scored as core tasks; None = every family with core_eval
     core_split: str = "test"                            # split of the synthesized dataset for core tasks
@@ -120,6 +120,14 @@ class EvaluateParams(Strict):
     max_calibration_cases: Optional[int] = Field(None, ge=1)
     chunk_size: int = Field(64, ge=1)                   # records per resumable chunk (JsonlLog flush)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, v):
+        if isinstance(v, dict) and "heldout" in v:
+            raise ValueError("heldout: the held-out items are reserved before synthesis now (so every variant is scored on the same "
+                             "items): move evaluate.heldout to synthesis.heldout (n_mcqa, n_classification, n_transfer, seed)")
+        return v
 
     @field_validator("schemes")
     @classmethod
@@ -157,6 +165,10 @@ def gold_turns(inst: dict) -> list[int]:
 # %% ../nbs/08_evaluate.ipynb #2bcaa3e2
 def resolve_candidate(P, c: CandidateSpec) -> tuple[Optional[ModelSpec], str, Optional[str]]:
     "(ModelSpec or None when unavailable, note, system prompt) for a candidate."
+    return _resolve(P, c)[:3]
+
+def _resolve(P, c: CandidateSpec) -> tuple:
+    "(spec, note, system prompt, whether the fallback is used)."
     notes = []
     for m, sp in [(c.model, c.system_prompt), (c.fallback_model, c.fallback_system_prompt or c.system_prompt)]:
         if m is None: continue
@@ -168,8 +180,17 @@ def resolve_candidate(P, c: CandidateSpec) -> tuple[Optional[ModelSpec], str, Op
         elif m in P.models or m in ("student", "teacher", "judge", "default", "nli"): spec = P.model(m)
         else: spec = P.model("student").model_copy(update={"model": m})
         if notes: notes.append(f"{c.name}: using {m}" + (" with its fallback system prompt" if c.fallback_system_prompt else ""))
-        return spec, "; ".join(notes), sp
-    return None, "; ".join(notes) + f"; {c.name}: skipped", None
+        return spec, "; ".join(notes), sp, m != c.model
+    return None, "; ".join(notes) + f"; {c.name}: skipped", None, False
+
+def fallback_label(E, c: CandidateSpec) -> str:
+    """The name of candidate `c` when its fallback stands in: `fallback_name`, else what the fallback is (the
+    baseline's name when it is the baseline's model, or the name of the candidate whose model it is), with "+prompt"
+    when the fallback adds a system prompt. Never `c.name`: a row called "dpo" must be the DPO model."""
+    if c.fallback_name: return c.fallback_name
+    m = c.fallback_model
+    who = E.baseline.name if m == E.baseline.model else next((x.name for x in E.candidates if x.model == m and x.name != c.name), m)
+    return who + ("+prompt" if (c.fallback_system_prompt or c.system_prompt) else "")
 
 # %% ../nbs/08_evaluate.ipynb #3cd0b0cb
 def with_system(msgs: list, system_prompt: Optional[str]) -> list:
@@ -217,13 +238,20 @@ def model_fingerprint(spec: ModelSpec | str) -> str:
 
 # %% ../nbs/08_evaluate.ipynb #c1d391b0
 def eval_models(P) -> tuple[list[dict], list[str]]:
-    "Baseline first, then the available candidates: [{'name', 'spec', 'system_prompt', 'fp', 'role'}], notes."
+    """Baseline first, then the available candidates: [{'name', 'spec', 'system_prompt', 'fp', 'role', 'trained',
+    'stands_for'}], notes. A fallback is named for what it is (`fallback_label`) and `stands_for` the candidate it
+    replaces; a fallback identical to a model already listed (same fingerprint and system prompt) is not evaluated twice."""
     E, out, notes = P.evaluate, [], []
     for role, c in [("baseline", E.baseline), *[("candidate", c) for c in E.candidates]]:
-        spec, note, sp = resolve_candidate(P, c)
+        spec, note, sp, fb = _resolve(P, c)
         if note: notes.append(note)
-        if spec is not None:
-            out.append({"name": c.name, "spec": spec, "system_prompt": sp, "role": role, "fp": model_fingerprint(spec)})
+        if spec is None: continue
+        fp = model_fingerprint(spec)
+        same = next((m for m in out if m["fp"] == fp and m["system_prompt"] == sp), None)
+        if same is not None:
+            notes.append(f"{c.name}: its stand-in is {same['name']} (same model and system prompt), not evaluated twice"); continue
+        out.append({"name": fallback_label(E, c) if fb else c.name, "spec": spec, "system_prompt": sp, "role": role, "fp": fp,
+                    "trained": c.model.startswith("train:") and not fb, "stands_for": c.name if fb else None})
     names = [m["name"] for m in out]
     if len(set(names)) != len(names): raise ValueError(f"evaluate: model names must be unique, got {names}")
     return out, notes
@@ -237,7 +265,7 @@ def load_model(P, m: dict):
     k = m["spec"].model
     if _LOADED_FP.get(k, m["fp"]) != m["fp"]: unload_models(); _LOADED_FP.clear()
     _LOADED_FP[k] = m["fp"]
-    return make_llm(m["spec"], cache_dir(P), role=m["name"])
+    return make_llm(m["spec"], None if m.get("no_cache") else cache_dir(P), role=m["name"])   # no_cache: the scorer's null control
 
 # %% ../nbs/08_evaluate.ipynb #84435e75
 def job_key(ref: str, *inputs) -> str:
@@ -309,20 +337,24 @@ def generate(P, log: JsonlLog, models: list[dict], jobs_by_model: dict, desc: st
 CORE_MODES = {"auto": "auto", "loglik": "score", "generate": "generate"}
 
 def core_items(P, notes: list) -> list[dict]:
-    "Held-out knowledge-base items (mcqa + classification), the synthesized test split's core items, and the public sets."
-    from omind.core_eval import training_rows
-    E, H, items = P.evaluate, P.evaluate.heldout, []
-    if H.enabled and (H.n_mcqa or H.n_classification):
-        if H.seed == P.run.seed:
-            raise ValueError(f"evaluate.heldout.seed ({H.seed}) equals run.seed, which seeds synthesis: give the held-out items a seed of their own")
-        from omind.knowledge import load_knowledge
-        kb = load_knowledge(P)
+    """The held-out items synthesis reserved (in-template and transfer; any that a training row teaches anyway are left
+    out, with a note), the train-recall items (the training positive control), the synthesized test split's core
+    items, and the public sets."""
+    E, items = P.evaluate, []
+    try: held = load_heldout(P)
+    except FileNotFoundError as e: held = []; notes.append(str(e))
+    if held:
         try: rows = training_rows(P)
-        except FileNotFoundError as e:
-            rows = []; notes.append(f"held-out items built without the dataset's rows to exclude ({e})")
-        excl = training_keys(rows, kb)
-        for task, n in (("mcqa", H.n_mcqa), ("classification", H.n_classification)):
-            if n: items += heldout_items(kb, task, n, H.seed, excl)
+        except FileNotFoundError as e: rows = []; notes.append(f"held-out items not checked against the dataset ({e})")
+        if rows:
+            from omind.knowledge import load_knowledge
+            bad = {it["id"] for it in leaks(held, rows, load_knowledge(P))}
+            if bad: notes.append(f"{len(bad)} reserved held-out items are taught by training rows anyway: left out")
+            held = [it for it in held if it["id"] not in bad]
+        items += held
+    if E.recall.n:
+        try: items += train_recall_items(training_rows(P, ["train"]), E.recall.n, E.seed)
+        except (FileNotFoundError, KeyError) as e: notes.append(f"no train-recall items, so no training positive control ({e})")
     tasks = E.core_task_names()
     if tasks:
         try: items += dataset_items(P, tasks, E.max_core_items, E.core_split)
@@ -357,6 +389,20 @@ def core_predictions_of(model: str, records: list[dict]) -> list[dict]:
     "Prediction rows (every method) of one model; `prediction_rows` removes the letter / label prior per (set, task)."
     from omind.core_eval import prediction_rows
     return prediction_rows(model, records)
+
+def core_null_control(P, log: JsonlLog, base: dict, items: list[dict]) -> dict:
+    """The scorer's null control: baseline `base` scored again as a separate candidate (`<name>-null`: its own jobs,
+    no response cache, the items in reverse order, so other batches) on the first `controls.core_null_n` core items,
+    then paired with its first scoring on the same items (letter / label priors removed over that subset for both).
+    An identical model must score identically: `omind.core_controls.null_control` (passed: no discordant pair)."""
+    n = min(P.evaluate.controls.core_null_n, len(items))
+    if not n: return null_control(None)
+    sub = items[:n]
+    twin = {**base, "name": f"{base['name']}-null", "no_cache": True}
+    first = score_core(P, log, base, sub)                                     # already in the log: nothing is recomputed
+    again = score_core(P, log, twin, sub[::-1])[::-1]
+    rows = core_predictions_of(base["name"], first) + core_predictions_of(twin["name"], again)
+    return null_control(paired_table(rows, base["name"], rounds=P.evaluate.bootstrap_rounds, ci=P.evaluate.ci, seed=P.evaluate.seed))
 
 # %% ../nbs/08_evaluate.ipynb #69bd69a8
 def nll_convs(instances: list[dict], limit: Optional[int] = None) -> list[dict]:
@@ -660,6 +706,13 @@ def run_evaluate(P) -> dict:
         preds += core_predictions_of(m["name"], score_core(P, slog, m, items)) if items else []
     core_df = core_table(preds, rounds=E.bootstrap_rounds, ci=E.ci, seed=E.seed) if preds else pd.DataFrame()
     paired_df = paired_table(preds, base["name"], rounds=E.bootstrap_rounds, ci=E.ci, seed=E.seed) if preds and len(names) > 1 else pd.DataFrame()
+    # the training positive control, the primary comparison and Holm-adjusted p-values for the other claims
+    tcontrol = training_control(paired_df, E.recall, {m["name"]: m["trained"] for m in models[1:]})
+    for k, c in tcontrol.items(): print(f"evaluate: training positive control, {k}: {control_label(c)}")
+    paired_df = mark_claims(paired_df, tcontrol, E.primary)
+    core_null = core_null_control(P, slog, base, items)
+    if core_null["n"]: print(f"evaluate: scorer null control ({base['name']} scored again on {core_null['n']} items): "
+                             f"{core_null['discordant']} discordant pairs -> {'passed' if core_null['passed'] else 'FAILED'}")
     baselines = core_baselines(items) if items else []
     # gold-turn NLL
     nll_rows = []
@@ -706,11 +759,13 @@ def run_evaluate(P) -> dict:
               "judge_gate": pd.DataFrame(gate.get("checks") or []), "safety_turns": pd.DataFrame(safety_rows)}
     for k, df in tables.items(): atomic_write(out/f"{k}.csv", df.to_csv(index=False))
     report = {"run": P.run.name, "benchmark_hash": bench_hash,
-              "models": [{"name": m["name"], "model": portable_path(m["spec"].model), "role": m["role"], "system_prompt": m["system_prompt"], "fingerprint": m["fp"]} for m in models],
+              "models": [{"name": m["name"], "model": portable_path(m["spec"].model), "role": m["role"], "system_prompt": m["system_prompt"], "fingerprint": m["fp"],
+                          "trained": m["trained"], "stands_for": m["stands_for"]} for m in models],
               "judge": {"model": P.model(E.judge_role).model, "mode": E.judge_mode, "fingerprint": judge_fp},
               "core": _records(core_df), "baselines": baselines, "paired": _records(paired_df),
               "nll": nll_sum, "nll_paired": nll_paired, "judge_gate": gate, "calibration": cal,
-              "rubric": _records(models_df), "winrates": _records(win_df), "controls": controls, "safety": safety, "safety_metrics": safety_m,
+              "rubric": _records(models_df), "winrates": _records(win_df), "controls": controls,
+              "training_control": tcontrol, "core_null_control": core_null, "primary": E.primary.model_dump(), "safety": safety, "safety_metrics": safety_m,
               "training": training_summary(P),
               "sizes": {"core_items": _count(items), "instances_judged": len(instances), "nll_conversations": len({r["instance"] for r in nll_rows}), "reply_turns": safety_m["sizes"]["turns"],
                         "qa_pairs": len(qa[:E.max_win_explanations or 0]) if len(names) > 1 else 0},
@@ -768,6 +823,24 @@ def _ci(v, lo, hi, nd=1, scale=1.0):
 def _p(p):
     return "n/a" if p is None or p != p else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
+def claim_of(r: dict) -> str:
+    "What a candidate-minus-baseline row is: the positive control itself, or a claim (primary / Holm-adjusted), flagged when its candidate's training failed the control."
+    if r.get("set") == RECALL_SOURCE: return "positive control"
+    kind = "primary" if r.get("primary") else "secondary (Holm)"
+    return f"{kind}; {CONTROL_FAILED}" if r.get("control") == "failed" else kind
+
+def core_control_lines(report: dict) -> list[str]:
+    "Markdown lines on the core scores' controls: each trained candidate's training positive control and the scorer's null control."
+    L, tc, nc = [], report.get("training_control") or {}, report.get("core_null_control") or {}
+    if tc or nc.get("n"): L += ["", "## Controls of the core scores", ""]
+    for k, c in tc.items(): L.append(f"- **Training positive control**, {k}: {control_label(c)}.")
+    if nc.get("n"):
+        L.append(f"- **Scorer null control**: the baseline scored again as a separate candidate on {nc['n']} items: {nc['discordant']} discordant "
+                 f"pairs, largest difference {_fmt((nc.get('max_abs_diff') or 0) * 100)} points: {'passed' if nc['passed'] else 'FAILED (core differences are not reliable)'}.")
+    p = report.get("primary")
+    if p: L.append(f"- **Primary comparison**: {p['candidate']} minus baseline on {p['set']} / {p['task']} / {p['method']}; every other p-value is Holm-adjusted.")
+    return L
+
 def evaluation_report(report: dict) -> str:
     "Markdown report of `report.json`: the judge gate, core accuracy with baselines and paired tests, NLL, training loss, judged numbers (or the gate's reason) and controls."
     from omind.judge import SCHEMES
@@ -788,12 +861,14 @@ def evaluation_report(report: dict) -> str:
                  f"{_ci(r.get('macro_f1'), r.get('macro_f1_lo'), r.get('macro_f1_hi'), 3)} | {r.get('unparsable', 0)} |")
     if report.get("baselines"):
         L += ["", "Baselines (no model): " + "; ".join(f"{b['set']}/{b['task']} {b['baseline']} {_fmt(b['accuracy'] * 100)}% (n={b['n']})" for b in report["baselines"])]
+    L += core_control_lines(report)
     if report.get("paired"):
-        L += ["", f"## Candidate minus {base} (accuracy points, paired bootstrap 95% CI, exact McNemar p, minimum detectable effect at 95% / power 0.8)", "",
-              "| candidate | set | task | method | n | difference | p | discordant (b wrong / a wrong) | MDE |", "|---|---|---|---|---|---|---|---|---|"]
+        L += ["", f"## Candidate minus {base} (accuracy points, paired bootstrap 95% CI, exact McNemar p, Holm-adjusted p, minimum detectable effect at 95% / power 0.8)", "",
+              "| candidate | set | task | method | n | difference | p | p (Holm) | discordant (b wrong / a wrong) | MDE | claim |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in report["paired"]:
             L.append(f"| {r['candidate']} | {r['set']} | {r['task']} | {r['method']} | {r['n']} | {_ci(r['diff'], r['lo'], r['hi'], 1, 100)} | {_p(r.get('p'))} | "
-                     f"{r.get('n01')} / {r.get('n10')} | {_fmt(None if r.get('mde') is None else r['mde'] * 100)} |")
+                     f"{_p(r.get('p_holm'))} | {r.get('n01')} / {r.get('n10')} | {_fmt(None if r.get('mde') is None else r['mde'] * 100)} | {claim_of(r)} |")
     if report.get("nll"):
         L += ["", "## Gold-turn NLL (per token, lower is better; judge-free)", "", "| model | level | n | NLL [95% CI] | minus " + base + " [95% paired CI] |", "|---|---|---|---|---|"]
         pd_ = {(r["model"], r["level"]): r for r in report.get("nll_paired", [])}
@@ -933,17 +1008,21 @@ def evaluate_figure_set(report: dict) -> dict:
         for yy, r in zip(y, paired):
             d, lo, hi, mde = (100 * _fnum(r.get(k)) for k in ("diff", "lo", "hi", "mde"))
             if np.isfinite(mde): ax.fill_betweenx([yy - 0.35, yy + 0.35], -mde, mde, color="0.85", lw=0, zorder=0)
+            p, ph = _fnum(r.get("p")), _fnum(r.get("p_holm", r.get("p")))
+            failed = r.get("control") == "failed" and r.get("set") != RECALL_SOURCE     # a claim whose training failed its positive control
             if np.isfinite(d):
                 ax.errorbar(d, yy, xerr=[[max(0, d - lo)], [max(0, hi - d)]] if np.isfinite(lo) and np.isfinite(hi) else None,
-                            fmt="o", color="C3" if np.isfinite(lo) and (lo > 0 or hi < 0) else "C0", capsize=3, ms=4)
-            p = _fnum(r.get("p"))
+                            fmt="o", mfc="white" if failed else None, capsize=3, ms=4,
+                            color="0.6" if failed else "C3" if np.isfinite(ph) and ph < 0.05 else "C0")
             txt = ("n/a" if not np.isfinite(d) else f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]") + \
-                  f"  p {'n/a' if not np.isfinite(p) else f'{p:.3f}'}  n {r.get('n', '?')}  MDE {'n/a' if not np.isfinite(mde) else f'{mde:.1f}'}"
+                  f"  p {'n/a' if not np.isfinite(p) else f'{p:.3f}'}" + (f" (Holm {ph:.3f})" if np.isfinite(ph) and not r.get("primary") else "") + \
+                  f"  n {r.get('n', '?')}  MDE {'n/a' if not np.isfinite(mde) else f'{mde:.1f}'}" + (f"  [{CONTROL_FAILED}]" if failed else "")
             ax.text(1.01, yy, txt, transform=ax.get_yaxis_transform(), fontsize=7, va="center")
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(y, [f"{_pick(r, 'model', 'candidate')} - {r.get('baseline', 'base')}: {r.get('set', '')} / {r.get('task', '')} / {r.get('method', '')}"
-                          for r in paired], fontsize=7)
-        ax.set_xlabel("accuracy difference, points (95% paired bootstrap CI; grey: minimum detectable effect)")
+                          + (" (positive control)" if r.get("set") == RECALL_SOURCE else " (primary)" if r.get("primary") else "") for r in paired], fontsize=7)
+        ax.set_xlabel("accuracy difference, points (95% paired bootstrap CI; grey band: minimum detectable effect; red: Holm p < 0.05;\n"
+                      "hollow grey: the candidate's training failed its positive control)")
         ax.set_title(f"Paired differences vs the baseline ({_n_text(r.get('n') for r in paired)})"); figs["evaluate_paired_differences"] = fig
     # (c) gold-turn NLL per model (turn and conversation level) and the paired differences
     nll, nlp = report.get("nll") or [], report.get("nll_paired") or []

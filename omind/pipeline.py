@@ -353,11 +353,12 @@ def params_for_run(run_path) -> Params:
 params_from_manifest = params_for_run
 
 def write_readme(nb="nbs/index.ipynb", out="README.md") -> Path:
-    "Render the index notebook as the README: markdown cells as they are, code cells as python blocks with text outputs."
+    "Render the index notebook as the README: markdown cells as they are (`<!-- omind:results ... -->` lines replaced by tables computed from that report), code cells as python blocks with text outputs."
     import nbformat
+    from omind.readme import expand_results
     root = project_root(); nb = nbformat.read(root/nb, as_version=4); parts = []
     for c in nb.cells:
-        if c.cell_type == "markdown": parts.append(c.source)
+        if c.cell_type == "markdown": parts.append(expand_results(c.source, root))   # result tables from the committed report (omind.readme)
         elif c.cell_type == "code" and c.source.strip() and "#| hide" not in c.source:
             parts.append("```python\n" + c.source + "\n```")
             for o in c.get("outputs", []):

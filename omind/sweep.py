@@ -19,13 +19,13 @@ from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_
 __all__ = ['SWEEP_KEYS', 'MARKERS', 'CORE_METHODS', 'MISSING', 'SweepError', 'Variant', 'Sweep', 'grid_variants', 'load_sweep',
            'write_variant_params', 'stage_roles', 'share_key', 'store_dir', 'ingest', 'link_shared', 'adopt', 'gpu_ids',
            'sweep_table', 'run_sweep', 'fmt_ci', 'gate_text', 'read_reports', 'sweep_tables', 'sweep_figures',
-           'add_sweep_parser', 'sweep_main', 'sweep_figures_main']
+           'replication_outputs', 'add_sweep_parser', 'sweep_main', 'sweep_figures_main']
 
 # %% ../nbs/11b_sweep.ipynb #e5a8f8db
 class SweepError(ValueError):
     "A sweep file is malformed or a variant's overrides do not validate: the message names the file, line and key."
 
-SWEEP_KEYS = ("name", "base", "description", "set", "stages", "variants", "grid", "reuse")
+SWEEP_KEYS = ("name", "base", "description", "set", "stages", "variants", "grid", "reuse", "replicates")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 @dataclass
@@ -47,6 +47,7 @@ class Sweep:
     stages: tuple
     P_base: Params
     reuse: list = field(default_factory=list)   # params of finished runs whose stages the variants may adopt
+    replicates: bool = False                    # the variants are replicates (other seeds) of one experiment: pooled replication table
 
     @property
     def results(self) -> Path:
@@ -188,7 +189,12 @@ def load_sweep(sweep_file, sets=()) -> Sweep:
         try: P = load_params(base, sets=items)
         except ParamsError as e: raise SweepError(f"{_where(path, keys)}: variant '{vn}': {e}") from None
         out.append(Variant(vn, merged, P, resolve_path(P_base.run.results_dir)/name/"params"/f"{vn}.yaml", _line(path, keys)))
-    return Sweep(name, path, base, out, stages, P_base, P_reuse)
+    rep = d.get("replicates", False)
+    if not isinstance(rep, bool): raise SweepError(f"{_where(path, ['replicates'])}: key 'replicates' must be true or false, got {rep!r}")
+    if rep:
+        bad = [v.name for v in out if set(v.sets) - set(common) - {"run.seed"}]
+        if bad: raise SweepError(f"{_where(path, ['replicates'])}: replicates differ only in run.seed, but variant(s) {', '.join(bad)} set other keys")
+    return Sweep(name, path, base, out, stages, P_base, P_reuse, rep)
 
 def write_variant_params(sw: Sweep) -> list:
     "Write each variant's resolved params to `results/<sweep>/params/<variant>.yaml` (only when changed); returns the paths."
@@ -623,6 +629,7 @@ def sweep_figures(sweep_file, sets=()) -> list:
     out = sw.figures; paths = []
     for name, df in T.items(): paths += save_table(df, out, name)
     set_style()
+    if sw.replicates: paths += replication_outputs(sw)
     core = T["core_long"]
     if len(core):
         rank = {m: i for i, m in enumerate(CORE_METHODS)}
@@ -659,6 +666,29 @@ def sweep_figures(sweep_file, sets=()) -> list:
         ax.set_yticklabels([f"{r.variant}: {r.model} vs {r.opponent} (n={r.n})" for r in win.itertuples()], fontsize=7)
         ax.invert_yaxis(); ax.set_xlim(0, 1); ax.set_xlabel("share of comparisons"); ax.legend(loc="lower right", fontsize=7)
         ax.set_title(f"{sw.name}: win / tie / lose"); paths += save_figure(fig, out, "winrates"); plt.close(fig)
+    return paths
+
+def replication_outputs(sw: Sweep) -> list:
+    """For a seeds sweep: the replication table (`omind.replicate`) over the variants' paired rows and core
+    predictions, as CSV / Markdown / LaTeX and a figure under `figures/<sweep>/`; returns the paths."""
+    import pandas as pd, matplotlib.pyplot as plt
+    from omind.core import save_figure, save_table
+    from omind.core_controls import PrimaryParams
+    from omind.replicate import replication_table, replication_figure
+    paired, preds = {}, {}
+    for v in sw.variants:
+        ev = resolve_path(v.P.run.results_dir)/v.P.run.name/"evaluate"
+        if (ev/"paired.csv").exists() and (ev/"core_predictions.csv").exists():
+            paired[v.name], preds[v.name] = pd.read_csv(ev/"paired.csv"), pd.read_csv(ev/"core_predictions.csv")
+    if len(paired) < 2: raise FileNotFoundError(f"sweep '{sw.name}': a replication table needs at least two finished seeds, found {len(paired)}")
+    E = sw.P_base.evaluate
+    df = replication_table(paired, preds, E.baseline.name, E.primary, E.bootstrap_rounds, E.seed)
+    fmt = lambda xs: ", ".join(f"{100 * x:+.1f}" for x in xs)
+    import json as _json                                     # the seeds' CIs stay in the table: `python -m omind.replicate check` reads them
+    tab = df.assign(per_seed=[fmt(x) for x in df["diffs"]], **{k: [_json.dumps([round(x, 4) for x in v]) for v in df[k]] for k in ("diffs", "los", "his")})
+    paths = save_table(tab, sw.figures, "replication")
+    fig = replication_figure(df, f"{sw.name}: candidate minus baseline in {len(paired)} seeds, and pooled")
+    paths += save_figure(fig, sw.figures, "replication"); plt.close(fig)
     return paths
 
 # %% ../nbs/11b_sweep.ipynb #a19e1ebc

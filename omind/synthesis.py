@@ -17,6 +17,7 @@ from .knowledge import KnowledgeBase
 from .sources import SourceSpec, LAYOUTS, load_source
 from .text import normalize
 from .safety import is_crisis, crisis_resources
+from .heldout import HeldoutParams, reserve_heldout, reserved_keys, conflicts, write_heldout, HELDOUT_FILE
 from .tasks import PROMPTS, task_names, get_task, unknown_task, prompt_hash, numbered, guard
 
 # %% auto #0
@@ -48,6 +49,7 @@ class SynthesisParams(Strict):
     control_share: float = Field(0.15, ge=0, le=1)  # share of classification posts written as no-disorder controls
     crisis_share: float = Field(0.1, ge=0, le=1)    # share of knowledge-base conversations whose client also voices suicidal thoughts (the counsellor answers with crisis support)
     max_fact_chars: int = Field(220, ge=40)    # longer facts / chunks are cut in prompts
+    heldout: HeldoutParams = HeldoutParams()   # held-out knowledge reserved before any seed is made (omind.heldout): scored by evaluate, never trained on
 
     @field_validator("n")
     @classmethod
@@ -109,27 +111,33 @@ def parse_prune(raw: str, n: int, texts: Optional[list] = None) -> Optional[list
 class SeedShortfall(ValueError):
     "A family cannot give as many unique seeds as params ask for: names the family, what is available and the params key."
 
-def _unique(fam, kb, n: int, seed: int, S) -> tuple[list, int]:
-    "(up to `n` (index, seed) pairs with distinct `fam.key`, duplicates dropped): the generator is asked for more until enough or exhausted."
-    got, keys, dropped = [], set(), 0
+def _unique(fam, kb, n: int, seed: int, S, reserved: Optional[dict] = None) -> tuple[list, int, int]:
+    """(up to `n` (index, seed) pairs with distinct `fam.key`, duplicates dropped, seeds dropped for teaching a `reserved`
+    held-out item): the generator is asked for more until enough or exhausted."""
+    got, keys, dropped, held = [], set(), 0, 0
     ss = fam.kb_seeds(kb, n, seed, S)
     for i, s in enumerate(ss):
         k = fam.key(s)
         if k in keys: dropped += 1; continue
-        keys.add(k); got.append((i, s))
+        keys.add(k)
+        if reserved and conflicts(s, reserved, kb): held += 1; continue
+        got.append((i, s))
     nxt, m = len(ss), n
     for _ in range(8):                                      # top up: the generator's longer lists extend its shorter ones
         if len(got) >= n: break
-        m *= 2; before = len(got)
+        m *= 2; before = len(keys)
         for s in fam.kb_seeds(kb, m, seed, S):
             if len(got) >= n: break
             k = fam.key(s)
-            if k not in keys: keys.add(k); got.append((nxt, s)); nxt += 1
-        if len(got) == before: break
-    return got[:n], dropped
+            if k in keys: continue
+            keys.add(k)
+            if reserved and conflicts(s, reserved, kb): held += 1; continue
+            got.append((nxt, s)); nxt += 1
+        if len(keys) == before: break                       # the generator has nothing new
+    return got[:n], dropped, held
 
 def seeds_from_source(fam, spec: SourceSpec, S: SynthesisParams, seed: int = 0, taken=(), base_dir=None, where: str = "",
-                 verbose: bool = True) -> tuple[list, dict]:
+                 verbose: bool = True, reserved: Optional[dict] = None) -> tuple[list, dict]:
     """(seeds, report) of one source of family `fam`: every row read, turned into seeds, seeds whose prompts repeat an
     earlier one (or one in `taken`) dropped, then `spec.n` of the unique ones sampled with `spec.seed` (kept in row
     order). The source's capacity is its number of unique seeds: asking for more is a SeedShortfall naming the family,
@@ -137,12 +145,16 @@ def seeds_from_source(fam, spec: SourceSpec, S: SynthesisParams, seed: int = 0, 
     import random
     items = load_source(spec.model_copy(update={"n": None}), base_dir, where=where, verbose=False)
     uniq, keys = [], set(taken)
+    held = 0
     for s in fam.source_seeds(items, S, seed):
         k = fam.key(s)
-        if k not in keys: keys.add(k); uniq.append(s)
+        if k in keys: continue
+        keys.add(k)
+        if reserved and conflicts(s, reserved): held += 1; continue     # a source question that is a reserved held-out item
+        uniq.append(s)
     n, cap = spec.n, len(uniq)
     rep = {"source": spec.label, "layout": spec.layout, "requested": n, "items": len(items), "capacity": cap,
-           "duplicates_dropped": len(items) - cap, "seeded": cap, "shortfall": 0}
+           "duplicates_dropped": len(items) - cap - held, "reserved_dropped": held, "seeded": cap, "shortfall": 0}
     if n is not None and n > cap:
         if not (spec.allow_shortfall or S.allow_shortfall):
             raise SeedShortfall(f"task family {fam.name!r}: {where}n asks for {n} items of source {spec.label} but it gives {cap} unique "
@@ -157,13 +169,16 @@ def seeds_from_source(fam, spec: SourceSpec, S: SynthesisParams, seed: int = 0, 
               + (f"; SHORTFALL {rep['shortfall']} (allow_shortfall)" if rep["shortfall"] else ""))
     return uniq, rep
 
-def make_seeds(kb: KnowledgeBase, S: SynthesisParams, seed: int = 0, base_dir=None, verbose: bool = True) -> tuple[dict, dict]:
-    "Seeds per registered family (knowledge base, then sources; ids set) and a report of requested vs available per family and source."
+def make_seeds(kb: KnowledgeBase, S: SynthesisParams, seed: int = 0, base_dir=None, verbose: bool = True,
+               reserved: Optional[dict] = None) -> tuple[dict, dict]:
+    """Seeds per registered family (knowledge base, then sources; ids set) and a report of requested vs available per
+    family and source. Seeds that would teach a `reserved` held-out item (`omind.heldout.reserved_keys`) are dropped
+    and replaced, counted as `reserved_dropped`."""
     seeds, report = {}, {}
     for name in task_names():
         fam, n = get_task(name), S.count(name)
         cap = fam.capacity(kb, S) if fam.capacity is not None and fam.kb_seeds is not None else None
-        rep = {"requested": n, "capacity": cap, "seeded": 0, "duplicates_dropped": 0, "shortfall": 0, "sources": []}
+        rep = {"requested": n, "capacity": cap, "seeded": 0, "duplicates_dropped": 0, "reserved_dropped": 0, "shortfall": 0, "sources": []}
         out = []
         if n:
             if fam.kb_seeds is None:
@@ -171,7 +186,7 @@ def make_seeds(kb: KnowledgeBase, S: SynthesisParams, seed: int = 0, base_dir=No
             if cap is not None and n > cap and not S.allow_shortfall:
                 raise SeedShortfall(f"task family {name!r}: synthesis.n.{name} asks for {n} seeds but the knowledge base allows at most {cap} "
                                     f"unique ones; lower synthesis.n.{name}, add source datasets (synthesis.sources.{name}) or set synthesis.allow_shortfall: true")
-            got, rep["duplicates_dropped"] = _unique(fam, kb, min(n, cap) if cap is not None else n, seed, S)
+            got, rep["duplicates_dropped"], rep["reserved_dropped"] = _unique(fam, kb, min(n, cap) if cap is not None else n, seed, S, reserved)
             if len(got) < n and not S.allow_shortfall:
                 raise SeedShortfall(f"task family {name!r}: synthesis.n.{name} asks for {n} seeds but the knowledge base gives {len(got)} unique ones "
                                     f"(capacity at most {cap}); lower synthesis.n.{name} or set synthesis.allow_shortfall: true")
@@ -179,7 +194,7 @@ def make_seeds(kb: KnowledgeBase, S: SynthesisParams, seed: int = 0, base_dir=No
             out = got
         keys, nxt = {fam.key(s) for _, s in out}, 1 + max((i for i, _ in out), default=-1)
         for j, spec in enumerate(S.sources.get(name, [])):
-            got, srep = seeds_from_source(fam, spec, S, seed, keys, base_dir, f"synthesis.sources.{name}.{j}.", verbose)
+            got, srep = seeds_from_source(fam, spec, S, seed, keys, base_dir, f"synthesis.sources.{name}.{j}.", verbose, reserved)
             for s in got: keys.add(fam.key(s)); out.append((nxt, s)); nxt += 1
             rep["sources"].append(srep)
         for i, s in out:
@@ -191,6 +206,7 @@ def make_seeds(kb: KnowledgeBase, S: SynthesisParams, seed: int = 0, base_dir=No
             cap = "unknown" if rep["capacity"] is None else f"at most {rep['capacity']}"
             print(f"{name}: knowledge base: requested {n}, available {cap} unique, seeded {len(out) - sum(x['seeded'] for x in rep['sources'])}"
                   + (f" ({rep['duplicates_dropped']} duplicate prompts replaced)" if rep["duplicates_dropped"] else "")
+                  + (f" ({rep['reserved_dropped']} reserved for held-out evaluation, replaced)" if rep["reserved_dropped"] else "")
                   + (f"; SHORTFALL {rep['shortfall']} (allow_shortfall)" if rep["shortfall"] else "")
                   + "".join(f"; source {x['source']}: {x['seeded']} of {x['items']} items" for x in rep["sources"]))
     return seeds, report
@@ -290,7 +306,9 @@ def run_synthesis(P, kb=None, retriever=None, progress: bool = True) -> dict:
         retriever = retriever if retriever is not None else get_retriever(P)
     out_dir = open_stage(P, "synthesis")              # records written under other params / code are set aside; same key: resume
     t0 = time.time()
-    seeds, report = make_seeds(kb, S, P.run.seed)     # source paths: relative to the project root, as every params path
+    held = reserve_heldout(kb, S.heldout)             # the held-out set first: from the knowledge base and its own seed only
+    write_heldout(out_dir/HELDOUT_FILE, held)
+    seeds, report = make_seeds(kb, S, P.run.seed, reserved=reserved_keys(held))   # source paths: relative to the project root
     log = JsonlLog(out_dir/"samples.jsonl")
     done = log.keys()
     llm = llm_for(P, S.role)
@@ -305,6 +323,7 @@ def run_synthesis(P, kb=None, retriever=None, progress: bool = True) -> dict:
     table = _count_table(recs)
     summary = {"n": len(recs), "ok": sum(r["status"] == "ok" for r in recs), "counts": table, "teacher": llm.name,
                "seeded": {t: len(seeds[t]) for t in seeds}, "seed_report": report,
+               "heldout": {src: sum(it["source"] == src for it in held) for src in sorted({it["source"] for it in held})},
                "prompts_version": PROMPTS["version"], "seconds": round(time.time() - t0, 1)}
     atomic_write_json(out_dir/"summary.json", summary)
     finish_stage(P, "synthesis", n=len(recs), ok=summary["ok"], warnings=shortfall_warnings(report))

@@ -1,7 +1,7 @@
 """Integration tests of the evaluate stage on the tiny model: public sets through omind.sources, kill-and-resume,
 skipped candidates, a fourth judge scheme and a sixth task family added in one place each; the judge gate, the report
 schema, paired tables per candidate, the null control, and invalidation of every record when an adapter changes."""
-import json, os, signal, subprocess, sys, textwrap, time
+import functools, json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +9,8 @@ import pytest
 
 from omind.core import load_params, read_jsonl, ParamsError
 from omind.core_eval import EvalSetSpec, load_eval_set
+from omind.heldout import HeldoutParams, reserve_heldout, write_heldout
+from omind.testing import toy_knowledge
 from omind.evaluate import load_instances, run_evaluate, evaluation_report, figures_evaluate, COUNSELLOR_PROMPT
 from omind.judge import JudgeScheme, register_scheme, unregister_scheme, clean_answer
 from omind.stats import bootstrap_wtl, pair_outcome
@@ -82,10 +84,16 @@ def make_upstream(root: Path, name: str, ids=("s-cri-01", "m-dep-01", "s-gad-02"
     rows = rows + list(extra_rows)
     save_splits({"train": rows, "test": rows}, rd/"dataset"/"hf")
     (rd/"dataset"/"done.json").write_text("{}")
+    write_heldout(rd/"synthesis"/"heldout.jsonl", _reserved())       # what synthesis reserves before it makes any seed
     return rd
 
 
-SMALL = {"heldout": {"n_mcqa": 8, "n_classification": 4}, "controls": {"null_n": 2, "positive_n": 2}, "nll": {"max_instances": 2}}
+@functools.lru_cache(1)
+def _reserved():
+    return reserve_heldout(toy_knowledge(), HeldoutParams(n_mcqa=8, n_classification=4, n_transfer=4))
+
+
+SMALL = {"recall": {"n": 3}, "controls": {"null_n": 2, "positive_n": 2, "core_null_n": 6}, "nll": {"max_instances": 2}}
 NO_GATE = {k: None for k in ("min_accuracy", "min_kappa", "min_yes_rate", "max_yes_rate", "min_position_consistency")}
 
 
@@ -225,7 +233,13 @@ def test_report_schema(gated_run):
     assert [(m["name"], m["role"]) for m in rep["models"]] == [("base", "baseline"), ("prompted", "candidate")]
     assert all(m["fingerprint"] for m in rep["models"])
     sets = {(r["set"], r["task"]) for r in rep["core"]}
-    assert {("heldout_kb", "mcqa"), ("heldout_kb", "classification")} <= sets
+    assert {("heldout_kb", "mcqa"), ("heldout_kb", "classification"), ("transfer_kb", "mcqa")} <= sets
+    assert {r["n"] for r in rep["core"] if r["set"] == "transfer_kb"} == {4}
+    assert rep["training_control"] == {"prompted": {**rep["training_control"]["prompted"], "status": "not trained"}}   # a prompt is not training
+    assert rep["core_null_control"]["n"] == 6 and rep["core_null_control"]["passed"] is True      # the baseline matches itself
+    assert rep["primary"]["set"] == "heldout_kb"
+    for r in rep["paired"]: assert {"p_holm", "primary", "control"} <= set(r)
+    assert "## Controls of the core scores" in md and "Scorer null control" in md
     for r in rep["core"]: assert r["n"] > 0 and r["accuracy_lo"] <= r["accuracy"] <= r["accuracy_hi"]
     assert {r["method"] for r in rep["core"] if r["task"] == "mcqa"} >= {"letter_raw", "letter_calibrated"}
     assert {b["baseline"] for b in rep["baselines"]} >= {"chance", "always_A", "majority_label"}
