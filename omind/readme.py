@@ -11,7 +11,7 @@ from typing import Optional
 from .core_controls import RECALL_SOURCE, CONTROL_FAILED, control_label
 
 # %% auto #0
-__all__ = ['DIRECTIVE', 'CORE_COLUMNS', 'verdict', 'results_markdown', 'expand_results']
+__all__ = ['DIRECTIVE', 'CORE_COLUMNS', 'verdict', 'results_markdown', 'stage_times', 'expand_results']
 
 # %% ../nbs/10b_readme.ipynb #75ecae43
 DIRECTIVE = re.compile(r"^<!-- omind:results (\S+)(?: (\S+))? -->$", re.M)
@@ -71,6 +71,12 @@ def results_markdown(report: dict, replication=None) -> str:
     if nc.get("n"):
         L += ["", f"**Scorer null control**: the base model scored again as a separate candidate on {nc['n']} items: {nc['discordant']} discordant pairs "
                   f"({'passed' if nc['passed'] else 'FAILED'})."]
+    g = report.get("judge_gate")
+    if g:
+        from omind.judge import gate_label
+        c = report.get("calibration") or {}
+        L += ["", f"**Judge gate** ({(report.get('judge') or {}).get('model')} on {c.get('n_binary', '?')} labelled cases): {gate_label(g)}. "
+                  "Rubric scores and win rates are reported only when the judge passes."]
     s = report.get("safety_metrics")
     if s and s.get("by_model"):
         by = {(b["model"], b["metric"]): b for b in s["by_model"]}
@@ -89,6 +95,20 @@ def results_markdown(report: dict, replication=None) -> str:
                      f"{_p(r.p_holm)} | {'yes' if r.finding else 'no'} |")
     return "\n".join(L)
 
+def stage_times(run) -> str:
+    """One line with each stage's wall time, read from its executed notebook under `<run>/notebooks/` (papermill
+    records the duration of every run it executes), and their total; '' when there is none."""
+    from omind.core import STAGES
+    t = {}
+    for st in STAGES:
+        p = Path(run)/"notebooks"/st.notebook
+        if p.exists():
+            d = json.loads(p.read_text()).get("metadata", {}).get("papermill", {}).get("duration")
+            if isinstance(d, (int, float)): t[st.name] = d
+    if not t: return ""
+    return ("Stage times of this run (seconds, from its executed notebooks): " + ", ".join(f"{k} {v:,.0f}" for k, v in t.items()) +
+            f"; {sum(t.values()) / 60:.1f} minutes in all.")
+
 def expand_results(text: str, root) -> str:
     "Replace every `<!-- omind:results REPORT [REPLICATION] -->` line of `text` with its tables (a note when the report is missing)."
     import pandas as pd
@@ -96,5 +116,6 @@ def expand_results(text: str, root) -> str:
         rp, rep = Path(root)/m.group(1), (Path(root)/m.group(2) if m.group(2) else None)
         if not rp.exists(): return f"*({m.group(1)} is not there yet: run the experiment, then `omind readme`.)*"
         repl = pd.read_csv(rep) if rep is not None and rep.exists() else None
-        return results_markdown(json.loads(rp.read_text()), repl)
+        times = stage_times(rp.parent.parent)
+        return results_markdown(json.loads(rp.read_text()), repl) + (f"\n\n{times}" if times else "")
     return DIRECTIVE.sub(one, text)

@@ -188,8 +188,10 @@ def make_seeds(kb: KnowledgeBase, S: SynthesisParams, seed: int = 0, base_dir=No
                                     f"unique ones; lower synthesis.n.{name}, add source datasets (synthesis.sources.{name}) or set synthesis.allow_shortfall: true")
             got, rep["duplicates_dropped"], rep["reserved_dropped"] = _unique(fam, kb, min(n, cap) if cap is not None else n, seed, S, reserved)
             if len(got) < n and not S.allow_shortfall:
+                held = (f"; {rep['reserved_dropped']} more would teach a reserved held-out item (fewer synthesis.heldout items, or a larger "
+                        f"knowledge base, leave more)" if rep["reserved_dropped"] else "")
                 raise SeedShortfall(f"task family {name!r}: synthesis.n.{name} asks for {n} seeds but the knowledge base gives {len(got)} unique ones "
-                                    f"(capacity at most {cap}); lower synthesis.n.{name} or set synthesis.allow_shortfall: true")
+                                    f"(capacity at most {cap}{held}); lower synthesis.n.{name} or set synthesis.allow_shortfall: true")
             rep["shortfall"] = n - len(got)
             out = got
         keys, nxt = {fam.key(s) for _, s in out}, 1 + max((i for i, _ in out), default=-1)

@@ -236,7 +236,7 @@ def test_report_schema(gated_run):
     assert {("heldout_kb", "mcqa"), ("heldout_kb", "classification"), ("transfer_kb", "mcqa")} <= sets
     assert {r["n"] for r in rep["core"] if r["set"] == "transfer_kb"} == {4}
     assert rep["training_control"] == {"prompted": {**rep["training_control"]["prompted"], "status": "not trained"}}   # a prompt is not training
-    assert rep["core_null_control"]["n"] == 6 and rep["core_null_control"]["passed"] is True      # the baseline matches itself
+    assert rep["core_null_control"]["n"] > 0 and rep["core_null_control"]["discordant"] == 0      # the baseline matches itself
     assert rep["primary"]["set"] == "heldout_kb"
     for r in rep["paired"]: assert {"p_holm", "primary", "control"} <= set(r)
     assert "## Controls of the core scores" in md and "Scorer null control" in md

@@ -65,6 +65,11 @@ def test_full_run_then_everything_skipped(full_run):
     rep = json.loads((run/"evaluate"/"report.json").read_text())
     assert rep["models"] and not [m["model"] for m in rep["models"] if str(m["model"]).startswith("/")]
     assert not any(p.startswith("/") for p in json.loads((run/"knowledge"/"summary.json").read_text()).get("paths", []))
+    # the held-out set synthesis reserved is what evaluate scored (in-template and transfer items), and training recall was measured
+    held = [json.loads(l) for l in (run/"synthesis"/"heldout.jsonl").read_text().splitlines()]
+    n_core = {(r["model"], r["set"]): r["n"] for r in rep["core"] if r["method"] in ("letter_calibrated", "label_calibrated")}
+    assert n_core[("base", "heldout_kb")] + n_core.get(("base", "transfer_kb"), 0) <= len(held) and n_core[("base", "transfer_kb")] == 4
+    assert rep["training_control"]["sft"]["status"] in ("passed", "failed", "unmeasured") and rep["core_null_control"]["passed"] is True
 
 def test_sigkill_at_several_points_then_resume(full_run, tmp_path):
     tmp0, _, secs = full_run

@@ -22,7 +22,7 @@ RUNNER = textwrap.dedent("""
                            "synthesis": {"n": dict(mcqa=4, classification=3, root_cause=2, qa=2, conversation=2),
                                          "chunk_size": 2, "max_new_tokens": 16, "explain_max_new_tokens": 12,
                                          "client_max_new_tokens": 8, "prune_max_new_tokens": 6, "temperature": 0.7,
-                                         "turns_min": 3, "turns_max": 4}})
+                                         "turns_min": 3, "turns_max": 4, "heldout": {"n_mcqa": 6, "n_classification": 4, "n_transfer": 4}}})
     kb = toy_knowledge()
     s = run_synthesis(P, kb=kb, retriever=ToyRetriever(kb), progress=False)
     print(json.dumps({"n": s["n"]}))
