@@ -62,7 +62,7 @@ reproduce-sweep: venv
 
 # replication: the smoke experiment over three seeds (seed0 reuses the smoke run; each other seed is a whole smoke run,
 # ~30 min on 2 cores), then the pooled replication table and figure under figures/smoke-seeds/
-SEEDS ?= params/smoke-seeds.yaml
+SEEDS ?= params/smoke-seeds-sweep.yaml
 reproduce-seeds: venv
 	$(VENV)/bin/omind sweep $(SEEDS) && $(VENV)/bin/omind figures --sweep $(SEEDS)
 
