@@ -145,7 +145,7 @@ def compare_predictions(omind_rows, lmeval_rows, full_rows=None, raw_acc=None):
 
 # %% ../nbs/14_lmeval.ipynb #a9bcaf40
 def loglik_deltas(omind_records: Sequence[dict], lmeval_records: Sequence[dict]) -> dict:
-    "{(model, set, task): max |difference| of per-item centred log-likelihoods} over items both scored (records carry `model`)."
+    "{(model, set, task): the largest absolute difference of per-item centred log-likelihoods} over items both scored (records carry `model`)."
     def centred(r):
         d = r.get("letter_logprobs") or r.get("label_logprobs")
         if not d or not all(math.isfinite(v) for v in d.values()): return None
