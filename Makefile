@@ -49,7 +49,7 @@ ifneq ($(OFFLINE),)
   export TRANSFORMERS_OFFLINE := $(OFFLINE)
 endif
 
-.PHONY: reproduce reproduce-sweep reproduce-seeds test venv server clean-server lab clean-venv bench
+.PHONY: reproduce reproduce-sweep reproduce-seeds test venv server clean-server lab clean-venv bench docs
 
 reproduce: venv
 	$(VENV)/bin/omind run $(PARAMS)
@@ -106,6 +106,20 @@ $(SERVER_STAMP): $(STAMP) Makefile
 # nbs/; it refuses to start as root (containers, cloud VMs) without --allow-root
 lab: venv
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+# The docs site, offline, into _docs/ (open _docs/index.html): the README as index, one page per module notebook (prose,
+# code, then signatures and docstrings by autodoc) and the committed smoke report with its figures. Sphinx + myst-nb +
+# sphinx-book-theme, not nbdev's Quarto site: Quarto's PyPI package downloads its binary at install time, which fails
+# offline, while these install from PyPI as wheels; and Sphinx's autodoc reads signatures and docstrings from the
+# modules themselves (mkdocs-jupyter would need a further plugin for that).
+DOCS_STAMP := $(VENV)/.omind-docs-installed
+docs: venv $(DOCS_STAMP)
+	$(PY) docs/build.py _docs
+	@echo "docs: open _docs/index.html (or: $(PY) -m http.server -d _docs 8000)"
+
+$(DOCS_STAMP): $(STAMP)
+	$(PIP) install -q -e ".[docs]"
+	touch $@
 
 bench: venv
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

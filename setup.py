@@ -36,7 +36,7 @@ setuptools.setup(
         'Intended Audience :: ' + cfg['audience'].title(),
         'Natural Language :: ' + cfg['language'].title(),
     ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]] + (['License :: ' + lic[1] ] if lic[1] else []),
-    url = cfg['git_url'],
+    url = cfg.get('git_url') or None,
     packages = setuptools.find_packages(include=['omind', 'omind.*']),
     include_package_data = True,
     package_data = {'omind': ['data/*', 'data/**/*', 'configs/*']},
@@ -46,6 +46,8 @@ setuptools.setup(
         'server': ['llama-cpp-python[server]'],  # local OpenAI-compatible server (tests, small teachers)
         'gpu': ['deepspeed', 'bitsandbytes'],    # paper-scale training on GPUs (ZeRO, 4/8-bit)
         'serve': ['vllm'],                       # high-throughput teacher / judge inference server
+        'lmeval': cfg.get('lmeval_requirements', '').split(),   # omind lm-eval: the core scorer checked by lm-evaluation-harness
+        'docs': cfg.get('docs_requirements', '').split(),       # make docs: the Sphinx site built from the notebooks
     },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],

@@ -409,6 +409,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("run", nargs="?", help="run name (under results/) or folder")
     f.add_argument("--sweep", metavar="SWEEP", help="a sweep file (params/*-sweep.yaml): its cross-variant tables and figures under figures/<sweep>/")
     from omind.sweep import add_sweep_parser; add_sweep_parser(sub)      # `omind sweep SWEEP [--only --from --force --set --jobs N --log-output]`
+    from omind.lmeval import add_lmeval_parser; add_lmeval_parser(sub)   # `omind lm-eval RUN` (needs the lmeval extra)
     sub.add_parser("readme", help="render nbs/index.ipynb to README.md")
     sub.add_parser("stages", help="list the stages")
     return ap
@@ -436,6 +437,8 @@ def main(argv=None):
             for w in res.get("warnings") or []: print(f"omind push: warning: {w}", file=sys.stderr)
             print(json.dumps(res, indent=1, default=str))
         elif a.cmd == "status": print(status_table(_run_root(a.run)))
+        elif a.cmd == "lm-eval":
+            from omind.lmeval import lmeval_main; return lmeval_main(a, _run_root(a.run))
         elif a.cmd == "sweep":
             from omind.sweep import sweep_main; return sweep_main(a)
         elif a.cmd == "figures" and a.sweep:
