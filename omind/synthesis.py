@@ -135,6 +135,12 @@ def seeds_from_source(fam, spec: SourceSpec, S: SynthesisParams, seed: int = 0, 
     order). The source's capacity is its number of unique seeds: asking for more is a SeedShortfall naming the family,
     the capacity and the key `<where>n`, unless `allow_shortfall` (the source's or synthesis's; then recorded)."""
     import random
+    from omind.sources import source_missing
+    if spec.optional and source_missing(spec, base_dir):      # an optional set without a local copy: recorded as a deviation
+        if verbose: print(f"{fam.name}: DEVIATION: source {spec.label} skipped, no local copy at {spec.path} ({where}optional); "
+                          f"{spec.n if spec.n is not None else 'all its'} items missing")
+        return [], {"source": spec.label, "layout": spec.layout, "requested": spec.n, "items": 0, "capacity": 0,
+                    "duplicates_dropped": 0, "seeded": 0, "shortfall": spec.n or 0, "missing": True}
     items = load_source(spec.model_copy(update={"n": None}), base_dir, where=where, verbose=False)
     uniq, keys = [], set(taken)
     for s in fam.source_seeds(items, S, seed):
