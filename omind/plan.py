@@ -256,8 +256,10 @@ def _plan_rejected(P: Params, recs: dict) -> list:
     if not sample or not n_dpo: return []
     from omind.llm import GenConfig
     llm = _fake(P, "student"); llm.step = "rejected answers"
-    llm.chat(sample, GenConfig(max_new_tokens=max_new))
-    return _rows("rejected", llm, "student", P, n_dpo, n_dpo / len(sample), f"dry run of {len(sample)} prompts scaled to {n_dpo} DPO instances")
+    k = getattr(R, "answers_per_prompt", 1) if R is not None else 1
+    llm.chat(sample * k, GenConfig(max_new_tokens=max_new))
+    return _rows("rejected", llm, "student", P, n_dpo, n_dpo / len(sample),
+                 f"dry run of {len(sample)} prompts x {k} answers scaled to {n_dpo} DPO instances")
 
 def _items_like(recs: dict, names, n: int, first_only: bool = True) -> list:
     "`n` evaluation items shaped like the dry-run samples of families `names` (their user turn, or the whole conversation)."
@@ -380,7 +382,9 @@ def plan_totals(P: Params, fid: list, table: dict) -> dict:
     samples = sum(r["planned"] or 0 for r in fid)
     D, T = P.dataset, P.train
     dpo = int(round(samples * D.dpo_share)) if getattr(T, "dpo", True) else 0
-    kinds = len(T.dpo_rejected) if dpo else 0
+    R = P.sections.get("rejected")
+    k = getattr(R, "answers_per_prompt", 1) if R is not None and getattr(R, "enabled", True) else 0
+    kinds = (k if "base" in T.dpo_rejected else 0) + ("draft" in T.dpo_rejected) if dpo else 0
     paper = table.get("paper", {})
     return {"samples": samples, "sft": samples - dpo, "dpo_instances": dpo, "rejected_per_instance": kinds, "dpo_pairs": dpo * kinds,
             "paper_samples": paper.get("samples"), "paper_dpo_instances": paper.get("dpo_instances"), "paper_dpo_pairs": paper.get("dpo_pairs")}

@@ -37,11 +37,20 @@ def test_every_family_fed_by_its_paper_sources(mini_run):
 
 def test_knowledge_from_umls_and_text(mini_run):
     run, _, _ = mini_run
-    s = json.loads((run/"knowledge"/"summary.json").read_text())
-    txt = json.dumps(s)
-    assert "umls" in txt and "text" in txt, txt[:2000]
+    c = json.loads((run/"knowledge"/"summary.json").read_text())["counts"]
+    assert c["triples_by_origin"].get("umls", 0) > 0 and c["entities_by_type"].get("umls", 0) > 0, c
+    from omind.knowledge import KnowledgeParams, build_knowledge
+    curated = build_knowledge(KnowledgeParams(icd10=False))
+    assert c["chunks"] > len(curated.chunks), c                                   # the text notes were chunked in
 
 def test_review_used_the_nli_classifier(mini_run):
     run, _, _ = mini_run
     s = json.loads((run/"review"/"summary.json").read_text())
     assert s.get("nli") == "embedded:tiny-random-nli", s.get("nli")
+
+def test_two_rejected_answers_per_dpo_instance(mini_run):
+    run, _, _ = mini_run
+    s = json.loads((run/"rejected"/"summary.json").read_text())
+    assert s["answers_per_prompt"] == 2 and s["n_rows"] > 0 and s["n_answers"] == 2 * s["n_rows"], s
+    pairs = [json.loads(l) for l in (run/"train"/"dpo"/"pairs.jsonl").read_text().splitlines() if l.strip()]
+    assert pairs and {p["source"] for p in pairs} <= {"base", "base2"}                # DPO trained on the student's answers
