@@ -12,9 +12,9 @@ from .core import Params, load_params, stable_hash
 
 # %% auto #0
 __all__ = ['PLAN_REPLY', 'SIZE_TABLE', 'VERDICTS', 'PLAN_COLUMNS', 'PLAN_FOOTER', 'FIDELITY_COLUMNS', 'plan_tokenizer',
-           'prompt_tokens', 'text_tokens', 'PlanLLM', 'PlanRetriever', 'plan_kb', 'load_size_table', 'source_size',
-           'planned_source', 'plan', 'plan_totals', 'load_prices', 'with_cost', 'fidelity_rows', 'totals_rows',
-           'format_fidelity', 'format_plan']
+           'use_plan_tokenizer', 'prompt_tokens', 'text_tokens', 'PlanLLM', 'PlanRetriever', 'plan_kb',
+           'load_size_table', 'source_size', 'planned_source', 'plan', 'plan_totals', 'load_prices', 'with_cost',
+           'fidelity_rows', 'totals_rows', 'format_fidelity', 'format_plan']
 
 # %% ../nbs/11_plan.ipynb #37423ab7
 PLAN_REPLY = ("I have been feeling tired and tense for weeks, and it is hard to rest at night [F1]. "
@@ -24,13 +24,32 @@ PLAN_REPLY = ("I have been feeling tired and tense for weeks, and it is hard to 
 
 _TOK: list = []
 
+_TOK_NAME: list = ["embedded SmolLM2 tokenizer"]
+
 def plan_tokenizer():
-    "The embedded SmolLM2 tokenizer (loaded once): what the plan counts tokens with."
+    "The tokenizer the plan counts tokens with (the embedded SmolLM2 tokenizer unless `use_plan_tokenizer` chose another)."
     if not _TOK:
         from transformers import AutoTokenizer
         from omind.llm import embedded_model_dir
         _TOK.append(AutoTokenizer.from_pretrained(embedded_model_dir()))
     return _TOK[0]
+
+def use_plan_tokenizer(name: Optional[str]) -> str:
+    """Count tokens with the tokenizer of model `name` (a Hub id in the local cache, a folder or an embedded model) when it
+    loads offline with a chat template, else with the embedded SmolLM2 tokenizer; returns the name of the one in use."""
+    from transformers import AutoTokenizer
+    from omind.llm import resolve_model, embedded_model_dir
+    tok, label = None, "embedded SmolLM2 tokenizer"
+    if name:
+        try:
+            t = AutoTokenizer.from_pretrained(resolve_model(name), local_files_only=True)
+            if t.chat_template: tok, label = t, f"{name} tokenizer"
+        except Exception: pass
+    if tok is None:
+        label = "embedded SmolLM2 tokenizer" + (f" ({name}'s own is not available offline)" if name and not name.startswith("embedded") else "")
+        tok = AutoTokenizer.from_pretrained(embedded_model_dir())
+    _TOK[:] = [tok]; _TOK_NAME[:] = [label]
+    return label
 
 def prompt_tokens(conv) -> int:
     "Tokens of a conversation's prompt under the SmolLM2 chat template (generation prompt included)."
@@ -362,6 +381,8 @@ def plan(P: Params | str, sample: int = 16) -> "pandas.DataFrame":
     import pandas as pd
     P = load_params(P, check_paths=False) if not isinstance(P, Params) else P
     notes: list = []
+    T = P.model(P.synthesis.role)
+    use_plan_tokenizer(T.tokenizer or T.model)                 # the teacher's tokenizer when known (named in the output)
     kb = plan_kb(P)
     syn, recs = _plan_synthesis(P, kb, sample, notes)
     fid = next(x[1] for x in notes if isinstance(x, tuple)); notes[:] = [x for x in notes if not isinstance(x, tuple)]
@@ -373,6 +394,7 @@ def plan(P: Params | str, sample: int = 16) -> "pandas.DataFrame":
     df = pd.DataFrame(rows, columns=PLAN_COLUMNS)
     df.attrs["notes"] = notes
     df.attrs["fidelity"] = fid
+    df.attrs["tokenizer"] = _TOK_NAME[0]
     df.attrs["totals"] = plan_totals(P, fid, load_size_table())
     return df
 
@@ -476,4 +498,5 @@ def format_plan(df, prices: Optional[dict] = None) -> str:
     fid = format_fidelity(df)
     if fid: out += ["", "The plan against the paper (per family and source):", fid]
     out += [""] + [f"Note: {n}" for n in df.attrs.get("notes", [])] + [PLAN_FOOTER]
+    if df.attrs.get("tokenizer"): out.append(f"Tokens counted with: {df.attrs['tokenizer']}.")
     return "\n".join(out)
