@@ -157,6 +157,12 @@ def seeds_from_source(fam, spec: SourceSpec, S: SynthesisParams, seed: int = 0, 
     elif n is not None:
         uniq = [uniq[i] for i in sorted(random.Random(spec.seed).sample(range(cap), n))]
         rep["seeded"] = n
+    from omind.plan import load_size_table                    # the committed row counts the plan sized this source with
+    known = (load_size_table()["sources"].get(spec.label) or {}).get("rows")
+    if known is not None:
+        rep["size_table_rows"] = known
+        if known != len(items) and verbose:
+            print(f"{fam.name}: NOTE source {spec.label} has {len(items)} rows here, the size table (params/data/source-sizes.yaml) says {known}")
     if verbose:
         print(f"{fam.name}: source {spec.label} ({spec.layout}, {spec.hub or spec.path}): requested {'all' if n is None else n}, "
               f"available {cap} unique of {len(items)} rows, seeded {rep['seeded']}"
