@@ -479,7 +479,7 @@ def source_missing(spec: SourceSpec, base_dir=None) -> bool:
 
 def missing_message(spec: SourceSpec, where: str = "") -> str:
     "What a run says about a source whose local copy is missing: the set, the path, how to get it, and the key that makes it optional."
-    return (f"source {spec.label}: no local copy at {spec.path}" + (f"; to get it: {spec.access}" if spec.access else "")
+    return (f"file not found (source {spec.label}: no local copy)" + (f"; to get it: {spec.access}" if spec.access else "")
             + f" (or set {where}optional: true to run without it, recorded as a deviation)")
 
 def load_source(spec: SourceSpec, base_dir=None, where: str = "", verbose: bool = True) -> list[dict]:
@@ -487,7 +487,7 @@ def load_source(spec: SourceSpec, base_dir=None, where: str = "", verbose: bool 
     source without a copy is an error naming the set and how to get it, or, when `optional`, no items and a printed deviation."""
     if isinstance(spec, dict): spec = SourceSpec(**spec)
     if source_missing(spec, base_dir):
-        if not spec.optional: raise InputError(spec.label, None, f"{where}path", missing_message(spec, where))
+        if not spec.optional: raise InputError(spec.path, None, None, missing_message(spec, where))
         if verbose: print(f"DEVIATION: source {spec.label} ({spec.layout}) skipped: no local copy at {spec.path} ({where}optional)")
         return []
     lay = LAYOUTS[spec.layout]; _check_columns(spec, lay, where)
