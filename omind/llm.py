@@ -99,9 +99,11 @@ def resolve_model(name: str) -> str:
     "Map a model name from params to something `from_pretrained` takes: embedded names, local paths, Hub ids."
     if name in (EMBEDDED_LLM, "embedded", "embedded:smollm2"): return str(embedded_model_dir())
     if name == "embedded:tiny-random": return str(tiny_model_dir())
+    if name == "embedded:tiny-random-nli":                     # a tiny random 3-label NLI classifier (tests, paper-mini)
+        from omind.testing import tiny_nli_model_dir; return str(tiny_nli_model_dir())
     p = Path(name).expanduser()
     if p.exists(): return str(p.resolve())
-    if name.startswith("embedded:"): raise ValueError(f"unknown embedded model {name!r}; known: {EMBEDDED_LLM}, embedded:tiny-random")
+    if name.startswith("embedded:"): raise ValueError(f"unknown embedded model {name!r}; known: {EMBEDDED_LLM}, embedded:tiny-random, embedded:tiny-random-nli")
     return name                                               # a Hub id: needs network or the HF cache
 
 # %% ../nbs/01_llm.ipynb #54714972

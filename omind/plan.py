@@ -11,8 +11,10 @@ from typing import Optional
 from .core import Params, load_params, stable_hash
 
 # %% auto #0
-__all__ = ['PLAN_REPLY', 'VERDICTS', 'PLAN_COLUMNS', 'PLAN_FOOTER', 'plan_tokenizer', 'prompt_tokens', 'text_tokens', 'PlanLLM',
-           'PlanRetriever', 'plan_kb', 'plan', 'load_prices', 'with_cost', 'format_plan']
+__all__ = ['PLAN_REPLY', 'SIZE_TABLE', 'VERDICTS', 'PLAN_COLUMNS', 'PLAN_FOOTER', 'FIDELITY_COLUMNS', 'plan_tokenizer',
+           'use_plan_tokenizer', 'prompt_tokens', 'text_tokens', 'PlanLLM', 'PlanRetriever', 'plan_kb',
+           'load_size_table', 'source_size', 'planned_source', 'plan', 'plan_totals', 'load_prices', 'with_cost',
+           'fidelity_rows', 'totals_rows', 'format_fidelity', 'format_plan']
 
 # %% ../nbs/11_plan.ipynb #37423ab7
 PLAN_REPLY = ("I have been feeling tired and tense for weeks, and it is hard to rest at night [F1]. "
@@ -22,13 +24,32 @@ PLAN_REPLY = ("I have been feeling tired and tense for weeks, and it is hard to 
 
 _TOK: list = []
 
+_TOK_NAME: list = ["embedded SmolLM2 tokenizer"]
+
 def plan_tokenizer():
-    "The embedded SmolLM2 tokenizer (loaded once): what the plan counts tokens with."
+    "The tokenizer the plan counts tokens with (the embedded SmolLM2 tokenizer unless `use_plan_tokenizer` chose another)."
     if not _TOK:
         from transformers import AutoTokenizer
         from omind.llm import embedded_model_dir
         _TOK.append(AutoTokenizer.from_pretrained(embedded_model_dir()))
     return _TOK[0]
+
+def use_plan_tokenizer(name: Optional[str]) -> str:
+    """Count tokens with the tokenizer of model `name` (a Hub id in the local cache, a folder or an embedded model) when it
+    loads offline with a chat template, else with the embedded SmolLM2 tokenizer; returns the name of the one in use."""
+    from transformers import AutoTokenizer
+    from omind.llm import resolve_model, embedded_model_dir
+    tok, label = None, "embedded SmolLM2 tokenizer"
+    if name:
+        try:
+            t = AutoTokenizer.from_pretrained(resolve_model(name), local_files_only=True)
+            if t.chat_template: tok, label = t, f"{name} tokenizer"
+        except Exception: pass
+    if tok is None:
+        label = "embedded SmolLM2 tokenizer" + (f" ({name}'s own is not available offline)" if name and not name.startswith("embedded") else "")
+        tok = AutoTokenizer.from_pretrained(embedded_model_dir())
+    _TOK[:] = [tok]; _TOK_NAME[:] = [label]
+    return label
 
 def prompt_tokens(conv) -> int:
     "Tokens of a conversation's prompt under the SmolLM2 chat template (generation prompt included)."
@@ -92,6 +113,58 @@ def plan_kb(P: Params):
     from omind.knowledge import KnowledgeParams, build_knowledge
     return build_knowledge(KnowledgeParams(icd10=P.knowledge.icd10, icd10_prefix=P.knowledge.icd10_prefix, curated=True))
 
+# %% ../nbs/11_plan.ipynb #eafad70c
+SIZE_TABLE = "params/data/source-sizes.yaml"
+
+def load_size_table(path=None) -> dict:
+    "The size table (`{sources: {name: {family, rows, paper, note}}, paper: {...}}`); empty when the file is absent."
+    import yaml
+    from pathlib import Path
+    from omind.core import resolve_path
+    p = Path(path) if path else resolve_path(SIZE_TABLE)
+    if not p.exists(): return {"sources": {}, "paper": {}}
+    d = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(d.get("sources", {}), dict): raise ValueError(f"{p}: `sources` maps a source name to {{family, rows, paper, note}}")
+    return {"sources": d.get("sources") or {}, "paper": d.get("paper") or {}}
+
+def _hub_rows(spec) -> Optional[int]:
+    "The Hub's published row count of the spec's split (online only, no filter), else None."
+    import os
+    if spec.hub is None or spec.filter or os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1": return None
+    try:
+        import datasets
+        info = datasets.load_dataset_builder(spec.hub, spec.config, revision=spec.revision, data_files=spec.data_files).info
+        return int(info.splits[spec.split].num_examples) if info.splits and spec.split in info.splits else None
+    except Exception: return None
+
+def source_size(spec, table: dict, base_dir=None) -> tuple:
+    "(rows available or None, where the number comes from) of one source: local copy, Hub, size table, or unknown."
+    from omind.sources import source_missing, load_source
+    if spec.path:
+        if source_missing(spec, base_dir): pass
+        else: return len(load_source(spec.model_copy(update={"n": None}), base_dir, verbose=False)), "local copy"
+    elif (r := _hub_rows(spec)) is not None: return r, "Hub split size"
+    row = table.get("sources", {}).get(spec.label) or {}
+    if row.get("rows") is not None: return int(row["rows"]), "size table"
+    return None, "no local copy" if spec.path else "size not published"
+
+def planned_source(spec, table: dict, base_dir=None) -> dict:
+    """What a run will take from one source: `planned` items (its `n` capped by the rows, or all rows), `sized_from`
+    and `note` (why it is not the paper's count, or what is assumed); `planned` is None only when nothing says."""
+    from omind.sources import source_missing
+    rows, how = source_size(spec, table, base_dir)
+    ref = table.get("sources", {}).get(spec.label) or {}
+    out = {"source": spec.label, "paper": ref.get("paper"), "sized_from": how, "note": ref.get("note") or ""}
+    if spec.path and spec.optional and source_missing(spec, base_dir):
+        return {**out, "planned": 0, "note": f"optional and no local copy at {spec.path}: skipped"}
+    if rows is None:
+        if spec.n is None: return {**out, "planned": None, "note": "size unknown: set n or add it to the size table"}
+        out["sized_from"] = f"n ({how})"
+        if spec.path: out["needs"] = f"a local copy at {spec.path}: {spec.access or 'see its comment in params'}"
+        return {**out, "planned": spec.n}
+    return {**out, "planned": rows if spec.n is None else min(spec.n, rows)}
+
+
 # %% ../nbs/11_plan.ipynb #22589564
 VERDICTS = {"binary": "yes", "pair": "A"}   # a stand-in judge's answer that parses; numeric scales get "3"
 
@@ -107,13 +180,22 @@ def _rows(stage, llm: PlanLLM, role: str, P: Params, items: int, scale: float, m
 def _fake(P: Params, role: str) -> PlanLLM:
     return PlanLLM(P.model(role).model, P.model(role).backend)
 
-def _source_count(specs) -> tuple[int, list]:
-    "(items the sources of one family give, notes): their `n` where params set it; the others are unknown (a plan reads no data)."
+def _source_count(specs, table: dict, family: str, fid: list) -> tuple[int, list]:
+    "(items the sources of one family give, notes), each source sized by `planned_source` and added to the fidelity rows `fid`."
     n, notes = 0, []
     for sp in specs:
-        if sp.n is not None: n += sp.n; continue
-        notes.append(f"source {sp.hub or sp.path}: size unknown without reading it (set n)")
+        r = planned_source(sp, table); fid.append({"family": family, **r})
+        if r["planned"] is None: notes.append(f"source {sp.label}: size unknown (set n, or add it to {SIZE_TABLE})"); continue
+        n += r["planned"]
     return n, notes
+
+def _kb_row(family: str, n_kb: int, cap, table: dict) -> dict:
+    "The fidelity row of a family's knowledge-base samples."
+    paper = (table.get("paper", {}).get("knowledge_base") or {}).get(family)
+    note = "" if paper is None or paper == n_kb else "differs from the paper's synthesized count"
+    if paper is None and n_kb: note = "not itemised by the paper: fills its itemised counts up to its stated total"
+    if cap is not None and n_kb > cap: note = (note + "; " if note else "") + f"the plan's knowledge base allows {cap} (a run checks the loaded one)"
+    return {"family": family, "source": "knowledge base", "paper": paper, "planned": n_kb, "sized_from": "synthesis.n", "note": note}
 
 class _PruneSplit:
     "Counts a synthesis chunk's pruning calls (greedy, `prune_max_new_tokens`) apart from its generation calls."
@@ -130,14 +212,15 @@ def _plan_synthesis(P: Params, kb, sample: int, notes: list) -> tuple[list, dict
     from omind.synthesis import make_seeds, synthesize_chunk
     from omind.tasks import task_names, get_task
     S, rows, recs = P.synthesis, [], {}
-    retr = PlanRetriever(kb)
+    retr, table, fid = PlanRetriever(kb), load_size_table(), []
     for family in task_names():
         fam, n_kb = get_task(family), S.count(family)
-        n_src, nn = _source_count(S.sources.get(family, [])); notes += [f"{family}: {x}" for x in nn]
+        cap = fam.capacity(kb, S) if fam.capacity is not None and fam.kb_seeds is not None and n_kb else None
+        if n_kb: fid.append(_kb_row(family, n_kb, cap, table))
+        n_src, nn = _source_count(S.sources.get(family, []), table, family, fid); notes += [f"{family}: {x}" for x in nn]
         total = n_kb + n_src
         if not total: continue
         if fam.kb_seeds is None: notes.append(f"{family}: no knowledge-base seeds to dry-run, not costed"); continue
-        cap = fam.capacity(kb, S) if fam.capacity is not None and n_kb else None
         if cap is not None and n_kb > cap:
             notes.append(f"{family}: synthesis.n.{family} = {n_kb} exceeds the knowledge base's {cap} unique seeds (the run stops unless synthesis.allow_shortfall is set or sources fill it)")
         m = min(sample, total, cap if cap else total) or 1
@@ -151,6 +234,7 @@ def _plan_synthesis(P: Params, kb, sample: int, notes: list) -> tuple[list, dict
         rows += _rows("synthesis", llm.llm, S.role, P, total, scale,
                       f"dry run of {len(got)} seeds scaled x{scale:.1f}" + (f" ({n_src} source items costed like knowledge-base items)" if n_src else ""))
         recs[family] = (rs, scale)
+    notes.append(("fidelity", fid))
     return rows, recs
 
 def _plan_review(P: Params, recs: dict) -> list:
@@ -191,8 +275,10 @@ def _plan_rejected(P: Params, recs: dict) -> list:
     if not sample or not n_dpo: return []
     from omind.llm import GenConfig
     llm = _fake(P, "student"); llm.step = "rejected answers"
-    llm.chat(sample, GenConfig(max_new_tokens=max_new))
-    return _rows("rejected", llm, "student", P, n_dpo, n_dpo / len(sample), f"dry run of {len(sample)} prompts scaled to {n_dpo} DPO instances")
+    k = getattr(R, "answers_per_prompt", 1) if R is not None else 1
+    llm.chat(sample * k, GenConfig(max_new_tokens=max_new))
+    return _rows("rejected", llm, "student", P, n_dpo, n_dpo / len(sample),
+                 f"dry run of {len(sample)} prompts x {k} answers scaled to {n_dpo} DPO instances")
 
 def _items_like(recs: dict, names, n: int, first_only: bool = True) -> list:
     "`n` evaluation items shaped like the dry-run samples of families `names` (their user turn, or the whole conversation)."
@@ -216,8 +302,8 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
     qa = _items_like(recs, ["qa"], min(n_test("qa"), E.max_win_explanations or 0), first_only=False) if len(models) > 1 else []
     core_tasks = E.core_task_names()
     n_core = sum(min(n_test(t), E.max_core_items) if E.max_core_items else n_test(t) for t in core_tasks)
-    H = getattr(E, "heldout", None)
-    if H is not None and getattr(H, "enabled", False): n_core += getattr(H, "n_mcqa", 0) + getattr(H, "n_classification", 0)
+    H = P.synthesis.heldout                                   # the items synthesis reserves, scored by every model
+    n_core += H.n_mcqa + H.n_classification + H.n_transfer + E.recall.n
     core = _items_like(recs, [t for t in core_tasks if t in recs] or list(recs), n_core)
     if E.public_sets: notes.append(f"evaluate: {len(E.public_sets)} public set(s) not costed (their size is unknown without reading them)")
     role_of = lambda c: c.model if c.model in P.models or c.model in ("student", "teacher", "judge") else "student"
@@ -295,8 +381,11 @@ def plan(P: Params | str, sample: int = 16) -> "pandas.DataFrame":
     import pandas as pd
     P = load_params(P, check_paths=False) if not isinstance(P, Params) else P
     notes: list = []
+    T = P.model(P.synthesis.role)
+    use_plan_tokenizer(T.tokenizer or T.model)                 # the teacher's tokenizer when known (named in the output)
     kb = plan_kb(P)
     syn, recs = _plan_synthesis(P, kb, sample, notes)
+    fid = next(x[1] for x in notes if isinstance(x, tuple)); notes[:] = [x for x in notes if not isinstance(x, tuple)]
     rows = syn + _plan_review(P, recs) + _plan_rejected(P, recs) + _plan_evaluate(P, recs, notes)
     if getattr(P.review, "max_regenerations", 0) and P.review.enabled:
         notes.append(f"review: up to {P.review.max_regenerations} teacher regenerations per sample with > {P.review.max_contradicted} "
@@ -304,7 +393,23 @@ def plan(P: Params | str, sample: int = 16) -> "pandas.DataFrame":
     if getattr(P.benchmark, "n_drafted", 0): notes.append(f"benchmark: {P.benchmark.n_drafted} LLM-drafted instances are not counted")
     df = pd.DataFrame(rows, columns=PLAN_COLUMNS)
     df.attrs["notes"] = notes
+    df.attrs["fidelity"] = fid
+    df.attrs["tokenizer"] = _TOK_NAME[0]
+    df.attrs["totals"] = plan_totals(P, fid, load_size_table())
     return df
+
+def plan_totals(P: Params, fid: list, table: dict) -> dict:
+    """Samples the run will build (every family's knowledge-base and source items), the DPO instances held out of them
+    (`dataset.dpo_share`) and the preference pairs (one per rejected kind of `train.dpo_rejected`, at most), with the paper's."""
+    samples = sum(r["planned"] or 0 for r in fid)
+    D, T = P.dataset, P.train
+    dpo = int(round(samples * D.dpo_share)) if getattr(T, "dpo", True) else 0
+    R = P.sections.get("rejected")
+    k = getattr(R, "answers_per_prompt", 1) if R is not None and getattr(R, "enabled", True) else 0
+    kinds = (k if "base" in T.dpo_rejected else 0) + ("draft" in T.dpo_rejected) if dpo else 0
+    paper = table.get("paper", {})
+    return {"samples": samples, "sft": samples - dpo, "dpo_instances": dpo, "rejected_per_instance": kinds, "dpo_pairs": dpo * kinds,
+            "paper_samples": paper.get("samples"), "paper_dpo_instances": paper.get("dpo_instances"), "paper_dpo_pairs": paper.get("dpo_pairs")}
 
 # %% ../nbs/11_plan.ipynb #85c3a367
 def load_prices(path) -> dict:
@@ -339,6 +444,43 @@ PLAN_FOOTER = ("Method: a dry run of each stage's own code with recording stand-
                "the stage's loops (replies, core scoring, NLL, rubric, pairs, controls, calibration) on the shipped benchmark. Prompt tokens: embedded SmolLM2 tokenizer with its chat "
                "template (other tokenizers differ by ~10-20%). Completion tokens: upper bound (every call at max_new_tokens).")
 
+FIDELITY_COLUMNS = ["family", "source", "paper", "planned", "difference", "sized from", "deviation"]
+
+def _pct(a, b) -> str: return f"{(a - b) / b:+.1%}" if b else "-"
+
+def fidelity_rows(df) -> list:
+    "Rows of the paper-vs-planned table of a plan: one per family and source, the difference, and the deviation's reason."
+    out = []
+    for r in df.attrs.get("fidelity", []):
+        paper, planned = r.get("paper"), r.get("planned")
+        diff = "-" if paper is None or planned is None else f"{planned - paper:+,}"
+        dev = r.get("note") or ""
+        if paper is not None and planned is not None and planned != paper and not dev: dev = "differs from the paper"
+        out.append([r["family"], r["source"], "-" if paper is None else f"{paper:,}", "?" if planned is None else f"{planned:,}", diff,
+                    r.get("sized_from", ""), dev])
+    return out
+
+def totals_rows(df) -> list:
+    "Rows of the plan's totals against the paper's: samples built, SFT samples, DPO instances and pairs."
+    t = df.attrs.get("totals") or {}
+    if not t: return []
+    row = lambda what, planned, paper: [what, f"{planned:,}", "-" if paper is None else f"~{paper:,}", "-" if paper is None else _pct(planned, paper)]
+    return [row("samples built (SFT set + DPO held out)", t["samples"], t.get("paper_samples")),
+            row("SFT samples (train, validation and test splits)", t["sft"], None),
+            row("DPO instances (dataset.dpo_share)", t["dpo_instances"], t.get("paper_dpo_instances")),
+            row(f"DPO pairs ({t['rejected_per_instance']} rejected answers per instance, at most)", t["dpo_pairs"], t.get("paper_dpo_pairs"))]
+
+def format_fidelity(df, tablefmt: str = "simple") -> str:
+    "The plan against the paper as text (or `tablefmt='github'` for markdown): per family and source, then the totals."
+    from tabulate import tabulate
+    rows = fidelity_rows(df)
+    if not any(r[2] != "-" for r in rows): return ""
+    out = [tabulate(rows, headers=FIDELITY_COLUMNS, tablefmt=tablefmt, disable_numparse=True)]
+    devs = [f"DEVIATION {r[0]} / {r[1]}: {r[6]}" for r in rows if r[6]]
+    out += ["", tabulate(totals_rows(df), headers=["total", "planned", "paper", "difference"], tablefmt=tablefmt, disable_numparse=True)]
+    needs = [f"NEEDS {r['source']}: {r['needs']}" for r in df.attrs.get("fidelity", []) if r.get("needs")]
+    return "\n".join(out + ([""] + devs + needs if tablefmt != "github" else []))
+
 def format_plan(df, prices: Optional[dict] = None) -> str:
     "The plan as text: per stage / step / role, totals per role, the notes and the method."
     from tabulate import tabulate
@@ -353,5 +495,8 @@ def format_plan(df, prices: Optional[dict] = None) -> str:
         tot.append(["all"] + [num(int(df[c].sum())) for c in ("calls", "prompt_tokens", "completion_tokens")]
                    + ([num(float(df["cost"].sum(min_count=1))) if df["cost"].notna().any() else "-"] if prices is not None else []))
         out += ["", "Totals per role:", tabulate(tot, headers=["role", "calls", "prompt_tokens", "completion_tokens"] + (["cost"] if prices is not None else []))]
+    fid = format_fidelity(df)
+    if fid: out += ["", "The plan against the paper (per family and source):", fid]
     out += [""] + [f"Note: {n}" for n in df.attrs.get("notes", [])] + [PLAN_FOOTER]
+    if df.attrs.get("tokenizer"): out.append(f"Tokens counted with: {df.attrs['tokenizer']}.")
     return "\n".join(out)

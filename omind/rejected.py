@@ -22,6 +22,8 @@ class RejectedParams(Strict):
     max_rows: int = Field(0, ge=0)             # dpo records answered (0: all); the same seeded subset as train.dpo_max_pairs
     max_new_tokens: int = Field(256, ge=1)     # length of the untuned student's answers
     chunk_size: int = Field(64, ge=1)          # prompts per generation call; each chunk is logged (resume granularity)
+    answers_per_prompt: int = Field(1, ge=1)   # rejected answers per dpo record: the greedy one, then sampled ones (paper: 2, i.e. 20k pairs of 10k)
+    temperature: float = Field(0.9, gt=0)      # sampling temperature of the answers after the first
 
 # %% ../nbs/06a_rejected.ipynb #9ca279fd
 def dpo_rows(split, n: int, seed: int):
@@ -52,24 +54,28 @@ def run_rejected(P, progress: bool = True) -> dict:
         for i in range(0, len(todo), R.chunk_size):
             chunk = todo[i:i + R.chunk_size]
             outs = llm.chat(rejected_prompts(chunk), cfg, progress=progress)
-            log.extend({"id": r["id"], "answer": o} for r, o in zip(chunk, outs))
+            more = [llm.chat(rejected_prompts(chunk), GenConfig(max_new_tokens=R.max_new_tokens, temperature=R.temperature, top_p=0.95,
+                                                                seed=P.run.seed + j), progress=progress) for j in range(1, R.answers_per_prompt)]
+            log.extend({"id": r["id"], "answer": o, **({"more": [m[k] for m in more]} if more else {})} for k, (r, o) in enumerate(zip(chunk, outs)))
             if progress: print(f"rejected: {min(i + R.chunk_size, len(todo))}/{len(todo)} answers generated", flush=True)
         unload_models()
     answers = {r["id"]: r["answer"] for r in log}
     ids = [r["id"] for r in rows]
+    n_more = sum(len(r.get("more") or []) for r in log if r["id"] in set(ids))
     summary = {"student": P.model("student").model, "backend": P.model("student").backend, "enabled": R.enabled,
                "n_rows": len(rows), "n_answered": sum(i in answers for i in ids),
                "n_empty": sum(not str(answers.get(i, "")).strip() for i in ids), "resumed": len(rows) - len(todo),
-               "max_new_tokens": R.max_new_tokens, "seed": P.run.seed}
+               "max_new_tokens": R.max_new_tokens, "seed": P.run.seed, "answers_per_prompt": R.answers_per_prompt,
+               "n_answers": sum(i in answers for i in ids) + n_more}
     atomic_write_json(out/"summary.json", summary)
     finish_stage(P, "rejected", n_answered=summary["n_answered"])   # adds the stage's LLM usage to summary.json
     return read_json(out/"summary.json")
 
 def read_rejected(P, ids) -> dict:
-    """`{id: answer}` of the rejected stage for the `dpo` record `ids`; a clear error when the stage has not run,
-    is out of date, or has no answer for some of them."""
+    """`{id: answer}` of the rejected stage for the `dpo` record `ids` (`{id: [answers]}` when `answers_per_prompt` > 1);
+    a clear error when the stage has not run, is out of date, or has no answer for some of them."""
     d = require_stage(P, "rejected")
-    got = {r["id"]: r["answer"] for r in JsonlLog(d/"answers.jsonl")}
+    got = {r["id"]: ([r["answer"]] + list(r["more"]) if r.get("more") else r["answer"]) for r in JsonlLog(d/"answers.jsonl")}
     miss = [i for i in ids if i not in got]
     if miss:
         R = P.rejected

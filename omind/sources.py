@@ -16,7 +16,7 @@ from .text import LETTERS
 # %% auto #0
 __all__ = ['FORMATS', 'LAYOUT_NAMES', 'CAMS_LABELS', 'DREADDIT_LABELS', 'LAYOUTS', 'InputError', 'Row', 'file_format',
            'read_text', 'read_records', 'SourceSpec', 'Layout', 'mcqa_item', 'resolve_answers', 'post_item', 'qa_item',
-           'conversation_item', 'source_rows', 'keep_rows', 'load_source']
+           'conversation_item', 'source_rows', 'keep_rows', 'source_missing', 'missing_message', 'load_source']
 
 # %% ../nbs/01a_sources.ipynb #e5a4d1e7
 class InputError(ValueError):
@@ -184,6 +184,8 @@ class SourceSpec(Strict):
     allow_empty: bool = False                  # an empty source is not an error
     allow_shortfall: bool = False              # fewer rows than n is not an error (all rows are used)
     filter: dict[str, list[str]] = {}           # keep rows whose column holds one of the values, e.g. {subject_name: Psychiatry}
+    optional: bool = False                     # a missing local copy is skipped (the run prints the deviation) instead of an error
+    access: Optional[str] = None               # how to obtain a gated or unreleased set; named when its copy is missing
 
     @field_validator("filter", mode="before")
     @classmethod
@@ -445,7 +447,7 @@ def source_rows(spec: SourceSpec, base_dir=None) -> list[Row]:
     try: ds = datasets.load_dataset(str(folder) if folder else spec.hub, spec.config, split=spec.split, revision=spec.revision,
                                     data_files=spec.data_files)
     except Exception as e:
-        raise InputError(target, None, "hub" if spec.hub else "path", f"datasets.load_dataset failed: {type(e).__name__}: {e}") from e
+        raise InputError(target, None, "hub" if spec.hub else "path", f"datasets.load_dataset failed: {type(e).__name__}: {e}" + (f"; access: {spec.access}" if spec.access else "")) from e
     return [Row(r, row=i) for i, r in enumerate(ds.to_list())]
 
 # %% ../nbs/01a_sources.ipynb #574be42f
@@ -468,9 +470,26 @@ def _check_columns(spec: SourceSpec, lay: Layout, where: str):
         if k not in valid: raise InputError(spec.hub or spec.path, None, f"{where}columns.{k}",
                                             f"layout {spec.layout!r} has no field {k!r}; its fields: {', '.join(sorted(valid))}")
 
+def source_missing(spec: SourceSpec, base_dir=None) -> bool:
+    "Whether a local source (`path`) has no copy here: neither a file nor a folder (Hub ids are never 'missing' before a download)."
+    if not spec.path: return False
+    p = Path(spec.path).expanduser()
+    cands = [p] if p.is_absolute() else [Path(base_dir)/p if base_dir else None, resolve_path(p)]
+    return not any(c is not None and c.exists() for c in cands)
+
+def missing_message(spec: SourceSpec, where: str = "") -> str:
+    "What a run says about a source whose local copy is missing: the set, the path, how to get it, and the key that makes it optional."
+    return (f"file not found (source {spec.label}: no local copy)" + (f"; to get it: {spec.access}" if spec.access else "")
+            + f" (or set {where}optional: true to run without it, recorded as a deviation)")
+
 def load_source(spec: SourceSpec, base_dir=None, where: str = "", verbose: bool = True) -> list[dict]:
-    "Normalised items of one source (see the table above), each naming its source; counts are printed."
+    """Normalised items of one source (see the table above), each naming its source; counts are printed. A local
+    source without a copy is an error naming the set and how to get it, or, when `optional`, no items and a printed deviation."""
     if isinstance(spec, dict): spec = SourceSpec(**spec)
+    if source_missing(spec, base_dir):
+        if not spec.optional: raise InputError(spec.path, None, None, missing_message(spec, where))
+        if verbose: print(f"DEVIATION: source {spec.label} ({spec.layout}) skipped: no local copy at {spec.path} ({where}optional)")
+        return []
     lay = LAYOUTS[spec.layout]; _check_columns(spec, lay, where)
     ctx = _Ctx(spec.label if spec.hub else str(spec.path), where, spec, lay)
     rows = source_rows(spec, base_dir)

@@ -143,6 +143,12 @@ def seeds_from_source(fam, spec: SourceSpec, S: SynthesisParams, seed: int = 0, 
     order). The source's capacity is its number of unique seeds: asking for more is a SeedShortfall naming the family,
     the capacity and the key `<where>n`, unless `allow_shortfall` (the source's or synthesis's; then recorded)."""
     import random
+    from omind.sources import source_missing
+    if spec.optional and source_missing(spec, base_dir):      # an optional set without a local copy: recorded as a deviation
+        if verbose: print(f"{fam.name}: DEVIATION: source {spec.label} skipped, no local copy at {spec.path} ({where}optional); "
+                          f"{spec.n if spec.n is not None else 'all its'} items missing")
+        return [], {"source": spec.label, "layout": spec.layout, "requested": spec.n, "items": 0, "capacity": 0,
+                    "duplicates_dropped": 0, "seeded": 0, "shortfall": spec.n or 0, "missing": True}
     items = load_source(spec.model_copy(update={"n": None}), base_dir, where=where, verbose=False)
     uniq, keys = [], set(taken)
     held = 0
@@ -163,6 +169,12 @@ def seeds_from_source(fam, spec: SourceSpec, S: SynthesisParams, seed: int = 0, 
     elif n is not None:
         uniq = [uniq[i] for i in sorted(random.Random(spec.seed).sample(range(cap), n))]
         rep["seeded"] = n
+    from omind.plan import load_size_table                    # the committed row counts the plan sized this source with
+    known = (load_size_table()["sources"].get(spec.label) or {}).get("rows")
+    if known is not None:
+        rep["size_table_rows"] = known
+        if known != len(items) and verbose:
+            print(f"{fam.name}: NOTE source {spec.label} has {len(items)} rows here, the size table (params/data/source-sizes.yaml) says {known}")
     if verbose:
         print(f"{fam.name}: source {spec.label} ({spec.layout}, {spec.hub or spec.path}): requested {'all' if n is None else n}, "
               f"available {cap} unique of {len(items)} rows, seeded {rep['seeded']}"

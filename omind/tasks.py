@@ -22,8 +22,9 @@ __all__ = ['PROMPTS', 'PERSONAS', 'CONTROL_TOPICS', 'CAMS', 'CAMS_DESC', 'NO_DIS
            'mcqa_seeds', 'mcqa_capacity', 'reference_evidence', 'mcqa_source_seeds', 'gen_mcqa', 'gold_protected',
            'mcqa_eval_messages', 'classification_seeds', 'classification_capacity', 'root_cause_seeds',
            'root_cause_capacity', 'post_source_seeds', 'labelled_generator', 'leakage_terms', 'post_text', 'label_leak',
-           'label_eval_messages', 'candidates', 'qa_seeds', 'qa_capacity', 'qa_source_seeds', 'qa_prompt', 'gen_qa',
-           'conversation_seeds', 'conversation_capacity', 'conversation_source_seeds', 'gen_conversation']
+           'label_eval_messages', 'candidates', 'condition_qa_seeds', 'concept_qa_seeds', 'qa_seeds', 'qa_capacity',
+           'qa_source_seeds', 'qa_prompt', 'gen_qa', 'conversation_seeds', 'conversation_capacity',
+           'conversation_source_seeds', 'gen_conversation']
 
 # %% ../nbs/02b_tasks.ipynb #aaeccc69
 def check_messages(rec: dict) -> str:
@@ -554,8 +555,8 @@ def candidates(rec: dict) -> list:
     return list((rec.get("seed") or {}).get("candidates") or [])
 
 # %% ../nbs/02b_tasks.ipynb #b0ee5710
-def qa_seeds(kb: KnowledgeBase, n: int, seed: int = 0, S=None) -> list:
-    "`n` open-QA seeds (factual, reasoning, comparison, crisis), cycling over conditions."
+def condition_qa_seeds(kb: KnowledgeBase, n: int, seed: int = 0) -> list:
+    "`n` open-QA seeds about the curated conditions (factual, reasoning, comparison, crisis), cycling over them."
     rng, conds, out = random.Random(seed + 3), conditions(kb), []
     crises = entities_of_type(kb, "crisis")
     kinds = ["factual", "reasoning", "comparison"] + (["crisis"] if crises else [])
@@ -582,10 +583,55 @@ def qa_seeds(kb: KnowledgeBase, n: int, seed: int = 0, S=None) -> list:
                     "crisis": is_crisis(c.name, c.id)})
     return out
 
+def _first_sentence(text: str, max_words: int = 25) -> str:
+    "The first sentence of a passage (without a Markdown heading), cut to `max_words` words."
+    t = re.sub(r"^\s*#+[^\n]*\n", "", text or "").strip()
+    s = re.split(r"(?<=[.!?])\s+", t, maxsplit=1)[0] if t else ""
+    w = s.split()
+    return " ".join(w[:max_words]).rstrip(".!?") if w else ""
+
+def concept_qa_seeds(kb: KnowledgeBase, seed: int = 0) -> list:
+    """Open-QA seeds from every concept of the loaded knowledge beyond the curated conditions: one question per entity
+    with facts (what is it), one per relation triple (how two concepts relate; UMLS, ICD-10-CM, triples files) and one
+    per text chunk (what a passage of the notes means), each anchored to its own fact or passage. Sorted, then shuffled
+    with `seed`."""
+    out = []
+    for t in kb.triples:
+        if t.origin == "curated": continue                         # the curated conditions have their own questions
+        h, tl = kb.entities.get(t.head), tail_name(kb, t)
+        if h is None or not tl or tl == h.name: continue
+        q = f"What is the relationship between {h.name} and {tl}?"
+        out.append({"task": "qa", "kind": "relation", "question": q, "entity": h.id, "anchors": [t.id], "query": t.text or q,
+                    "crisis": is_crisis(h.name, tl)})
+    for eid, e in sorted(kb.entities.items()):
+        if e.type == "condition" or e.source.startswith("curated"): continue
+        ts = [t for t in kb.triples_of(eid, direction="both") if t.origin != "curated"]
+        if not ts: continue
+        q = f"What is {e.name}, and what is it related to?"
+        out.append({"task": "qa", "kind": "concept", "question": q, "entity": eid, "anchors": [t.id for t in ts[:2]], "query": e.name,
+                    "crisis": is_crisis(e.name)})
+    for c in kb.chunks:
+        first = _first_sentence(c.text)
+        if len(first.split()) < 4: continue
+        q = f"In plain words, what does this mean: \"{first}\"?"
+        out.append({"task": "qa", "kind": "passage", "question": q, "entity": "", "anchors": [], "query": f"{c.title} {first}",
+                    "evidence": [{"id": c.id, "text": c.text}], "crisis": is_crisis(c.text)})
+    out = list({s["question"]: s for s in sorted(out, key=lambda s: s["question"])}.values())
+    random.Random(seed + 31).shuffle(out)
+    return out
+
+def qa_seeds(kb: KnowledgeBase, n: int, seed: int = 0, S=None) -> list:
+    """`n` open-QA seeds: the curated conditions' questions first (`condition_qa_seeds`), then questions from every
+    other concept, relation and text chunk of the knowledge base (`concept_qa_seeds`) once those repeat."""
+    base = condition_qa_seeds(kb, n, seed)
+    return base + concept_qa_seeds(kb, seed)[:n] if n else base
+
 def qa_capacity(kb: KnowledgeBase, S=None) -> int:
-    "At most this many distinct questions: per condition one factual, one per symptom, one comparison; two per crisis topic."
+    """At most this many distinct questions: per condition one factual, one per symptom, one comparison; two per crisis
+    topic; and one per concept, relation and chunk question of `concept_qa_seeds`."""
     conds = conditions(kb)
-    return sum(2 + len({tail_name(kb, t) for t in kb.triples_of(c.id, "has_symptom")}) for c in conds) + 2 * len(entities_of_type(kb, "crisis"))
+    return (sum(2 + len({tail_name(kb, t) for t in kb.triples_of(c.id, "has_symptom")}) for c in conds) + 2 * len(entities_of_type(kb, "crisis"))
+            + len(concept_qa_seeds(kb)))
 
 def qa_source_seeds(items: list, S=None, seed: int = 0) -> list:
     """Open-QA seeds from normalised QA items: the question is kept; the reference answer is kept as `reference` (the

@@ -268,7 +268,9 @@ def dpo_pairs(rows, base_answers: Optional[dict] = None, sources=("base", "draft
         if not msgs or msgs[-1]["role"] != "assistant": continue
         prompt, chosen = msgs[:-1], msgs[-1]["content"]
         cands = []
-        if "base" in sources and base_answers is not None: cands.append(("base", base_answers.get(r["id"], "")))
+        if "base" in sources and base_answers is not None:      # one or several untuned-student answers (rejected.answers_per_prompt)
+            b = base_answers.get(r["id"], ""); b = b if isinstance(b, list) else [b]
+            cands += [("base" if i == 0 else f"base{i + 1}", x) for i, x in enumerate(b)]
         if "draft" in sources and r.get("draft_messages"): cands.append(("draft", r["draft_messages"][-1]["content"]))
         for src, rej in cands:
             if not _norm(rej) or _norm(rej) == _norm(chosen): continue
