@@ -80,7 +80,7 @@ def hub(tmp_path, monkeypatch):
 def test_dry_run_lists_the_files(run, hub):
     p = push_run(run, "lab/omind-data", "lab/omind-adapters", dry_run=True)
     assert p["dry_run"] and p["token"] is None and hub.calls == [] and hub.tokens == []
-    assert p["dataset"]["files"] == sorted(["README.md", *(split_file(s) for s in SPLITS)])
+    assert p["dataset"]["files"] == sorted(["README.md", *(split_file(s, t) for s in SPLITS for t in ("mcqa", "qa"))])
     assert p["dataset"]["folder"] == str(run/"dataset"/"hf") and p["dataset"]["repo_type"] == "dataset"
     A = p["adapters"]
     assert (A["repo"], A["repo_type"], A["final"], list(A["phases"])) == ("lab/omind-adapters", "model", "dpo", ["sft", "dpo"])
