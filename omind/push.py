@@ -140,8 +140,8 @@ def push_plan(run_path, dataset_repo: str, adapter_repo: Optional[str] = None, p
             if not is_hub_id(b):
                 plan["warnings"].append(f"the {ph} adapter records base_model_name_or_path {b!r}, which is not a Hub id: others cannot "
                                         "load it as it is; pass base_model='<owner>/<name>' (the model it was trained on) to record a Hub id")
-    afiles = sorted(["README.md"] + [f"{ph}/README.md" for ph, d in phases.items() if omind_card(d)]
-                    + [f"{ph}/{f}" for ph, d in phases.items() for f in _files(d, ADAPTER_IGNORE)])
+    afiles = ["README.md"] + [f"{ph}/{f}" for ph, d in phases.items()
+                              for f in (["README.md"] if omind_card(d) else []) + _files(d, ADAPTER_IGNORE)]
     plan["adapters"] = {"repo": adapter_repo, "repo_type": "model", "phases": {ph: str(d) for ph, d in phases.items()},
                         "final": final, "base_model": base_model or bases[final], "files": afiles}
     return plan
