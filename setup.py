@@ -20,13 +20,13 @@ licenses = {
 }
 statuses = [ '1 - Planning', '2 - Pre-Alpha', '3 - Alpha',
     '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive' ]
-py_versions = '3.6 3.7 3.8 3.9 3.10 3.11 3.12'.split()
+py_versions = '3.10 3.11 3.12 3.13'.split()   # the tested one is named in the README
 
 requirements = shlex.split(cfg.get('requirements', ''))
 if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
-dev_requirements = (cfg.get('dev_requirements') or '').split()
+dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
 
 setuptools.setup(
     name = cfg['lib_name'],
@@ -42,7 +42,11 @@ setuptools.setup(
     package_data = {'omind': ['data/*', 'data/**/*', 'configs/*']},
     install_requires = requirements,
     extras_require={
-        'dev': dev_requirements,
+        'dev': dev_requirements,                 # notebooks -> package (nbdev), JupyterLab, tests (TensorBoard: the tracker tests)
+        'tensorboard': ['tensorboard'],          # trackers (run.report_to, and TRL's training reports): one extra each
+        'wandb': ['wandb'],
+        'mlflow': ['mlflow'],
+        'trackio': ['trackio'],
         'server': ['llama-cpp-python[server]'],  # local OpenAI-compatible server (tests, small teachers)
         'gpu': ['deepspeed', 'bitsandbytes'],    # paper-scale training on GPUs (ZeRO, 4/8-bit)
         'serve': ['vllm'],                       # high-throughput teacher / judge inference server

@@ -162,6 +162,7 @@ class RunParams(Strict):
     results_dir: str = "results"
     figures_dir: str = "figures"
     cache_dir: Optional[str] = None           # LLM response cache; default results/<run>/cache
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = []   # trackers that get every stage's summary numbers (omind.tracking; none by default)
 
 # %% ../nbs/00_core.ipynb #f120bf73
 @dataclass(frozen=True)

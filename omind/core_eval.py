@@ -157,10 +157,8 @@ def training_rows(P, splits: Optional[Sequence[str]] = None) -> list[dict]:
 
 def _seed_of(r: dict) -> dict:
     "The synthesis seed behind a dataset row (its provenance's `seed`), or the dict itself when it is a seed."
-    prov = r.get("provenance")
-    if isinstance(prov, str) and prov.strip():
-        try: prov = json.loads(prov)
-        except json.JSONDecodeError: prov = None
+    from omind.dataset import provenance_of
+    prov = provenance_of(r)
     if isinstance(prov, dict) and isinstance(prov.get("seed"), dict): return prov["seed"]
     return r if "messages" not in r else {}
 

@@ -16,8 +16,9 @@ from .stages import require_stage, open_stage, finish_stage
 from .tasks import get_task, task_names, task_order, unknown_task
 
 # %% auto #0
-__all__ = ['SPLITS', 'DatasetParams', 'assign_splits', 'to_row', 'features', 'split_file', 'save_splits', 'load_splits',
-           'dataset_stats', 'size_category', 'card_data', 'dataset_card', 'run_dataset', 'figures_dataset']
+__all__ = ['SPLITS', 'PREFERENCE', 'DatasetParams', 'assign_splits', 'to_row', 'provenance_of', 'features', 'preference_features',
+           'split_file', 'preference_file', 'save_splits', 'load_splits', 'save_preference', 'dataset_stats',
+           'size_category', 'card_data', 'dataset_card', 'run_dataset', 'figures_dataset']
 
 # %% ../nbs/05_dataset.ipynb #fa8d2b45
 class DatasetParams(Strict):
@@ -74,36 +75,92 @@ def _msgs(ms, drop_system=False) -> list[dict]:
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in ms or [] if not (drop_system and m["role"] == "system")]
 
 # %% ../nbs/05_dataset.ipynb #bc6ac84a
+def _nli(x) -> Optional[dict]:
+    "An NLI verdict `{entailment, neutral, contradiction}` as floats (None when there is none)."
+    return {k: float(x[k]) if x.get(k) is not None else None for k in ("entailment", "neutral", "contradiction")} if isinstance(x, dict) else None
+
+def _json(x) -> str:
+    "`x` as a JSON string ('' for None): the free-form parts of provenance, whose keys differ by task family."
+    return "" if x is None else json.dumps(x, ensure_ascii=False, sort_keys=True)
+
 def to_row(r: dict, D: DatasetParams) -> dict:
-    "Dataset row of one reviewed record."
+    """Dataset row of one reviewed record. `provenance` is a struct (see `features`); the synthesis seed and each
+    review action's scores, whose keys differ by task family and action, are JSON strings inside it."""
     ev = [e["text"] if isinstance(e, dict) else str(e) for e in r.get("evidence") or []]
     rv = r.get("review") or {}
-    prov = {"seed": r.get("seed"), "query": r.get("query", ""),
-            "retrieved": [{"id": x.get("id"), "score": x.get("score")} for x in r.get("retrieved") or []],
-            "evidence_ids": [e.get("id") for e in r.get("evidence") or [] if isinstance(e, dict)],
-            "prune_status": (r.get("prune") or {}).get("status"), "cited": r.get("cited") or [],
-            "teacher": r.get("teacher", ""), "prompt_hash": r.get("prompt_hash", ""),
-            "review": {"regenerations": rv.get("regenerations", 0), "actions": rv.get("actions", []),
-                       "sentences": [{"text": s["text"], "turn": s.get("turn"), "nli": s.get("nli"), "action": s["action"]}
-                                     for s in rv.get("sentences", [])]}}
+    sc = lambda x: None if x is None else float(x)
+    prov = {"seed": _json(r.get("seed")), "query": str(r.get("query") or ""),
+            "retrieved": [{"id": str(x.get("id")), "score": sc(x.get("score"))} for x in r.get("retrieved") or []],
+            "evidence_ids": [str(e.get("id")) for e in r.get("evidence") or [] if isinstance(e, dict)],
+            "prune_status": str((r.get("prune") or {}).get("status") or ""), "cited": [str(c) for c in r.get("cited") or []],
+            "teacher": str(r.get("teacher") or ""), "prompt_hash": str(r.get("prompt_hash") or ""),
+            "review": {"regenerations": int(rv.get("regenerations") or 0),
+                       "actions": [{"stage": str(a.get("stage") or ""), "action": str(a.get("action") or ""), "reason": str(a.get("reason") or ""),
+                                    "scores": _json(a.get("scores"))} for a in rv.get("actions") or []],
+                       "sentences": [{"text": str(s["text"]), "turn": s.get("turn"), "nli": _nli(s.get("nli")), "action": str(s["action"])}
+                                     for s in rv.get("sentences") or []]}}
     return {"id": str(r["id"]), "task": str(r["task"]), "messages": _msgs(r["messages"], D.drop_system),
             "label": str(r.get("label") or ""), "options": [str(o) for o in r.get("options") or []],
             "draft_messages": _msgs(r.get("draft_messages") or r["messages"], D.drop_system), "evidence": ev,
-            "provenance": json.dumps(prov, ensure_ascii=False, sort_keys=True)}
+            "provenance": prov}
+
+
+# %% ../nbs/05_dataset.ipynb #2e788599
+def provenance_of(row: dict) -> dict:
+    """A dataset row's provenance as plain Python: the struct column with its JSON parts (`seed`, each action's
+    `scores`) decoded, or an older folder's JSON-string column parsed; {} when the row has none."""
+    p = row.get("provenance")
+    if isinstance(p, str):
+        try: p = json.loads(p) if p.strip() else {}
+        except json.JSONDecodeError: return {}
+    if not isinstance(p, dict): return {}
+    p = dict(p); dec = lambda s: (json.loads(s) if s else None) if isinstance(s, str) else s
+    if "seed" in p: p["seed"] = dec(p["seed"])
+    if isinstance(p.get("review"), dict):
+        p["review"] = {**p["review"], "actions": [{**a, "scores": dec(a.get("scores"))} for a in p["review"].get("actions") or []]}
+    return p
+
 
 # %% ../nbs/05_dataset.ipynb #f12cee9d
 def features():
-    "The Arrow schema of every split (explicit, so that an empty split has the same columns)."
+    """The Arrow schema of every split and config (explicit, so that an empty split has the same columns).
+    `provenance` is a typed struct: the query, retrieved fact ids and scores, evidence ids, pruning status, cited ids,
+    teacher, prompt hash, and the review (regenerations, actions, per-sentence NLI verdicts); the synthesis `seed` and
+    each action's `scores` are JSON strings, since their keys differ by task family and action."""
     from datasets import Features, Value, List
     msg = List({"role": Value("string"), "content": Value("string")})
+    nli = {k: Value("float64") for k in ("entailment", "neutral", "contradiction")}
+    prov = {"seed": Value("string"), "query": Value("string"),
+            "retrieved": List({"id": Value("string"), "score": Value("float64")}), "evidence_ids": List(Value("string")),
+            "prune_status": Value("string"), "cited": List(Value("string")), "teacher": Value("string"), "prompt_hash": Value("string"),
+            "review": {"regenerations": Value("int64"),
+                       "actions": List({"stage": Value("string"), "action": Value("string"), "reason": Value("string"), "scores": Value("string")}),
+                       "sentences": List({"text": Value("string"), "turn": Value("int64"), "nli": nli, "action": Value("string")})}}
     return Features({"id": Value("string"), "task": Value("string"), "messages": msg, "label": Value("string"),
                      "options": List(Value("string")), "draft_messages": msg, "evidence": List(Value("string")),
-                     "provenance": Value("string")})
+                     "provenance": prov})
+
+
+# %% ../nbs/05_dataset.ipynb #bed10cfe
+PREFERENCE = "preference"   # the config name of the DPO pairs in a dataset folder
+
+def preference_features():
+    "The Arrow schema of the `preference` config: TRL's conversational preference format plus the pair's id and source."
+    from datasets import Features, Value, List
+    msg = List({"role": Value("string"), "content": Value("string")})
+    return Features({"id": Value("string"), "source": Value("string"), "prompt": msg, "chosen": msg, "rejected": msg})
+
 
 # %% ../nbs/05_dataset.ipynb #de770c15
-def split_file(split: str) -> str:
-    "Path of `split`'s Parquet file inside a dataset folder (the Hub's naming: one shard per split)."
-    return f"data/{split}-00000-of-00001.parquet"
+def split_file(split: str, config: Optional[str] = None) -> str:
+    """Path of `split`'s Parquet file inside a dataset folder (the Hub's naming: one shard per split): under
+    `data/<config>/` for a task family's config, `data/` when the rows have no task column."""
+    return f"data/{config}/{split}-00000-of-00001.parquet" if config else f"data/{split}-00000-of-00001.parquet"
+
+def preference_file(split: str = "train") -> str:
+    "Path of the `preference` config's Parquet file inside a dataset folder."
+    return f"{PREFERENCE}/{split}-00000-of-00001.parquet"
+
 
 # %% ../nbs/05_dataset.ipynb #9610cc42
 def _as_datasets(splits, features=None) -> dict:
@@ -126,17 +183,22 @@ def _as_datasets(splits, features=None) -> dict:
     return out
 
 # %% ../nbs/05_dataset.ipynb #2ac25f4b
-def save_splits(splits, path, card=None, features=None) -> Path:
-    """Write `splits` (a DatasetDict, or {split: Dataset | list of row dicts}) as a standard dataset folder at `path`:
-    `data/<split>-00000-of-00001.parquet` per non-empty split and `README.md`, the dataset card (`card`: a
-    `huggingface_hub.DatasetCard`, or None for a bare one) with `configs:` and `dataset_info` set from the files.
-    The folder is written beside `path` and then swapped in, so a reader never sees half of it; returns `path`."""
+def _check_config(name: str, path) -> str:
+    "`name` when it can name a config and its folder (a task family), else a ValueError."
+    import re
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or "") or name in ("default", PREFERENCE):
+        raise ValueError(f"{path}: task {name!r} cannot name a dataset config (letters, digits, '_', '-', '.'; not 'default' or '{PREFERENCE}')")
+    return name
+
+def save_splits(splits, path, card=None, features=None, by: Optional[str] = "task") -> Path:
+    """Write `splits` (a DatasetDict, or {split: Dataset | list of row dicts}) as a standard dataset folder at `path`.
+    With a `by` column (default: `task`), one config per value (a task family), its rows in
+    `data/<family>/<split>-00000-of-00001.parquet`, and the `default` config made of all of them (families in name
+    order); without it, `data/<split>-00000-of-00001.parquet`. Empty splits have no file. `README.md` is the dataset
+    card (`card`: a `huggingface_hub.DatasetCard`, or None for a bare one) with `configs:` and `dataset_info` set from
+    the files. The folder is written beside `path` and then swapped in, so a reader never sees half of it; returns `path`."""
     import shutil
     import pyarrow.parquet as pq
-    from datasets import DatasetInfo
-    from datasets.info import DatasetInfosDict
-    from datasets.splits import SplitDict, SplitInfo
-    from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCard, DatasetCardData
     path = Path(path)
     dss = _as_datasets(splits, features)
@@ -148,18 +210,28 @@ def save_splits(splits, path, card=None, features=None) -> Path:
         if ds.features != F: raise ValueError(f"{path}: split '{s}' has features {ds.features}, other splits {F}: every split needs the same columns")
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True); (tmp/"data").mkdir(parents=True)
-    nonempty = [s for s, ds in dss.items() if len(ds)]
-    for s in nonempty:                                       # columns in F's order, cast to F's arrow schema: keeps
-        t = dss[s].with_format("arrow")[:].select(list(F)).cast(F.arrow_schema)   # the `huggingface` features metadata
-        pq.write_table(t, tmp/split_file(s), row_group_size=1000)
+    group = by is not None and by in F
+    parts = {}                                               # {(config or None, split): arrow table}
+    for s, ds in dss.items():
+        if not len(ds): continue
+        t = ds.with_format("arrow")[:].select(list(F)).cast(F.arrow_schema)   # F's column order and arrow schema (keeps the `huggingface` features metadata)
+        if not group: parts[(None, s)] = t; continue
+        col = t.column(by).to_pylist()
+        for v in sorted(set(col)):
+            parts[(_check_config(str(v), path), s)] = t.take([i for i, x in enumerate(col) if x == v])
+    for (c, s), t in parts.items():
+        f = tmp/split_file(s, c); f.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(t, f, row_group_size=1000)
     card = card if card is not None else DatasetCard(f"---\n{DatasetCardData().to_yaml()}\n---\n")
     card = DatasetCard(str(card))                            # a copy: the caller's card is not changed
-    sd = SplitDict()
-    for s in nonempty: sd.add(SplitInfo(name=s, num_bytes=dss[s].data.nbytes, num_examples=len(dss[s])))
-    for k in ("configs", "dataset_info"): card.data.pop(k, None)   # set from the files written, nothing stale
-    DatasetInfosDict({"default": DatasetInfo(features=F, splits=sd)}).to_dataset_card_data(card.data)
-    if nonempty:
-        MetadataConfigs({"default": {"data_files": [{"split": s, "path": split_file(s)} for s in nonempty]}}).to_dataset_card_data(card.data)
+    nonempty = list(dict.fromkeys(s for _, s in parts))      # in the order given
+    def config(members):                                     # {split: [files]}, {split: rows} of the configs `members`
+        files = {s: [split_file(s, c) for c in members if (c, s) in parts] for s in nonempty}
+        files = {s: f for s, f in files.items() if f}
+        return files, {s: sum(parts[(c, s)].num_rows for c in members if (c, s) in parts) for s in files}
+    fams = sorted({c for c, _ in parts if c})
+    configs = {"default": config(fams or [None]), **{c: config([c]) for c in fams}}
+    _set_configs(card, {c: (F, *v) for c, v in configs.items()}, tmp)
     card.save(tmp/"README.md")
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -167,20 +239,47 @@ def save_splits(splits, path, card=None, features=None) -> Path:
     tmp.rename(path); shutil.rmtree(old, ignore_errors=True)
     return path
 
+
+# %% ../nbs/05_dataset.ipynb #0917de18
+def _set_configs(card, configs: dict, folder):
+    """Set the card's `configs:` and `dataset_info` (replacing what it had) from `{config: (features, {split: [files]},
+    {split: rows})}` and the files' sizes in `folder`; `default` is marked as the config `load_dataset(path)` reads. A
+    config without files is kept in `dataset_info` only (its schema), since `configs:` needs data files."""
+    from datasets import DatasetInfo
+    from datasets.info import DatasetInfosDict
+    from datasets.splits import SplitDict, SplitInfo
+    from datasets.utils.metadata import MetadataConfigs
+    for k in ("configs", "dataset_info"): card.data.pop(k, None)
+    infos = {}
+    for c, (F, files, rows) in configs.items():
+        sd = SplitDict()
+        size = {s: sum((Path(folder)/f).stat().st_size for f in fs) for s, fs in files.items()}
+        for s in files: sd.add(SplitInfo(name=s, num_bytes=size[s], num_examples=rows.get(s, 0)))
+        infos[c] = DatasetInfo(features=F, splits=sd, download_size=sum(size.values()), dataset_size=sum(size.values()))
+    DatasetInfosDict(infos).to_dataset_card_data(card.data)
+    mc = {c: {"data_files": [{"split": s, "path": fs if len(fs) > 1 else fs[0]} for s, fs in files.items()], **({"default": True} if c == "default" else {})}
+          for c, (F, files, rows) in configs.items() if files}
+    if mc: MetadataConfigs(mc).to_dataset_card_data(card.data)
+    return card
+
+
 # %% ../nbs/05_dataset.ipynb #5a6bd478
-def _card_features(readme: Path):
-    "The `dataset_info` features declared in a dataset card (None when it declares none)."
+def _card_features(readme: Path, config: str = "default"):
+    "The `dataset_info` features that a dataset card declares for `config` (None when it declares none)."
     from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCard
     infos = DatasetInfosDict.from_dataset_card_data(DatasetCard.load(readme).data)
-    return next((i.features for i in infos.values() if i.features is not None), None)
+    i = infos.get(config) or (next(iter(infos.values())) if len(infos) == 1 else None)
+    return i.features if i is not None else None
+
 
 # %% ../nbs/05_dataset.ipynb #0b7fee02
 def load_splits(path, splits: Sequence[str] = SPLITS, features=None):
     """The `datasets.DatasetDict` of a dataset folder (`results/<run>/dataset/hf`, or the dataset stage folder
-    `results/<run>/dataset` holding it): read with `datasets.load_dataset(path)`, exactly as a user would. Every name
-    in `splits` is present: a split the folder leaves out (no rows) comes back empty with the folder's features
-    (`features` or the card's). Folders written by `DatasetDict.save_to_disk` are read with `load_from_disk`."""
+    `results/<run>/dataset` holding it): its `default` config (every task family), read with
+    `datasets.load_dataset(path)`, exactly as a user would. Every name in `splits` is present: a split the folder
+    leaves out (no rows) comes back empty with the folder's features (`features` or the card's). Folders written by
+    `DatasetDict.save_to_disk` are read with `load_from_disk`."""
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
     p = Path(path)
     if (p/"hf").is_dir() and not (p/"README.md").exists() and not (p/"dataset_dict.json").exists(): p = p/"hf"
@@ -188,14 +287,51 @@ def load_splits(path, splits: Sequence[str] = SPLITS, features=None):
     if (p/"dataset_dict.json").exists(): dd = load_from_disk(str(p))            # written by save_to_disk
     else:
         if not (p/"README.md").exists(): raise FileNotFoundError(f"{p/'README.md'} missing: {p} is not a dataset folder written by omind.dataset.save_splits")
-        has_data = any((p/"data").glob("*.parquet")) if (p/"data").is_dir() else False
-        dd = load_dataset(str(p)) if has_data else DatasetDict()
+        has_data = (p/"data").is_dir() and any((p/"data").rglob("*.parquet"))
+        # rebuilt each time: `datasets` caches a local folder under its name and card (not its files' contents), so two
+        # runs' `hf/` folders with the same split sizes would otherwise share one cache entry
+        dd = load_dataset(str(p), "default", download_mode="force_redownload") if has_data else DatasetDict()
     F = features or (next(iter(dd.values())).features if len(dd) else None)
     if F is None and (p/"README.md").exists(): F = _card_features(p/"README.md")
     missing = [s for s in splits if s not in dd]
     if missing and F is None: raise ValueError(f"{p}: splits {missing} are missing and the folder declares no features to give them")
     for s in missing: dd[s] = Dataset.from_dict({k: [] for k in F}, features=F)
     return DatasetDict({s: dd[s] for s in [*splits, *(x for x in dd if x not in splits)]})
+
+
+# %% ../nbs/05_dataset.ipynb #5a6b627b
+def save_preference(path, pairs: Sequence[dict]) -> Optional[Path]:
+    """Add the DPO preference pairs (`{id, source, prompt, chosen, rejected}`, conversational, as the train stage
+    builds them) to the dataset folder `path` as its `preference` config (`preference/train-00000-of-00001.parquet`,
+    declared in the card), so that `load_dataset(path, "preference")` and `trl dpo` read them as they are. No pairs:
+    the config is removed. Returns the Parquet file (None without pairs)."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+    path = Path(path)
+    if not (path/"README.md").exists(): raise FileNotFoundError(f"{path/'README.md'} missing: {path} is not a dataset folder written by omind.dataset.save_splits")
+    F = preference_features()
+    rows = [{k: p[k] for k in F} for p in pairs]
+    f = path/preference_file()
+    if rows:
+        t = Dataset.from_list(rows, features=F).with_format("arrow")[:].cast(F.arrow_schema)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f.name + ".tmp"); pq.write_table(t, tmp, row_group_size=1000); tmp.replace(f)
+    elif f.exists(): f.unlink()
+    card = DatasetCard.load(path/"README.md")
+    infos = DatasetInfosDict.from_dataset_card_data(card.data)
+    mc = MetadataConfigs.from_dataset_card_data(card.data)
+    configs = {c: (infos[c].features if c in infos else None, {d["split"]: d["path"] if isinstance(d["path"], list) else [d["path"]] for d in mc[c]["data_files"]},
+                   {s: v.num_examples for s, v in (infos[c].splits or {}).items()} if c in infos else {}) for c in mc if c != PREFERENCE}
+    for c in infos:                                          # configs without files (no rows): their schema stays declared
+        if c not in configs and c != PREFERENCE: configs[c] = (infos[c].features, {}, {})
+    if rows: configs[PREFERENCE] = (F, {"train": [preference_file()]}, {"train": len(rows)})
+    _set_configs(card, configs, path)
+    atomic_write(path/"README.md", str(card))
+    return f if rows else None
+
 
 # %% ../nbs/05_dataset.ipynb #bf9d3d40
 def dataset_stats(rows_by_split: dict) -> dict:
@@ -255,8 +391,13 @@ def dataset_card(P, stats: dict, funnel=None, sources: Sequence[str] = ()):
              "(format, length, refusals, label leakage, crisis safety, near duplicates). **Not medical advice; not for "
              "clinical use.** Crisis content always carries crisis-support guidance and never method detail.", "",
              "## Loading", "",
-             "```python", "from datasets import load_dataset", 'ds = load_dataset("path/to/this/folder")   # or the Hub repo id',
-             "```", "", "Splits without rows are left out of the files (listed below with 0).", "",
+             "```python", "from datasets import load_dataset", 'ds = load_dataset("path/to/this/folder")          # every task family (the `default` config); or the Hub repo id',
+             'mcqa = load_dataset("path/to/this/folder", "mcqa")  # one task family: one config per family',
+             'pairs = load_dataset("path/to/this/folder", "preference")  # DPO pairs: prompt / chosen / rejected',
+             "```", "", "One config per task family (`data/<family>/`), and `default` made of all of them. The `preference` config "
+             "(TRL's conversational preference format) is added by the train stage once it has built the DPO pairs from the `dpo` split. "
+             "`trl sft --dataset_name FOLDER --dataset_config FAMILY` and `trl dpo --dataset_name FOLDER --dataset_config preference` "
+             "take the folder as it is. Splits without rows are left out of the files (listed below with 0).", "",
              "## Splits and tasks", "", _md_table(comp), "",
              "`dpo` holds instances kept out of SFT for building preference pairs (`draft_messages` = the pre-review answer).", "",
              "## Columns", "",
@@ -265,7 +406,9 @@ def dataset_card(P, stats: dict, funnel=None, sources: Sequence[str] = ()):
              "- `label` (gold answer / class, '' if none), `options` (MCQA choices)",
              "- `draft_messages`: the same conversation before review (rejected candidates for DPO)",
              "- `evidence`: the kept evidence texts the answer was checked against",
-             "- `provenance`: JSON string: seed, retrieved fact ids and scores, evidence ids, teacher, prompt hash, cited ids, review actions and per-sentence NLI scores", "",
+             "- `provenance`: a struct: `seed` (the synthesis seed, a JSON string: its keys differ by family), `query`, `retrieved` "
+             "(fact ids and scores), `evidence_ids`, `prune_status`, `cited` ids, `teacher`, `prompt_hash`, and `review` "
+             "(`regenerations`; `actions`, each with its `scores` as a JSON string; `sentences` with their NLI verdicts)", "",
              "## Statistics", "", _md_table(pd.DataFrame([{"task": t, **stats["tasks"][t]} for t in tasks])), ""]
     if funnel is not None and len(funnel):
         lines += ["## Funnel (seeded -> generated -> after review -> kept)", "", _md_table(funnel), ""]

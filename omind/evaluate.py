@@ -772,6 +772,7 @@ def run_evaluate(P) -> dict:
               "notes": notes}
     report = json_safe(report)
     atomic_write_json(out/"report.json", report)
+    from omind.train import card_results; card_results(P, report)   # the adapters' model cards get the held-out results
     atomic_write(out/"report.md", evaluation_report(report))
     summary = {**report, "baseline": base["name"], "win_mode": E.win_mode,
                "methods": sorted(set(items_df["method"].dropna())) if len(items_df) else [],

@@ -309,6 +309,7 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
                 entry.update(status="done", ended=_now(), seconds=round(time.time() - t0, 1))
                 if isinstance(facts.get("usage"), dict): entry["usage"] = facts["usage"]   # LLM calls and tokens per role
                 _write_manifest(P, man)
+                from omind.tracking import log_stage; log_stage(P, st.name)   # run.report_to: the stage's summary numbers to the trackers
                 if not quiet: tqdm.write(f"  {st.name:<10} done in {entry['seconds']:.0f} s{usage_line(entry.get('usage'))}")
                 for w in facts.get("warnings") or []:          # what a stage wants seen (e.g. a seed shortfall), not only in its notebook
                     tqdm.write(f"  {st.name:<10} WARNING: {w}")

@@ -13,8 +13,8 @@ from huggingface_hub import HfApi
 from .core import read_json
 
 # %% auto #0
-__all__ = ['ADAPTER_PHASES', 'ADAPTER_IGNORE', 'TOKEN_ENV', 'PushError', 'check_repo_id', 'resolve_token', 'is_hub_id',
-           'machine_paths', 'find_machine_paths', 'push_plan', 'adapter_card', 'push_run']
+__all__ = ['ADAPTER_PHASES', 'ADAPTER_IGNORE', 'TOKEN_ENV', 'PushError', 'omind_card', 'check_repo_id', 'resolve_token',
+           'is_hub_id', 'machine_paths', 'find_machine_paths', 'push_plan', 'adapter_card', 'push_run']
 
 # %% ../nbs/11a_push.ipynb #29b9e493
 class PushError(RuntimeError):
@@ -22,8 +22,17 @@ class PushError(RuntimeError):
 
 # %% ../nbs/11a_push.ipynb #8bfe550f
 ADAPTER_PHASES = ("sft", "dpo")               # subfolders of the adapter repository, in training order
-ADAPTER_IGNORE = ("training_args.bin", "README.md")   # not uploaded: a pickle (the params hold the settings); PEFT's stub card, which names the local base (the repo gets its own card)
+ADAPTER_IGNORE = ("training_args.bin", "README.md")   # not copied as files: a pickle (the params hold the settings); the card (uploaded only when omind wrote it, see `omind_card`)
 TOKEN_ENV = "HF_TOKEN"
+
+def omind_card(adapter_dir) -> Optional[Path]:
+    "The adapter's model card `README.md` when the train stage wrote it (tagged `omind`), else None (PEFT's stub card, or none)."
+    from huggingface_hub import ModelCard
+    f = Path(adapter_dir)/"README.md"
+    if not f.exists(): return None
+    try: return f if "omind" in (ModelCard.load(f).data.tags or []) else None
+    except Exception: return None
+
 
 # %% ../nbs/11a_push.ipynb #e21b4481
 def check_repo_id(repo_id, what: str = "repo id") -> str:
@@ -131,14 +140,16 @@ def push_plan(run_path, dataset_repo: str, adapter_repo: Optional[str] = None, p
             if not is_hub_id(b):
                 plan["warnings"].append(f"the {ph} adapter records base_model_name_or_path {b!r}, which is not a Hub id: others cannot "
                                         "load it as it is; pass base_model='<owner>/<name>' (the model it was trained on) to record a Hub id")
-    afiles = ["README.md"] + [f"{ph}/{f}" for ph, d in phases.items() for f in _files(d, ADAPTER_IGNORE)]
+    afiles = ["README.md"] + [f"{ph}/{f}" for ph, d in phases.items()
+                              for f in (["README.md"] if omind_card(d) else []) + _files(d, ADAPTER_IGNORE)]
     plan["adapters"] = {"repo": adapter_repo, "repo_type": "model", "phases": {ph: str(d) for ph, d in phases.items()},
                         "final": final, "base_model": base_model or bases[final], "files": afiles}
     return plan
 
 # %% ../nbs/11a_push.ipynb #eaa2a6ff
 def adapter_card(plan: dict) -> str:
-    "README.md of the adapter repository: base model, dataset, the phases and how to load them (`huggingface_hub.ModelCard`)."
+    """README.md of the adapter repository (`huggingface_hub.ModelCard`): base model, dataset, the phases and how to load them,
+    and, when the train stage wrote the final adapter's card, its hyperparameters, metrics and held-out results (`model-index`)."""
     from huggingface_hub import ModelCard, ModelCardData
     A, repo = plan["adapters"], plan["adapters"]["repo"]
     base = A["base_model"]
@@ -155,6 +166,12 @@ def adapter_card(plan: dict) -> str:
         f'base = AutoModelForCausalLM.from_pretrained("{base}")',
         f'model = PeftModel.from_pretrained(base, "{repo}", subfolder="{A["final"]}")',
         f'tokenizer = AutoTokenizer.from_pretrained("{repo}", subfolder="{A["final"]}")', "```", ""])
+    own = omind_card(A["phases"][A["final"]])
+    if own:                                                  # the train stage's card of the final adapter: its results and settings
+        c = ModelCard.load(own)
+        if c.data.eval_results: data.eval_results, data.model_name = c.data.eval_results, c.data.model_name
+        body = c.text.strip().split("\n", 1)[-1] if c.text.strip().startswith("# ") else c.text.strip()
+        text += "\n" + f"## The final adapter (`{A['final']}/`), as the train and evaluate stages described it\n" + body.replace("\n## ", "\n### ") + "\n"
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}"))
 
 # %% ../nbs/11a_push.ipynb #aaa0843a
@@ -187,6 +204,7 @@ def _stage_adapters(plan: dict, dest: Path, base_model: Optional[str]) -> Path:
                 t.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n"); continue
             try: os.link(s, t)
             except OSError: shutil.copy2(s, t)
+        if omind_card(src): shutil.copy2(Path(src)/"README.md", dest/ph/"README.md")   # the phase's own card, as train / evaluate wrote it
     (dest/"README.md").write_text(adapter_card(plan))
     return dest
 
@@ -221,7 +239,7 @@ def push_run(run_path, dataset_repo: str, adapter_repo: Optional[str] = None, pr
         D = plan["dataset"]
         D["url"] = _ensure_repo(api, D["repo"], "dataset", private, plan["warnings"])
         if plan["adapters"]: plan["adapters"]["url"] = _ensure_repo(api, plan["adapters"]["repo"], "model", private, plan["warnings"])
-        ci = api.upload_folder(repo_id=D["repo"], repo_type="dataset", folder_path=D["folder"], delete_patterns=["data/*"],
+        ci = api.upload_folder(repo_id=D["repo"], repo_type="dataset", folder_path=D["folder"], delete_patterns=["data/*", "preference/*"],
                                commit_message=f"omind run {plan['run']}: dataset")
         D["commit"] = getattr(ci, "oid", None)
         if plan["adapters"]:

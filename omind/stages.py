@@ -14,7 +14,7 @@ from .core import (Params, get_stage, stable_hash, file_hash, atomic_write_json,
                         resolve_path)
 
 # %% auto #0
-__all__ = ['EXPORTED', 'mark_done', 'is_done', 'strip_comments', 'omind_imports', 'cell_directives', 'is_run_cell',
+__all__ = ['EXPORTED', 'UNKEYED_RUN', 'mark_done', 'is_done', 'strip_comments', 'omind_imports', 'cell_directives', 'is_run_cell',
            'stage_modules', 'stage_fingerprint', 'stage_key', 'set_aside', 'open_stage', 'stage_usage', 'finish_stage',
            'stage_done', 'require_stage']
 
@@ -165,11 +165,14 @@ def _input_paths(obj, where: str = "") -> list:
             out += [(f"{key}.{i}", x) for i, x in enumerate(v) if isinstance(x, str)]
     return out
 
+UNKEYED_RUN = ("report_to",)   # run settings that change no output (where numbers are also logged): not part of any key
+
 def stage_fingerprint(P: Params, name: str, root=None, _keys: Optional[dict] = None) -> dict:
     "The parts of stage `name`'s key (each a hash): params, input files, package data, upstream keys, code, notebook."
     st, d, code = get_stage(name), P.to_dict(), _code_root(root)
     _keys = {} if _keys is None else _keys
     sec = P.sections[name] if name in P.sections else getattr(P, name)
+    d["run"] = {k: v for k, v in d["run"].items() if k not in UNKEYED_RUN}
     return {"params": stable_hash({k: d.get(k) for k in ("run", "models", *st.sections)}),
             "inputs": stable_hash({k: _content_hash(resolve_path(v)) for k, v in _input_paths(sec, name)}),
             "data": stable_hash({p: _content_hash(code/p) for p in st.data}),

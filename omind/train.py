@@ -14,11 +14,12 @@ from .core import (Strict, load_params, run_dir, atomic_write, atomic_write_json
 from .stages import require_stage, mark_done, is_done, stage_key, open_stage, finish_stage, stage_done
 
 # %% auto #0
-__all__ = ['STAGE_SET_ARGS', 'CHATML_TRAIN_TEMPLATES', 'TOKENS_FILE', 'config_fields', 'check_training_args', 'phase_args',
-           'TrainParams', 'training_chat_template', 'resolve_precision', 'load_student', 'lora_config', 'sft_trainer',
-           'label_spans', 'dpo_pairs', 'shuffle_labels', 'last_checkpoint', 'save_log', 'heldout_loss', 'adapter_base',
-           'logged_train_loss', 'TokenCountSaver', 'restore_token_count', 'tokens_seen_at', 'run_sft', 'run_dpo',
-           'run_train', 'adapter_status', 'figures_train', 'main']
+__all__ = ['STAGE_SET_ARGS', 'CHATML_TRAIN_TEMPLATES', 'TOKENS_FILE', 'CARD_HPARAMS', 'config_fields', 'check_training_args',
+           'phase_args', 'TrainParams', 'training_chat_template', 'resolve_precision', 'load_student', 'lora_config',
+           'sft_trainer', 'label_spans', 'dpo_pairs', 'shuffle_labels', 'last_checkpoint', 'save_log', 'heldout_loss',
+           'adapter_base', 'logged_train_loss', 'TokenCountSaver', 'restore_token_count', 'tokens_seen_at',
+           'adapter_card', 'eval_results', 'card_results', 'run_sft', 'run_dpo', 'run_train', 'adapter_status',
+           'figures_train', 'main']
 
 # %% ../nbs/06_train.ipynb #b46f2c0c
 STAGE_SET_ARGS = {
@@ -203,13 +204,20 @@ def lora_config(T: TrainParams):
                       bias="none", task_type="CAUSAL_LM")
 
 # %% ../nbs/06_train.ipynb #50cbcbba
+def _tensorboard_ok() -> bool:
+    "Whether TensorBoard can be written (the `tensorboard` extra); without it, training goes on with a warning and no event files."
+    import importlib.util
+    if importlib.util.find_spec("tensorboard") is not None: return True
+    warnings.warn("train.tensorboard is on but tensorboard is not installed (pip install 'omind[tensorboard]'): no TensorBoard event files")
+    return False
+
 def _common_args(T, out_dir, seed, progress) -> dict:
     prec = resolve_precision(T.precision)
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"   # FSDP checkpoints activations itself
     return dict(output_dir=str(out_dir), seed=seed, data_seed=seed, bf16=prec == "bf16", fp16=prec == "fp16",
                 gradient_checkpointing=T.gradient_checkpointing and not fsdp, gradient_checkpointing_kwargs={"use_reentrant": False},
                 logging_steps=T.logging_steps, save_strategy="steps", save_steps=T.save_steps,
-                save_total_limit=T.save_total_limit, report_to=["tensorboard"] if T.tensorboard else [],
+                save_total_limit=T.save_total_limit, report_to=["tensorboard"] if T.tensorboard and _tensorboard_ok() else [],
                 disable_tqdm=not progress, weight_decay=T.weight_decay, warmup_steps=T.warmup,
                 lr_scheduler_type=T.lr_scheduler, include_num_input_tokens_seen="non_padding")
 
@@ -322,8 +330,8 @@ def shuffle_labels(rows, seed: int = 0) -> tuple[list[dict], dict]:
             swap = lambda t: _swap_reply(t, [opts[k]], opts[j], LETTERS[k], LETTERS[j])
             new_label = LETTERS[j]
         else:
-            try: prov = json.loads(r.get("provenance") or "{}")
-            except (TypeError, ValueError): prov = {}
+            from omind.dataset import provenance_of
+            prov = provenance_of(r)
             seed_rec = (prov or {}).get("seed") or {}
             cands = [str(c) for c in (seed_rec.get("candidates") or sorted(seen.get(r["task"], ())))]
             wrong = [c for c in dict.fromkeys(cands) if c.lower() != gold.lower()]
@@ -422,6 +430,89 @@ def tokens_seen_at(ckpt: Optional[Path]) -> int:
     if ckpt is None or not (Path(ckpt)/"trainer_state.json").exists(): return 0
     return int(read_json(Path(ckpt)/"trainer_state.json").get("num_input_tokens_seen") or 0)
 
+# %% ../nbs/06_train.ipynb #e2854f93
+CARD_HPARAMS = {"sft": ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora", "epochs", "learning_rate", "weight_decay",
+                        "warmup", "lr_scheduler", "batch_size", "grad_accum", "max_length", "max_steps", "packing", "padding_free",
+                        "assistant_only_loss", "precision", "shuffle_labels"),
+                "dpo": ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "dpo_rejected", "dpo_max_pairs", "dpo_beta",
+                        "dpo_learning_rate", "dpo_epochs", "dpo_max_steps", "dpo_batch_size", "dpo_grad_accum", "dpo_max_length", "precision")}
+
+def adapter_card(P, phase: str, metrics: dict):
+    """The model card (`huggingface_hub.ModelCard`) of run `P`'s `phase` adapter ("sft" or "dpo"), written beside it
+    by the train stage: base model, data (the run's dataset folder and its configs), hyperparameters, the training
+    metrics. `card_results` adds the held-out results when the evaluate stage finishes; `omind push` uploads it."""
+    from huggingface_hub import ModelCard, ModelCardData
+    from omind.push import is_hub_id
+    if phase not in CARD_HPARAMS: raise ValueError(f"unknown training phase {phase!r}: use 'sft' or 'dpo'")
+    T, base = P.train, P.model("student").model
+    hp = {k: getattr(T, k) for k in CARD_HPARAMS[phase]}
+    hp.update({k: v for k, v in phase_args(T, phase).items() if k != "report_to"})
+    data = ModelCardData(library_name="peft", base_model=base if is_hub_id(base) else None, pipeline_tag="text-generation",
+                         tags=["omind", "lora", phase, "trl", "mental-health"])
+    config = "the `default` config (every task family): `train` split" if phase == "sft" else "the `preference` config (prompt / chosen / rejected)"
+    shown = {k: metrics.get(k) for k in ("n_train", "n_eval", "n_pairs", "global_step", "train_loss", "heldout_loss_before",
+                                         "heldout_loss_after", "reward_accuracy_last", "trained_tokens") if metrics.get(k) is not None}
+    text = "\n".join([
+        f"# omind {phase.upper()} LoRA adapter (run `{P.run.name}`)", "",
+        "A PEFT LoRA adapter trained by omind" + (" on top of the run's SFT adapter (DPO, referenced to it)" if phase == "dpo" else "") + ". "
+        "**Research artefact: not medical advice; not for clinical use.**", "",
+        f"- Base model: `{base}`" + ("" if is_hub_id(base) else " (not a Hub id: load the same weights from where you have them)"),
+        f"- Data: the run's dataset folder (`dataset/hf`), {config}",
+        f"- Trainer: TRL `{'SFTTrainer' if phase == 'sft' else 'DPOTrainer'}`, seed {P.run.seed}", "",
+        "## Hyperparameters", "", "```json", json.dumps(hp, indent=1, sort_keys=True, default=str), "```", "",
+        "## Training metrics", "", "```json", json.dumps(shown, indent=1, sort_keys=True), "```", "",
+        "## Evaluation", "", "The held-out results are added as `model-index` when the run's evaluate stage finishes.", ""])
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
+
+def _write_card(P, phase: str, adapter_dir: Path, metrics: dict):
+    "Write `adapter_card` as `adapter_dir/README.md` (replacing PEFT's stub card)."
+    atomic_write(Path(adapter_dir)/"README.md", str(adapter_card(P, phase, metrics)))
+
+
+# %% ../nbs/06_train.ipynb #4439fca5
+def eval_results(report: dict, model: str) -> list:
+    """`huggingface_hub.EvalResult`s of `model` (a name in report.json's `models`) from an evaluate report: core accuracy
+    and macro-F1 per held-out set, task and scoring method, and the gold-turn NLL per level."""
+    from huggingface_hub import EvalResult
+    out = []
+    for r in report.get("core") or []:
+        if r.get("model") != model or r.get("accuracy") is None: continue
+        kind = "multiple-choice" if r.get("task") == "mcqa" else "text-classification"
+        for m in ("accuracy", "macro_f1"):
+            if r.get(m) is None: continue
+            out.append(EvalResult(task_type=kind, task_name=f"{r['set']}/{r['task']}", dataset_type=f"omind/{r['set']}",
+                                  dataset_name=f"{r['set']} {r['task']} (n={r.get('n')})", metric_type=m if m == "accuracy" else "f1",
+                                  metric_name=f"{m} ({r.get('method')})", metric_value=round(float(r[m]), 4),
+                                  metric_config=r.get("method")))
+    for r in report.get("nll") or []:
+        if r.get("model") != model or r.get("nll") is None: continue
+        out.append(EvalResult(task_type="text-generation", task_name=f"gold {r['level']} NLL", dataset_type="omind/benchmark",
+                              dataset_name=f"benchmark gold replies (n={r.get('n')})", metric_type="nll",
+                              metric_name=f"NLL per token ({r['level']})", metric_value=round(float(r["nll"]), 4)))
+    return out
+
+def card_results(P, report: dict) -> list[Path]:
+    """Add the evaluate stage's held-out results (`report.json`) to the model cards of run `P`'s adapters as `model-index`
+    (replacing older results); an adapter whose card omind did not write, or that the report does not name, is left
+    alone. The report's model of an adapter is the one whose path is its folder (else the one named after the phase).
+    Returns the cards updated."""
+    from huggingface_hub import ModelCard
+    done = []
+    for ph in ("sft", "dpo"):
+        f = run_dir(P, "train")/ph/"adapter"/"README.md"
+        if not f.exists(): continue
+        card = ModelCard.load(f)
+        if "omind" not in (card.data.tags or []): continue
+        named = [m["name"] for m in report.get("models") or [] if str(m.get("model", "")).rstrip("/").endswith(f"train/{ph}/adapter")]
+        res = eval_results(report, (named or [ph])[0])        # the report's model of this adapter folder, else the phase's name
+        if not res: continue
+        card.data.eval_results, card.data.model_name = res, f"omind-{P.run.name}-{ph}"
+        card.text = card.text.replace("The held-out results are added as `model-index` when the run's evaluate stage finishes.",
+                                      f"The held-out results of the run's evaluate stage are in `model-index` above ({len(res)} results).")
+        atomic_write(f, str(card)); done.append(f)
+    return done
+
+
 # %% ../nbs/06_train.ipynb #cf61c0c2
 def _phase_key(P, phase: str) -> str:
     "Key of one training phase: the train stage's key (its params, upstream stages and code) and the phase name."
@@ -483,7 +574,7 @@ def run_sft(P, ds, out: Path, key: str, progress: bool = True) -> dict:
          "heldout_loss_before": read_json(pre)["loss"] if pre.exists() else None, "heldout_loss_after": after,
          "shuffled_labels": shuffled}
     if _is_main():
-        save_log(tr, out); atomic_write_json(out/"metrics.json", m); mark_done(out, key=key)
+        save_log(tr, out); atomic_write_json(out/"metrics.json", m); _write_card(P, "sft", out/"adapter", m); mark_done(out, key=key)
     del tr, model; _free()
     return m
 
@@ -493,6 +584,7 @@ def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
     from omind.core import read_jsonl
+    from omind.dataset import save_preference
     from omind.rejected import dpo_rows, read_rejected
     T, seed, name = P.train, P.run.seed, P.model("student").model
     if is_done(out, key=key): return read_json(out/"metrics.json")
@@ -505,6 +597,7 @@ def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True
         atomic_write(pf, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     PartialState().wait_for_everyone()
     pairs = read_jsonl(pf)
+    if _is_main(): save_preference(require_stage(P, "dataset")/"hf", pairs)   # the dataset folder's `preference` config
     if not pairs:                                            # nothing to prefer: say so loudly, keep the SFT adapter as final
         reason = f"{pf}: no preference pairs (the dpo split is empty, or every rejected answer is empty or equals the chosen one); DPO skipped"
         warnings.warn(reason)
@@ -528,7 +621,7 @@ def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True
          "global_step": tr.state.global_step, "resumed_from": ck.name if ck else None, "train_loss": logged_train_loss(tr.state.log_history),
          "train_runtime_s": round(dt, 2), "train_cpu_s": round(dc, 2), "reward_accuracy_last": acc[-1] if acc else None}
     if _is_main():
-        save_log(tr, out); atomic_write_json(out/"metrics.json", m); mark_done(out, key=key)
+        save_log(tr, out); atomic_write_json(out/"metrics.json", m); _write_card(P, "dpo", out/"adapter", m); mark_done(out, key=key)
     del tr, model; _free()
     return m
 

@@ -1,11 +1,13 @@
-"Integration tests of the dataset stage: a standard folder (load_dataset, trl sft), TRL accepts the records as they are, splits are deterministic, bad input."
+"Integration tests of the dataset stage: a standard folder (load_dataset per config, trl sft, DPO on the preference config), TRL accepts the records as they are, splits are deterministic, bad input."
 import json
+from pathlib import Path
 
 import pytest
 
 from omind.core import load_params, run_dir, atomic_write, read_json
 from omind.stages import finish_stage
-from omind.dataset import run_dataset, load_splits, features, to_row, DatasetParams, SPLITS, split_file
+from omind.dataset import (run_dataset, load_splits, features, to_row, DatasetParams, SPLITS, split_file, provenance_of,
+                           save_preference, preference_features, preference_file)
 
 TASKS = ("mcqa", "classification", "root_cause", "qa", "conversation")
 
@@ -58,7 +60,10 @@ def test_splits_and_columns(built):
         for x in SPLITS: assert t in set(dd[x]["task"]), (t, x)
     ex = next(r for r in dd["train"] if r["task"] == "mcqa")
     assert ex["label"] == "B" and ex["options"] == ["A", "B", "C", "D"]
-    prov = json.loads(ex["provenance"])
+    assert isinstance(ex["provenance"], dict) and set(ex["provenance"]) == set(features()["provenance"])   # a typed struct
+    assert isinstance(ex["provenance"]["seed"], str)                 # family-specific keys: a JSON string inside it
+    prov = provenance_of(ex)
+    assert prov["seed"] == {"i": int(ex["id"].split("-")[1])}
     assert prov["retrieved"] == [{"id": "t1", "score": 0.7}, {"id": "t2", "score": 0.5}]
     assert prov["teacher"] == "embedded:tiny-random" and prov["prompt_hash"] == "abc" and prov["evidence_ids"] == ["t1"]
     assert prov["review"]["actions"][0]["scores"]["contradiction"] == 0.9
@@ -171,7 +176,7 @@ def test_standard_folder_round_trip(built):
     from omind.core import read_jsonl
     P, s = built
     hf = run_dir(P, "dataset")/"hf"
-    assert sorted(str(p.relative_to(hf)) for p in hf.rglob("*") if p.is_file()) == sorted(["README.md", *(split_file(x) for x in SPLITS)])
+    assert sorted(str(p.relative_to(hf)) for p in hf.rglob("*") if p.is_file()) == sorted(["README.md", *(split_file(x, t) for x in SPLITS for t in TASKS)])
     assert not (run_dir(P, "dataset")/"README.md").exists()               # one card, inside the folder
     ld = load_dataset(str(hf))
     assert list(ld) == list(SPLITS)
@@ -194,10 +199,15 @@ def test_card_metadata(built):
     d = card.data
     assert (d.license, d.license_name, d.language, d.size_categories) == ("other", "omind-synthetic-data", ["en"], ["n<1K"])
     assert "text-generation" in d.task_categories and "mental-health" in d.tags
-    assert d.configs == [{"config_name": "default", "data_files": [{"split": x, "path": split_file(x)} for x in SPLITS]}]
-    info = DatasetInfosDict.from_dataset_card_data(d)["default"]
-    assert info.features == features()
-    assert {k: v.num_examples for k, v in info.splits.items()} == {x: s[x] for x in SPLITS}
+    fams = sorted(TASKS)
+    configs = {c["config_name"]: c for c in d.configs}
+    assert configs == {"default": {"config_name": "default", "default": True, "data_files": [{"split": x, "path": [split_file(x, t) for t in fams]} for x in SPLITS]},
+                       **{t: {"config_name": t, "data_files": [{"split": x, "path": split_file(x, t)} for x in SPLITS]} for t in fams}}
+    infos = DatasetInfosDict.from_dataset_card_data(d)
+    assert sorted(infos) == sorted(["default", *fams])
+    assert all(i.features == features() for i in infos.values())
+    assert {k: v.num_examples for k, v in infos["default"].splits.items()} == {x: s[x] for x in SPLITS}
+    assert sum(infos[t].splits["train"].num_examples for t in fams) == s["train"]
     assert "## Funnel" in card.text and "Licence of this dataset: `other` (omind-synthetic-data)" in card.text
 
 
@@ -218,7 +228,7 @@ def test_empty_split_left_out_and_restored(tmp_path):
     P = make_run(tmp_path, [reviewed(i, "qa") for i in range(10)], dataset={"dpo_share": 0.0})
     s = run_dataset(P)
     hf = run_dir(P, "dataset")/"hf"
-    assert s["dpo"] == 0 and not (hf/split_file("dpo")).exists()
+    assert s["dpo"] == 0 and not (hf/split_file("dpo", "qa")).exists()
     assert "dpo" not in load_dataset(str(hf))
     dd = load_splits(hf)
     assert len(dd["dpo"]) == 0 and dd["dpo"].features == features()
@@ -235,3 +245,80 @@ def test_trl_sft_cli_reads_the_folder(built, tmp_path):
             "--max_length", "64", "--report_to", "none", "--save_strategy", "no", "--use_cpu", "true", "--logging_steps", "1"]
     main(*make_parser().parse_args_and_config(args=argv))
     assert (tmp_path/"out"/"config.json").exists() or (tmp_path/"out"/"model.safetensors").exists()
+
+
+# The folder as TRL's trainers take it: a task family's config into SFTTrainer, the `preference` config into
+# DPOTrainer, one step each on the tiny model. The same checks run on the committed smoke run's folder (the README's
+# call on a fresh clone) when its Parquet files are there.
+SMOKE_HF = Path(__file__).resolve().parents[1]/"results"/"smoke"/"dataset"/"hf"
+
+
+def _with_pairs(P):
+    "The built run's dataset folder with the preference pairs the train stage would add (draft answers as rejected)."
+    from omind.train import dpo_pairs
+    hf = run_dir(P, "dataset")/"hf"
+    save_preference(hf, dpo_pairs(list(load_splits(hf)["dpo"])))
+    return hf
+
+
+@pytest.fixture(params=["built", "smoke"])
+def folder(request):
+    if request.param == "smoke":
+        if not ((SMOKE_HF/"data").is_dir() and any((SMOKE_HF/"data").rglob("*.parquet"))):
+            pytest.skip(f"{SMOKE_HF} has no Parquet files (the committed smoke run's are added after a smoke run)")
+        return SMOKE_HF
+    return _with_pairs(request.getfixturevalue("built")[0])
+
+
+def test_family_configs_and_preference_load(folder):
+    "Every family named in the card is a config; `default` is their union; `preference` is TRL's preference format."
+    from datasets import load_dataset, get_dataset_config_names
+    names = get_dataset_config_names(str(folder))
+    fams = [c for c in names if c not in ("default", "preference")]
+    assert "default" in names and fams and "preference" in names
+    default = load_dataset(str(folder))
+    for t in fams:
+        dd = load_dataset(str(folder), t)
+        for x in dd:
+            assert set(dd[x]["task"]) == {t} and dd[x].features == default[x].features
+    assert sum(len(load_dataset(str(folder), t)["train"]) for t in fams) == len(default["train"])
+    pr = load_dataset(str(folder), "preference")
+    assert list(pr) == ["train"] and pr["train"].features == preference_features() and len(pr["train"])
+    ex = pr["train"][0]
+    assert ex["chosen"][0]["role"] == ex["rejected"][0]["role"] == "assistant" and ex["chosen"] != ex["rejected"]
+    assert provenance_of(default["train"][0])["review"] is not None
+
+
+def test_sft_step_on_a_family_config(folder, tmp_path):
+    "`load_dataset(folder, <family>)` goes into TRL's SFTTrainer as it is and trains one step."
+    from datasets import load_dataset, get_dataset_config_names
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+    from omind.llm import tiny_model_dir
+    fam = next(c for c in get_dataset_config_names(str(folder)) if c not in ("default", "preference"))
+    train = load_dataset(str(folder), fam, split="train")
+    train = train.select(range(min(4, len(train))))
+    cfg = SFTConfig(output_dir=str(tmp_path/"sft"), max_steps=1, per_device_train_batch_size=2, report_to=[],
+                    save_strategy="no", logging_steps=1, use_cpu=True, max_length=128)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir())
+    tr = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir()), args=cfg, train_dataset=train, processing_class=tok)
+    assert tr.train().global_step == 1
+
+
+def test_dpo_step_on_the_preference_config(folder, tmp_path):
+    "`load_dataset(folder, 'preference')` goes into TRL's DPOTrainer as it is (a LoRA adapter on the tiny model) and trains one step."
+    import math
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+    from omind.llm import tiny_model_dir
+    pairs = load_dataset(str(folder), "preference", split="train")
+    pairs = pairs.select(range(min(4, len(pairs))))
+    cfg = DPOConfig(output_dir=str(tmp_path/"dpo"), max_steps=1, per_device_train_batch_size=2, report_to=[],
+                    save_strategy="no", logging_steps=1, use_cpu=True, max_length=128)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir())
+    tr = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir()), args=cfg, train_dataset=pairs, processing_class=tok,
+                    peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    out = tr.train()
+    assert out.global_step == 1 and math.isfinite(out.training_loss)

@@ -80,7 +80,7 @@ def hub(tmp_path, monkeypatch):
 def test_dry_run_lists_the_files(run, hub):
     p = push_run(run, "lab/omind-data", "lab/omind-adapters", dry_run=True)
     assert p["dry_run"] and p["token"] is None and hub.calls == [] and hub.tokens == []
-    assert p["dataset"]["files"] == sorted(["README.md", *(split_file(s) for s in SPLITS)])
+    assert p["dataset"]["files"] == sorted(["README.md", *(split_file(s, t) for s in SPLITS for t in ("mcqa", "qa"))])
     assert p["dataset"]["folder"] == str(run/"dataset"/"hf") and p["dataset"]["repo_type"] == "dataset"
     A = p["adapters"]
     assert (A["repo"], A["repo_type"], A["final"], list(A["phases"])) == ("lab/omind-adapters", "model", "dpo", ["sft", "dpo"])
@@ -101,7 +101,7 @@ def test_push_calls_and_what_arrives(run, hub):
                                          ("upload_folder", "lab/omind-data"), ("upload_folder", "lab/omind-adapters")]
     assert hub.calls[0][2] == {"repo_type": "dataset", "private": True, "exist_ok": True}
     assert hub.calls[1][2] == {"repo_type": "model", "private": True, "exist_ok": True}
-    assert hub.calls[2][2]["repo_type"] == "dataset" and hub.calls[2][2]["delete_patterns"] == ["data/*"]
+    assert hub.calls[2][2]["repo_type"] == "dataset" and hub.calls[2][2]["delete_patterns"] == ["data/*", "preference/*"]
     assert hub.calls[3][2]["repo_type"] == "model"
     assert p["dataset"]["commit"] == "c0ffee" and p["adapters"]["url"] == "https://huggingface.co/lab/omind-adapters"
     ds = load_dataset(str(hub.trees["lab/omind-data"]))                    # the repo's tree is a loadable dataset
@@ -181,3 +181,25 @@ def test_machine_paths_are_refused(run, hub, tmp_path):
     with pytest.raises(PushError, match=r"README\.md contains"): push_run(r2, "lab/omind-data", token="t")
     assert any("would be refused" in w for w in push_run(r2, "lab/omind-data", dry_run=True)["warnings"])   # the dry run says so
     assert hub.calls == []
+
+
+def test_cards_of_train_and_evaluate_are_uploaded(run, hub, tmp_path):
+    "The cards the train stage wrote (and the evaluate stage completed with model-index) arrive as they are; the top card carries the final adapter's results."
+    from huggingface_hub import ModelCard
+    from omind.train import _write_card, card_results
+    r2 = tmp_path/"results"/"r"; shutil.copytree(run, r2)
+    P = load_params(None, {"run": {"name": "r", "results_dir": str(tmp_path/"results")}})
+    for ph in ("sft", "dpo"): _write_card(P, ph, r2/"train"/ph/"adapter", {"n_train": 40, "train_loss": 1.25})
+    report = {"models": [{"name": "tuned", "model": "results/r/train/dpo/adapter"}, {"name": "sft", "model": "results/r/train/sft/adapter"}],
+              "core": [{"model": m, "set": "heldout_kb", "task": "mcqa", "method": "letter_raw", "n": 40, "accuracy": a, "macro_f1": a}
+                       for m, a in (("sft", 0.3), ("tuned", 0.35), ("base", 0.25))]}
+    assert len(card_results(P, report)) == 2
+    p = push_run(r2, "lab/omind-data", "lab/omind-adapters", token="t", base_model=BASE)
+    assert {"README.md", "sft/README.md", "dpo/README.md"} <= set(p["adapters"]["files"])
+    tree = hub.trees["lab/omind-adapters"]
+    for ph, acc in (("sft", 0.3), ("dpo", 0.35)):                          # each phase's card, its own model's results
+        c = ModelCard.load(tree/ph/"README.md")
+        assert c.data.eval_results[0].metric_value == acc and '"train_loss": 1.25' in c.text
+    top = ModelCard.load(tree/"README.md")
+    assert [e.metric_value for e in top.data.eval_results] == [0.35, 0.35] and top.data.base_model == BASE
+    assert "\n## Hyperparameters" not in top.text and "### Hyperparameters" in top.text and 'subfolder="dpo"' in top.text

@@ -255,7 +255,7 @@ def test_published_sources_knowledge_to_dataset(tmp_path):
     from omind.knowledge import run_knowledge
     from omind.synthesis import run_synthesis
     from omind.review import run_review
-    from omind.dataset import run_dataset, load_splits
+    from omind.dataset import run_dataset, load_splits, provenance_of
     from omind.sources import SourceSpec, load_source
     from omind.core import portable_path
     copies = {"medmcqa/train.jsonl": "medmcqa_original.jsonl", "mmlu/professional_psychology_test.csv": "mmlu_professional_psychology_test.csv",
@@ -311,10 +311,10 @@ def test_published_sources_knowledge_to_dataset(tmp_path):
     run_dataset(P)
     dd = load_splits(run_dir(P, "dataset"))
     rows = [r for sp in dd for r in dd[sp]]
-    kept = [r for r in rows if json.loads(r["provenance"])["seed"].get("source")]
+    kept = [r for r in rows if provenance_of(r)["seed"].get("source")]
     assert kept, "review kept no augmented record"
     for r in kept:
-        check(r["task"], json.loads(r["provenance"])["seed"], r["label"], r["messages"])
+        check(r["task"], provenance_of(r)["seed"], r["label"], r["messages"])
 
 
 def test_paper_params_follow_the_paper_offline(monkeypatch):

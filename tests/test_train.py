@@ -212,7 +212,10 @@ def test_sft_with_shuffled_labels(tmp_path):
     from omind.dataset import save_splits, features
     from omind.stages import mark_done
     from omind.train import run_train
-    rows = [{k: r[k] for k in features()} for r in _label_rows()]      # the dataset stage's column order
+    import json
+    from omind.dataset import to_row, DatasetParams
+    struct = lambda p: to_row({"id": "x", "task": "t", "messages": [], "seed": json.loads(p).get("seed")}, DatasetParams())["provenance"]
+    rows = [{**{k: r[k] for k in features()}, "provenance": struct(r["provenance"])} for r in _label_rows()]   # as the dataset stage writes them
     P = load_params(_params(tmp_path, "shuf", shuffle_labels=True, max_steps=1, batch_size=8, max_eval_samples=4))
     d = run_dir(P, "dataset")
     save_splits({"train": rows, "validation": rows[:4], "test": rows[:2], "dpo": rows[:2]}, d/"hf", features=features())
