@@ -199,8 +199,9 @@ def upstream_now(P: Params, name: str) -> tuple:
 
 def upstream_changes(P: Params, name: str, info: Optional[dict] = None) -> list:
     """Why the finished outputs of stage `name` (its `done.json`, or `info`) no longer match its upstream stages: one
-    line per upstream stage that is missing, was missing when it ran, finished under another key since, or was
-    recomputed from other outputs since. Empty when they match."""
+    line per upstream stage that is gone since it ran, had not finished when it ran but has now, finished under another
+    key since, or was recomputed from other outputs since. Empty when they match (an upstream stage missing then and
+    now changed nothing: e.g. `rejected`, which training without DPO does not read)."""
     if info is None:
         p = run_dir(P, name, create=False)/"done.json"
         info = read_json(p) if p.exists() else {}
@@ -209,7 +210,8 @@ def upstream_changes(P: Params, name: str, info: Optional[dict] = None) -> list:
     keys, lin = upstream_now(P, name)
     out = []
     for n in needs:
-        if n not in keys: out.append(f"'{n}' has not finished")
+        if n not in keys:
+            if n in rec_k: out.append(f"'{n}' has not finished (its outputs were set aside or removed since)")
         elif n not in rec_k: out.append(f"'{n}' had not finished when it ran")
         elif keys[n] != rec_k[n]: out.append(f"'{n}' finished under another key since")
         elif lin[n] != rec_l.get(n, lin[n]): out.append(f"'{n}' was recomputed from other upstream outputs since")
