@@ -49,7 +49,7 @@ ifneq ($(OFFLINE),)
   export TRANSFORMERS_OFFLINE := $(OFFLINE)
 endif
 
-.PHONY: reproduce reproduce-sweep test venv server clean-server lab clean-venv bench
+.PHONY: reproduce reproduce-sweep test venv server clean-server lab clean-venv bench screenshots
 
 reproduce: venv
 	$(VENV)/bin/omind run $(PARAMS)
@@ -100,6 +100,14 @@ $(SERVER_STAMP): $(STAMP) Makefile
 # nbs/; it refuses to start as root (containers, cloud VMs) without --allow-root
 lab: venv
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+# headless Chromium screenshots of JupyterLab as `make lab` serves it: an executed notebook of the example run with its
+# figures, and the exploration notebook (executed on the run first) with its tables; fails on a dialog such as
+# "Select Kernel". Needs a finished run (RUN) and Chromium (Debian: apt-get install -y chromium).
+SHOTS ?= results/screenshots
+RUN ?= smoke
+screenshots: venv
+	$(PY) tools/screenshots.py --out $(SHOTS) --run $(RUN)
 
 bench: venv
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -38,9 +38,12 @@ def wait_http(url: str, timeout: float = 90):
 
 def start_lab(port: int, token: str, work: Path) -> subprocess.Popen:
     "JupyterLab as `make lab` starts it (root_dir = the repository, default URL nbs/), on a free port with a token."
+    news = work/"settings"/"@jupyterlab"/"apputils-extension"/"notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True, exist_ok=True); news.write_text(json.dumps({"fetchNews": "false"}))   # no "Jupyter news?" toast
     cmd = [str(Path(sys.executable).parent/"jupyter"), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
            f"--IdentityProvider.token={token}", "--ServerApp.root_dir=.", "--LabApp.default_url=/lab/tree/nbs",
-           f"--LabApp.workspaces_dir={work/'workspaces'}"] + (["--allow-root"] if os.geteuid() == 0 else [])
+           f"--LabApp.workspaces_dir={work/'workspaces'}", f"--LabApp.user_settings_dir={work/'settings'}"]
+    cmd += ["--allow-root"] if os.geteuid() == 0 else []
     log = open(work/"lab.log", "wb")
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTER_RUNTIME_DIR": str(work/"runtime")})
 
