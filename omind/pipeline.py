@@ -161,9 +161,12 @@ def machine_prefixes(root=None) -> list:
     return out
 
 def scrub_paths(text: str, prefixes: list) -> str:
-    "`text` with every machine prefix replaced (a prefix counts only where a path starts: not inside a longer name)."
+    """`text` with every machine prefix replaced (a prefix counts only where a path starts: not inside a longer name;
+    a terminal colour code, as in IPython's tracebacks, may come just before it)."""
     for p, r in prefixes:
-        if p in text: text = re.sub(r"(?<![\w.~-])" + re.escape(p) + (r"(?![\w.-])" if not p.endswith("/") else ""), r.replace("\\", r"\\"), text)
+        if p in text:
+            pat = r"(^|[^\w.~-]|\x1b\[[0-9;]*m)" + re.escape(p) + (r"(?![\w.-])" if not p.endswith("/") else "")
+            text = re.sub(pat, lambda m: m.group(1) + r, text, flags=re.M)
     return text
 
 _TEXT_KEYS = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json")
