@@ -52,7 +52,7 @@ ifneq ($(OFFLINE),)
   export TRANSFORMERS_OFFLINE := $(OFFLINE)
 endif
 
-.PHONY: reproduce reproduce-sweep reproduce-seeds test venv server clean-server lab clean-venv bench docs constraints check-install
+.PHONY: reproduce reproduce-sweep reproduce-seeds test venv server clean-server lab clean-venv bench docs constraints check-install screenshots
 
 reproduce: venv
 	$(VENV)/bin/omind run $(PARAMS)
@@ -123,6 +123,14 @@ docs: venv $(DOCS_STAMP)
 $(DOCS_STAMP): $(STAMP)
 	$(PIP) install -q -e ".[docs]"
 	touch $@
+
+# headless Chromium screenshots of JupyterLab as `make lab` serves it: an executed notebook of the example run with its
+# figures, and the exploration notebook (executed on the run first) with its tables; fails on a dialog such as
+# "Select Kernel". Needs a finished run (RUN) and Chromium (Debian: apt-get install -y chromium).
+SHOTS ?= results/screenshots
+RUN ?= smoke
+screenshots: venv
+	$(PY) tools/screenshots.py --out $(SHOTS) --run $(RUN)
 
 bench: venv
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -10,7 +10,7 @@ from typing import Optional
 
 from .core import (Strict, Params, STAGES, figures_dir, run_dir, read_json, set_style, save_figure, save_table,
                         load_params)
-from .stages import stage_done, finish_stage
+from .stages import stage_done, finish_stage, require_upstream
 
 # %% auto #0
 __all__ = ['FiguresParams', 'FiguresIncomplete', 'stage_figures', 'flatten_numeric', 'compare_runs', 'figures_ablations',
@@ -121,7 +121,8 @@ def make_figures(P: Params, verbose: bool = True) -> list[Path]:
     return paths
 
 def run_figures(P: Params) -> dict:
-    "The figures stage: regenerate everything and record the list of files."
+    "The figures stage: regenerate everything and record the list of files; refused while an upstream stage has not finished."
+    require_upstream(P, "figures")                       # `omind figures RUN` (make_figures) draws what there is instead
     paths = make_figures(P)
     finish_stage(P, "figures", files=[str(p) for p in paths])
     return {"files": len(paths), "figures_dir": str(figures_dir(P))}

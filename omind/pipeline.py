@@ -10,14 +10,15 @@ from typing import Optional
 
 from .core import (Params, ParamsError, Stage, STAGES, STAGE_NAMES, load_params, run_dir, project_root,
                         atomic_write, atomic_write_json, read_json)
-from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_aside, is_run_cell
+from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_aside, is_run_cell, upstream_changes
 
 # %% auto #0
 __all__ = ['VERSIONED', 'KERNEL_LOCK_ENV', 'RUN_PID_ENV', 'FIRST_CELL', 'params_from_manifest', 'PipelineError', 'find_nbs',
            'available_stages', 'select_stages', 'versions', 'manifest_path', 'run_is_live', 'read_manifest',
            'changed_parts', 'guard_kernel', 'kernel_holder', 'kill_kernel', 'wait_for_kernel', 'stage_cells',
-           'StageFailed', 'ProgressStream', 'execute_stage', 'usage_line', 'run_pipeline', 'status_table',
-           'params_for_run', 'write_readme', 'parser', 'main']
+           'machine_prefixes', 'scrub_paths', 'portable_notebook', 'StageFailed', 'ProgressStream', 'execute_stage',
+           'usage_line', 'why_out_of_date', 'run_pipeline', 'status_table', 'params_for_run', 'write_readme', 'parser',
+           'main']
 
 # %% ../nbs/10_pipeline.ipynb #bf7a5be8
 class PipelineError(RuntimeError):
@@ -143,6 +144,55 @@ def stage_cells(nb, with_tests: bool = False):
     nb.cells = [nbformat.v4.new_code_cell(FIRST_CELL)] + keep
     return nb
 
+# %% ../nbs/10_pipeline.ipynb #3e12676f
+def machine_prefixes(root=None) -> list:
+    "(prefix, replacement) pairs for the paths of this machine, longest first: project root, packages, Python, temp, home."
+    import site, sysconfig, tempfile
+    root = Path(root or project_root())
+    pairs = [(str(r) + "/", "") for r in (root, root.resolve())] + [(str(r), ".") for r in (root, root.resolve())]
+    sp = [*site.getsitepackages(), site.getusersitepackages(), *(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))]
+    pairs += [(p, "<site-packages>") for p in sp] + [(sysconfig.get_paths()["stdlib"], "<python>/lib")]
+    pairs += [(p, "<python>") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)]
+    pairs += [(tempfile.gettempdir(), "<tmp>"), ("/tmp", "<tmp>"), (str(Path.home()), "~")]
+    pairs += [(str(Path(p).resolve()), r) for p, r in pairs if p.startswith("/") and not p.endswith("/") and Path(p).exists()]
+    seen, out = set(), []
+    for p, r in sorted(pairs, key=lambda x: -len(x[0])):
+        if len(p) > 1 and p not in seen: seen.add(p); out.append((p, r))
+    return out
+
+def scrub_paths(text: str, prefixes: list) -> str:
+    """`text` with every machine prefix replaced (a prefix counts only where a path starts: not inside a longer name;
+    a terminal colour code, as in IPython's tracebacks, may come just before it)."""
+    for p, r in prefixes:
+        if p in text:
+            pat = r"(^|[^\w.~-]|\x1b\[[0-9;]*m)" + re.escape(p) + (r"(?![\w.-])" if not p.endswith("/") else "")
+            text = re.sub(pat, lambda m: m.group(1) + r, text, flags=re.M)
+    return text
+
+_TEXT_KEYS = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json")
+
+def portable_notebook(path, root=None, source: Optional[str] = None) -> Path:
+    "Rewrite the executed notebook at `path` so that it names no path of this machine (`source`: the notebook it ran)."
+    import nbformat
+    path, pre = Path(path), machine_prefixes(root)
+    s = lambda x: scrub_paths(x, pre) if isinstance(x, str) else [scrub_paths(t, pre) for t in x] if isinstance(x, list) else x
+    nb = nbformat.read(path, as_version=4)
+    pm = nb.metadata.get("papermill")
+    if pm is not None:
+        if source: pm["input_path"] = source
+        for k in ("input_path", "output_path"):
+            if isinstance(pm.get(k), str): pm[k] = s(pm[k])
+        pm["parameters"] = json.loads(s(json.dumps(pm.get("parameters") or {})))
+    for c in nb.cells:
+        c.source = s(c.source)
+        for o in c.get("outputs", []):
+            for k in ("text", "evalue", "traceback"):
+                if k in o: o[k] = s(o[k])
+            for k in _TEXT_KEYS:
+                if k in o.get("data", {}): o["data"][k] = s(o["data"][k]) if k != "application/json" else json.loads(s(json.dumps(o["data"][k])))
+    nbformat.write(nb, path)
+    return path
+
 # %% ../nbs/10_pipeline.ipynb #05bc08f3
 class StageFailed(PipelineError):
     "A stage notebook raised: the message names the stage, the executed notebook, the cell and the error."
@@ -192,21 +242,24 @@ def execute_stage(stage: Stage, params_file: Path, out_nb: Path, nbs: Path, log_
                   progress: bool = True):
     """Execute one stage notebook with papermill; raise StageFailed with a readable message on error. `log_output`:
     the kernel's stdout and stderr stream to the terminal as they come; else, with `progress`, its progress bars do
-    (`ProgressStream`)."""
+    (`ProgressStream`). The executed notebook names no path of this machine (`portable_notebook`)."""
     import nbformat, papermill as pm, tempfile
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     nb = stage_cells(nbformat.read(nbs/stage.notebook, as_version=4), with_tests)
     streams = ({"stdout_file": sys.stdout, "stderr_file": sys.stderr} if log_output else
                {"stderr_file": ProgressStream(sys.stderr, f"  {stage.name}: ")} if progress else {})
+    root = nbs.parent
+    rel = lambda p: os.path.relpath(p, root) if Path(p).resolve().is_relative_to(root.resolve()) else str(p)
     with tempfile.TemporaryDirectory() as d:
         src = Path(d)/stage.notebook; nbformat.write(nb, src)
-        try:
-            pm.execute_notebook(str(src), str(out_nb), parameters={"params_file": str(params_file)},
-                                kernel_name="python3", language="python", cwd=str(nbs.parent), progress_bar=False, **streams)
+        try:            # the kernel starts in the project root: paths under it are given relative to it
+            pm.execute_notebook(str(src), str(out_nb), parameters={"params_file": rel(params_file)},
+                                kernel_name="python3", language="python", cwd=str(root), progress_bar=False, **streams)
         except pm.PapermillExecutionError as e:
             raise StageFailed(f"stage '{stage.name}' failed in {out_nb}, {_failed_cell(out_nb)}: {e.ename}: {e.evalue}") from None
         finally:
             if isinstance(streams.get("stderr_file"), ProgressStream): streams["stderr_file"].close_line()
+            if out_nb.exists(): portable_notebook(out_nb, root, source=f"{nbs.name}/{stage.notebook}")
 
 # %% ../nbs/10_pipeline.ipynb #637c4a01
 def usage_line(usage: Optional[dict]) -> str:
@@ -219,11 +272,21 @@ def _write_manifest(P: Params, man: dict):
 
 def _now(): return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
+def why_out_of_date(P: Params, name: str, old_parts: Optional[dict] = None, parts: Optional[dict] = None) -> str:
+    "Why stage `name` is not up to date: not finished, which parts of its key changed, or what changed upstream."
+    p = run_dir(P, name, create=False)/"done.json"
+    if not p.exists(): return "not finished"
+    info = read_json(p)
+    if info.get("key") != stage_key(P, name):
+        ch = changed_parts(old_parts, parts or stage_fingerprint(P, name)) if old_parts else []
+        return ", ".join(ch) or "its params, inputs or code changed"
+    return "; ".join(upstream_changes(P, name, info)) or "up to date"
+
 def _check_upstream(P: Params, stage: Stage, todo: set):
     "Every upstream stage of `stage` must be up to date already or be about to run."
     for n in stage.needs:
         if n in todo or stage_done(P, n): continue
-        what = "is out of date (its params, inputs or code changed)" if stage_done(P, n, any_key=True) else "has not finished"
+        what = f"is out of date ({why_out_of_date(P, n)})" if stage_done(P, n, any_key=True) else "has not finished"
         raise PipelineError(f"stage '{stage.name}' needs stage '{n}', which {what} for run '{P.run.name}': run `omind run {P.source} --from {n}` (or without --only) first")
 
 @contextlib.contextmanager
@@ -290,8 +353,8 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
                     if not quiet: tqdm.write(f"  {st.name:<10} up to date, skipped")
                     continue
                 if force: set_aside(P, st.name, "set aside by --force")
-                elif prev.get("parts") and not quiet:
-                    tqdm.write(f"  {st.name:<10} out of date: {', '.join(changed_parts(prev['parts'], parts)) or 'not finished'}")
+                elif not quiet and (prev.get("parts") or stage_done(P, st.name, any_key=True)):
+                    tqdm.write(f"  {st.name:<10} out of date: {why_out_of_date(P, st.name, prev.get('parts'), parts)}")
                 out_nb = rd/"notebooks"/st.notebook
                 entry = {"status": "running", "key": key, "parts": parts, "notebook": str(out_nb.relative_to(rd)),
                          "forced": force, "no_cache": no_cache, "versions": man["versions"], "started": _now()}

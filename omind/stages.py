@@ -11,12 +11,13 @@ from typing import Optional
 from pydantic import BaseModel
 
 from .core import (Params, get_stage, stable_hash, file_hash, atomic_write_json, read_json, run_dir, project_root,
-                        resolve_path)
+                        resolve_path, portable_path)
 
 # %% auto #0
-__all__ = ['EXPORTED', 'UNKEYED_RUN', 'mark_done', 'is_done', 'strip_comments', 'omind_imports', 'cell_directives', 'is_run_cell',
-           'stage_modules', 'stage_fingerprint', 'stage_key', 'set_aside', 'open_stage', 'stage_usage', 'finish_stage',
-           'stage_done', 'require_stage']
+__all__ = ['EXPORTED', 'UNKEYED_RUN', 'KEPT', 'RUN_ENV', 'mark_done', 'is_done', 'strip_comments', 'omind_imports',
+           'cell_directives', 'is_run_cell', 'stage_modules', 'stage_fingerprint', 'stage_key', 'lineage',
+           'upstream_now', 'upstream_changes', 'set_aside', 'open_stage', 'stage_usage', 'finish_stage', 'stage_done',
+           'require_stage', 'UpstreamMissing', 'missing_upstream', 'require_upstream', 'notebook_stage']
 
 # %% ../nbs/00c_stages.ipynb #5d656a27
 def mark_done(stage_dir, **info) -> Path:
@@ -186,7 +187,40 @@ def stage_key(P: Params, name: str, root=None, _keys: Optional[dict] = None) -> 
     if name not in _keys: _keys[name] = stable_hash(stage_fingerprint(P, name, root, _keys))
     return _keys[name]
 
-# %% ../nbs/00c_stages.ipynb #f8bd0d4d
+# %% ../nbs/00c_stages.ipynb #40e8301a
+def lineage(info: dict):
+    "The lineage of a finished stage from its `done.json`: recorded by `finish_stage`, else its key (None when it has none)."
+    return info.get("lineage") or info.get("key")
+
+def upstream_now(P: Params, name: str) -> tuple:
+    "({upstream stage: key}, {upstream stage: lineage}) of the upstream stages of `name` that have finished (reads only)."
+    keys, lin = {}, {}
+    for n in get_stage(name).needs:
+        p = run_dir(P, n, create=False)/"done.json"
+        if p.exists(): info = read_json(p); keys[n], lin[n] = info.get("key"), lineage(info)
+    return keys, lin
+
+def upstream_changes(P: Params, name: str, info: Optional[dict] = None) -> list:
+    """Why the finished outputs of stage `name` (its `done.json`, or `info`) no longer match its upstream stages: one
+    line per upstream stage that is gone since it ran, had not finished when it ran but has now, finished under another
+    key since, or was recomputed from other outputs since. Empty when they match (an upstream stage missing then and
+    now changed nothing: e.g. `rejected`, which training without DPO does not read)."""
+    if info is None:
+        p = run_dir(P, name, create=False)/"done.json"
+        info = read_json(p) if p.exists() else {}
+    needs, rec_k, rec_l = get_stage(name).needs, info.get("upstream"), info.get("upstream_lineage") or {}
+    if needs and rec_k is None: return ["no record of the upstream stages it was computed from"]
+    keys, lin = upstream_now(P, name)
+    out = []
+    for n in needs:
+        if n not in keys:
+            if n in rec_k: out.append(f"'{n}' has not finished (its outputs were set aside or removed since)")
+        elif n not in rec_k: out.append(f"'{n}' had not finished when it ran")
+        elif keys[n] != rec_k[n]: out.append(f"'{n}' finished under another key since")
+        elif lin[n] != rec_l.get(n, lin[n]): out.append(f"'{n}' was recomputed from other upstream outputs since")
+    return out
+
+# %% ../nbs/00c_stages.ipynb #749991b7
 def _now() -> str:
     import datetime as _dt
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -202,10 +236,11 @@ def set_aside(P: Params, name: str, why: str = "") -> Optional[Path]:
     while dest.exists(): n += 1; dest = dest.with_name(f"{dest.name.rsplit('.', 1)[0]}.{n}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(d, dest); d.mkdir()
-    print(f"{name}: outputs {why or 'written under another key'} set aside -> {dest}")
+    print(f"{name}: outputs {why or 'written under another key'} set aside -> {portable_path(dest)}")
     return dest
 
 _USAGE_AT_OPEN: dict = {}
+_DONE_AT_OPEN: dict = {}          # stage folder -> what an up-to-date stage had recorded when it was opened again
 
 def _usage_now() -> Optional[dict]:
     """`omind.llm.usage_snapshot()` when this process has imported omind.llm, else None (then no LLM was called).
@@ -214,16 +249,37 @@ def _usage_now() -> Optional[dict]:
     m = sys.modules.get("omind.llm")
     return m.usage_snapshot() if m is not None else None
 
+KEPT = ("seconds", "usage")       # what re-running an up-to-date stage keeps of the run that computed it
+
+def _record_differs(rec: dict, up_keys: dict, up_lin: dict, needs) -> bool:
+    "Whether a stage's record (`done.json` or `stage.json`) names other upstream outputs than those finished now."
+    if rec.get("upstream") is None: return bool(needs)
+    return (rec["upstream"], rec.get("upstream_lineage") or {}) != (up_keys, up_lin)
+
 def open_stage(P: Params, name: str) -> Path:
-    """Start (or resume) stage `name`: set aside outputs written under another key, record the key, return the folder.
-    Also notes the LLM usage so far, so that `finish_stage` can record what this stage used."""
+    """Start (or resume) stage `name`: set aside outputs written under another key or computed from other outputs of
+    its upstream stages, record the key and the upstream stages it starts from, return the folder. Also notes the LLM
+    usage so far (so that `finish_stage` records what this stage used) and, when the stage is up to date, what its
+    run recorded (`finish_stage` keeps its time and usage)."""
     _USAGE_AT_OPEN[name] = _usage_now() or {}
     d, key = run_dir(P, name), stage_key(P, name)
     info = read_json(d/"stage.json") if (d/"stage.json").exists() else {}
-    if info.get("key") != key and any(d.iterdir()):
-        set_aside(P, name, "written under another key (params, inputs or code changed)" if info else "without a key")
-    if info.get("key") != key: atomic_write_json(d/"stage.json", {"stage": name, "key": key, "opened": _now(),
-                                                                  "parts": stage_fingerprint(P, name)})
+    prior = read_json(d/"done.json") if (d/"done.json").exists() else None
+    up_keys, up_lin = upstream_now(P, name)
+    same, why = info.get("key") == key, None
+    if not same and any(d.iterdir()):
+        why = "written under another key (params, inputs or code changed)" if info else "without a key"
+    elif same and prior is not None and _record_differs(prior, up_keys, up_lin, get_stage(name).needs):
+        why = f"computed from other outputs of its upstream stages ({'; '.join(upstream_changes(P, name, prior)) or 'changed since'})"
+    elif same and prior is None and info.get("upstream") is not None and _record_differs(info, up_keys, up_lin, ()):
+        why = "begun on other outputs of its upstream stages"
+    fresh = same and why is None and prior is not None and prior.get("key") == key and not upstream_changes(P, name, prior)
+    summ = read_json(d/"summary.json") if fresh and (d/"summary.json").exists() else {}
+    _DONE_AT_OPEN[str(d)] = ({k: prior[k] for k in (*KEPT, "finished") if k in prior},
+                             {k: summ[k] for k in KEPT if isinstance(summ, dict) and k in summ}) if fresh else None
+    if why: set_aside(P, name, why)
+    if not same or why: atomic_write_json(d/"stage.json", {"stage": name, "key": key, "opened": _now(), "parts": stage_fingerprint(P, name),
+                                                           "upstream": up_keys, "upstream_lineage": up_lin})
     return d
 
 def stage_usage(name: str) -> Optional[dict]:
@@ -236,32 +292,96 @@ def stage_usage(name: str) -> Optional[dict]:
     return sys.modules["omind.llm"].usage_delta(_USAGE_AT_OPEN[name], now)
 
 def finish_stage(P: Params, name: str, **facts) -> Path:
-    """Mark stage `name` finished: `done.json` with the key it was opened under, the time and `facts`. When the stage
-    was opened in this process, its LLM usage per role goes into `done.json` (hence the run manifest) and into its
-    `summary.json` when there is one, as "usage"."""
+    """Mark stage `name` finished: `done.json` with the key it was opened under, the time, `facts`, and what it was
+    computed from (`upstream`, `upstream_lineage`, `lineage`). When the stage was opened in this process, its LLM usage
+    per role goes into `done.json` (hence the run manifest) and into its `summary.json` when there is one, as "usage".
+    A stage that was up to date when opened (run again, e.g. from its notebook) keeps the recorded time, usage and
+    finishing time of the run that computed it (`rechecked` says when it was run again)."""
     d = run_dir(P, name)
     key = read_json(d/"stage.json").get("key") if (d/"stage.json").exists() else stage_key(P, name)
     usage = stage_usage(name)
-    if usage and "usage" not in facts:               # stages without LLM calls record none
+    _USAGE_AT_OPEN.pop(name, None)
+    kept = _DONE_AT_OPEN.pop(str(d), None)
+    facts = {k: v for k, v in facts.items() if k not in ("upstream", "upstream_lineage", "lineage")}   # recorded here, never copied
+    if kept is not None:
+        done_kept, summ_kept = kept
+        facts = {**{k: v for k, v in facts.items() if k not in KEPT}, **done_kept, "rechecked": _now()}
+        if summ_kept and (d/"summary.json").exists():
+            summ = read_json(d/"summary.json")
+            if isinstance(summ, dict): atomic_write_json(d/"summary.json", {**summ, **summ_kept})
+    elif usage and "usage" not in facts:               # stages without LLM calls record none
         facts["usage"] = usage
         if (d/"summary.json").exists():
             summ = read_json(d/"summary.json")
             if isinstance(summ, dict): atomic_write_json(d/"summary.json", {**summ, "usage": usage})
-    _USAGE_AT_OPEN.pop(name, None)
-    return atomic_write_json(d/"done.json", {"stage": name, "key": key, "finished": _now(), **facts})
+    up_keys, up_lin = upstream_now(P, name)
+    return atomic_write_json(d/"done.json", {"stage": name, "key": key, "finished": _now(), **facts, "upstream": up_keys,
+                                             "upstream_lineage": up_lin, "lineage": stable_hash({"key": key, "upstream": up_lin})})
 
 def stage_done(P: Params, name: str, any_key: bool = False) -> bool:
-    "Whether stage `name` finished under its current key (`any_key`: finished at all, e.g. committed results)."
+    """Whether stage `name` is up to date: finished under its current key, from the upstream stages that are finished
+    now (`upstream_changes` is empty). `any_key`: finished at all (e.g. committed results)."""
     p = run_dir(P, name, create=False)/"done.json"      # reading never creates folders
     if not p.exists(): return False
-    return any_key or read_json(p).get("key") == stage_key(P, name)
+    if any_key: return True
+    info = read_json(p)
+    return info.get("key") == stage_key(P, name) and not upstream_changes(P, name, info)
 
 def require_stage(P: Params, stage: str) -> Path:
-    "The folder of upstream `stage`; a clear error when it has not finished, or finished under another key."
+    "The folder of upstream `stage`; a clear error when it has not finished, or is out of date."
     d = run_dir(P, stage, create=False)
+    pf = portable_path(P.source) if P.source else "PARAMS"
     if not (d/"done.json").exists():
-        raise FileNotFoundError(f"stage '{stage}' has not finished for run '{P.run.name}' ({d}/done.json missing): run it first, e.g. `omind run PARAMS --only {stage}`")
-    key = read_json(d/"done.json").get("key")
-    if key is not None and key != stage_key(P, stage):
-        raise FileNotFoundError(f"stage '{stage}' of run '{P.run.name}' is out of date (its params, inputs or code changed since it ran): rerun it, e.g. `omind run PARAMS --from {stage}`")
+        raise FileNotFoundError(f"stage '{stage}' has not finished for run '{P.run.name}' ({portable_path(d)}/done.json missing): run it first, e.g. `omind run {pf} --only {stage}`")
+    info = read_json(d/"done.json")
+    if info.get("key") is not None and info["key"] != stage_key(P, stage):
+        raise FileNotFoundError(f"stage '{stage}' of run '{P.run.name}' is out of date (its params, inputs or code changed since it ran): rerun it, e.g. `omind run {pf} --from {stage}`")
+    if info.get("key") is not None and (ch := upstream_changes(P, stage, info)):
+        raise FileNotFoundError(f"stage '{stage}' of run '{P.run.name}' is out of date ({'; '.join(ch)}): rerun it, e.g. `omind run {pf} --from {stage}`")
     return d
+
+# %% ../nbs/00c_stages.ipynb #bb19dd21
+RUN_ENV = "OMIND_KERNEL_LOCK"      # set by `omind run` in the stage kernels it starts (omind.pipeline.KERNEL_LOCK_ENV)
+
+class UpstreamMissing(FileNotFoundError):
+    "A stage cannot run: upstream stages have not finished (or are out of date). The message names them and the command."
+
+def missing_upstream(P: Params, name: str) -> list:
+    "The upstream stages of `name` that have not finished, or are out of date, for run `P` (reads only)."
+    out = []
+    for n in get_stage(name).needs:
+        p = run_dir(P, n, create=False)/"done.json"
+        if not p.exists() or (read_json(p).get("key") is not None and not stage_done(P, n)): out.append(n)
+    return out
+
+def _shown(p) -> str:
+    "A path as a reader types it: relative to the project root when under it, else as it is."
+    p = Path(p)
+    try: return p.resolve().relative_to(project_root().resolve()).as_posix()
+    except ValueError: return str(p)
+
+def _params_arg(P: Params) -> str: return _shown(P.source) if P.source else "PARAMS"
+
+def require_upstream(P: Params, name: str):
+    "Refuse (`UpstreamMissing`, nothing written) when upstream stages of `name` have not finished or are out of date."
+    miss = missing_upstream(P, name)
+    if not miss: return
+    pf = _params_arg(P)
+    raise UpstreamMissing(f"stage '{name}' of run '{P.run.name}' needs {', '.join(repr(m) for m in miss)}, not finished "
+                          f"(or out of date); nothing was written. Run them first: `omind run {pf}` runs every stage in "
+                          f"order and skips those up to date (this one included), or one at a time, e.g. `omind run {pf} --only {miss[0]}`")
+
+def notebook_stage(P: Params, name: str) -> bool:
+    """The start of a stage notebook's run cells: print the run and params file the stage writes to, refuse when its
+    upstream stages are missing (`require_upstream`), and return whether the stage must be computed (False: it is up
+    to date and the notebook shows its recorded outputs)."""
+    interactive, pf = not os.environ.get(RUN_ENV), _params_arg(P)
+    print(f"stage '{name}' of run '{P.run.name}' ({_shown(run_dir(P, name, create=False))}/, params {pf})"
+          + (", run from this notebook, not by `omind run`" if interactive else ""))
+    require_upstream(P, name)
+    if stage_done(P, name):
+        print(f"'{name}' is up to date: its recorded outputs are shown, nothing is recomputed "
+              f"(to recompute it: `omind run {pf} --only {name} --force`)")
+        return False
+    if interactive: print(f"'{name}' has not finished or is out of date: computing it")
+    return True

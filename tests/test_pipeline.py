@@ -146,3 +146,78 @@ def test_force_only_review_recomputes(full_run):
     assert man["stages"]["review"]["forced"] is True and man["stages"]["review"]["status"] == "done"
     r = omind("run", str(p))                         # review's key is unchanged: nothing downstream reruns
     assert r.returncode == 0 and r.stdout.count("up to date, skipped") == len(man["stages"]), r.stdout[-2000:]
+
+
+def test_interactive_stage_refuses_without_upstream_and_run_recomputes_stale_stages(full_run, tmp_path):
+    """The sequence a notebook user once hit: evaluate run from its notebook on a run whose upstream stages are missing
+    (now refused, naming them, writing nothing); and evaluate and figures finished against an unfinished train stage
+    (as that notebook could write them before): `omind run` recomputes both, and the report names the trained adapter."""
+    from omind.core import get_stage
+    from omind.pipeline import execute_stage, StageFailed
+    fresh = params(tmp_path, "fresh")
+    out_nb = tmp_path/"executed"/"08_evaluate.ipynb"
+    with pytest.raises(StageFailed) as e:              # a kernel started outside `omind run`, as JupyterLab starts one
+        execute_stage(get_stage("evaluate"), fresh, out_nb, ROOT/"nbs", progress=False)
+    msg = str(e.value)
+    assert "UpstreamMissing" in msg and "'knowledge', 'dataset', 'train', 'benchmark'" in msg, msg
+    assert "omind run" in msg and "--only knowledge" in msg, msg
+    assert not (tmp_path/"results").exists() and not (tmp_path/"figures").exists()       # nothing written
+    text = out_nb.read_text()
+    assert "stage 'evaluate' of run 'fresh'" in text and "run from this notebook" in text
+    assert str(tmp_path) not in text and str(ROOT) not in text
+
+    tmp, p, _ = full_run
+    run = tmp/"results"/"tiny"
+    from omind.core import read_json, atomic_write_json, stable_hash
+    ev, fig = read_json(run/"evaluate"/"done.json"), read_json(run/"figures"/"done.json")
+    # evaluate as finished before training had: no train in its record, the prompted fallback in its report
+    up, lin = dict(ev["upstream"]), dict(ev["upstream_lineage"]); up.pop("train"); lin.pop("train")
+    stale_lineage = stable_hash({"key": ev["key"], "upstream": lin})
+    atomic_write_json(run/"evaluate"/"done.json", {**ev, "upstream": up, "upstream_lineage": lin, "lineage": stale_lineage})
+    atomic_write_json(run/"figures"/"done.json", {**fig, "upstream": {**fig["upstream"]}, "upstream_lineage": {**fig["upstream_lineage"], "evaluate": stale_lineage}})
+    rep = read_json(run/"evaluate"/"report.json")
+    atomic_write_json(run/"evaluate"/"report.json", {**rep, "models": [{**m, "model": "embedded:tiny-random"} for m in rep["models"]]})
+    r = omind("run", str(p))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "evaluate   out of date: 'train' had not finished when it ran" in r.stdout, r.stdout[-3000:]
+    assert "figures    out of date: 'evaluate' was recomputed" in r.stdout, r.stdout[-3000:]
+    assert r.stdout.count("up to date, skipped") == 7, r.stdout[-3000:]
+    sft = next(m for m in read_json(run/"evaluate"/"report.json")["models"] if m["name"] == "sft")
+    assert sft["model"].endswith("sft/adapter"), sft
+    assert read_json(run/"evaluate"/"done.json")["upstream"].get("train") == read_json(run/"train"/"done.json")["key"]
+    assert sorted((run/"set-aside").glob("evaluate-*"))                   # the stale outputs, kept aside
+    r = omind("run", str(p))
+    assert r.returncode == 0 and r.stdout.count("up to date, skipped") == 9, r.stdout[-3000:]
+
+
+def test_rerun_of_up_to_date_stage_keeps_recorded_time_and_usage(full_run, monkeypatch):
+    "Running an up-to-date stage again (here review, in this process) keeps the seconds and LLM usage its run recorded."
+    from omind.core import load_params, read_json
+    from omind.stages import stage_done
+    from omind.review import run_review
+    tmp, p, _ = full_run
+    monkeypatch.chdir(ROOT)
+    d = tmp/"results"/"tiny"/"review"
+    done0, summ0 = read_json(d/"done.json"), read_json(d/"summary.json")
+    assert done0.get("usage") and summ0.get("usage") and summ0.get("seconds") is not None
+    P = load_params(p)
+    assert stage_done(P, "review") and stage_done(P, "dataset")
+    run_review(P)
+    done1, summ1 = read_json(d/"done.json"), read_json(d/"summary.json")
+    assert (done1["usage"], done1["finished"]) == (done0["usage"], done0["finished"]) and "rechecked" in done1
+    assert (summ1["usage"], summ1["seconds"]) == (summ0["usage"], summ0["seconds"])
+    assert stage_done(P, "review") and stage_done(P, "dataset")           # nothing downstream goes out of date
+
+
+def test_executed_notebooks_name_no_machine_path(full_run):
+    "The executed notebooks of a run (published with it) name no folder of this machine: no home, repository root or /tmp."
+    tmp, _, _ = full_run
+    nbs = sorted((tmp/"results"/"tiny"/"notebooks").glob("*.ipynb"))
+    assert len(nbs) >= 9
+    bad = [str(ROOT), str(tmp), str(Path.home()) + "/", "/tmp/", "site-packages/tqdm/auto.py:21: TqdmWarning"]
+    for f in nbs:
+        text = f.read_text()
+        found = [b for b in bad if b in text]
+        assert not found, (f.name, found)
+        meta = json.loads(text)["metadata"]["papermill"]
+        assert meta["input_path"] == f"nbs/{f.name}" and not meta["output_path"].startswith("/"), meta
