@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 # %% auto #0
 __all__ = ['EMBEDDED_LLM', 'EMBEDDED_EMBEDDER', 'STAGES', 'STAGE_NAMES', 'SECTIONS', 'TOP_KEYS', 'canonical_json', 'stable_hash',
            'file_hash', 'current_umask', 'atomic_write', 'atomic_write_json', 'read_json', 'read_jsonl', 'JsonlLog',
-           'seed_everything', 'Strict', 'ModelSpec', 'RunParams', 'Stage', 'get_stage', 'section_class', 'ParamsError',
-           'Params', 'deep_merge', 'parse_set', 'apply_sets', 'load_params', 'project_root', 'run_dir', 'figures_dir',
-           'cache_dir', 'resolve_path', 'portable_path', 'portable', 'get_secret', 'redact', 'set_style', 'save_figure',
-           'save_table']
+           'seed_everything', 'tqdm', 'Strict', 'ModelSpec', 'RunParams', 'Stage', 'get_stage', 'section_class',
+           'ParamsError', 'Params', 'deep_merge', 'parse_set', 'apply_sets', 'load_params', 'project_root', 'run_dir',
+           'figures_dir', 'cache_dir', 'resolve_path', 'portable_path', 'portable', 'get_secret', 'redact', 'set_style',
+           'save_figure', 'save_table']
 
 # %% ../nbs/00_core.ipynb #8a4fa33d
 def _jsonable(o):
@@ -132,6 +132,14 @@ def seed_everything(seed: int) -> int:
     os.environ["PYTHONHASHSEED"] = str(seed)
     set_seed(seed)
     return seed
+
+# %% ../nbs/00_core.ipynb #55f9054d
+def tqdm(*args, **kwargs):
+    "A tqdm progress bar: text when `OMIND_PLAIN_PROGRESS=1` (stage kernels run by `omind run`), else `tqdm.auto` (a widget in JupyterLab)."
+    if os.environ.get("OMIND_PLAIN_PROGRESS") == "1": from tqdm.std import tqdm as _t
+    else: from tqdm.auto import tqdm as _t
+    return _t(*args, **kwargs)
+
 
 # %% ../nbs/00_core.ipynb #fc20b320
 EMBEDDED_LLM = "embedded:smollm2-135m-instruct"

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
-from tqdm.auto import tqdm
 from .core import (Strict, ModelSpec, JsonlLog, atomic_write, atomic_write_json, read_json, read_jsonl, run_dir, cache_dir,
                         resolve_path, portable_path, figures_dir, set_style, save_figure, save_table, stable_hash)
 from .stages import open_stage, finish_stage
@@ -26,6 +25,8 @@ from .core_controls import (RecallParams, PrimaryParams, RECALL_SOURCE, CONTROL_
                                  mark_claims, null_control)
 from .evaluate_safety import (SafetyParams, DecodingParams, reply_turns, reply_token_counts, safety_metrics,
                                    safety_markdown, safety_verdict, safety_headline, safety_figure)
+from .core import tqdm   # text bars in stage kernels run by `omind run`, widgets in JupyterLab
+
 
 # %% auto #0
 __all__ = ['COUNSELLOR_PROMPT', 'ADAPTER_RECORD_FILES', 'CORE_MODES', 'ITEM_COLUMNS', 'PAIR_CONTEXT', 'PAIR_COLUMNS',

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
 from fastcore.basics import patch
-from tqdm.auto import tqdm
 from .core import (EMBEDDED_LLM, ModelSpec, stable_hash, get_secret, redact, atomic_write_json)
+from .core import tqdm   # text bars in stage kernels run by `omind run`, widgets in JupyterLab
+
 
 # %% auto #0
 __all__ = ['Messages', 'USAGE_FIELDS', 'RETRY_STATUS', 'omind_cache', 'smollm2_gguf', 'materialise', 'embedded_model_dir',

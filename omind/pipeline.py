@@ -343,7 +343,7 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
         bar = tqdm(chosen, desc=f"omind run {P.run.name}", unit="stage", disable=quiet)
         slow_bars = None if sys.stderr.isatty() or os.environ.get("TQDM_MININTERVAL") else "30"   # a log gets a line per 30 s per bar
         with _kernel_dies_with_us(klock), _env(**{KERNEL_LOCK_ENV: str(klock), RUN_PID_ENV: str(os.getpid()),
-                                                  "OMIND_NO_CACHE": "1" if no_cache else None, "TQDM_MININTERVAL": slow_bars}):
+                                                  "OMIND_NO_CACHE": "1" if no_cache else None, "TQDM_MININTERVAL": slow_bars, "OMIND_PLAIN_PROGRESS": "1"}):
             for st in bar:
                 bar.set_postfix_str(st.name)
                 parts = stage_fingerprint(P, st.name); key = stage_key(P, st.name)

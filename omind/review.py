@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
 
 from pydantic import Field
-from tqdm.auto import tqdm
 from .core import (Strict, JsonlLog, atomic_write, atomic_write_json, read_jsonl, read_json, run_dir, figures_dir,
                         set_style, save_figure, save_table)
 from .stages import require_stage, open_stage, finish_stage
 from .text import split_sentences, split_paragraph_sentences
 from . import safety
 from .tasks import check_messages, get_task, task_names, task_order, unknown_task
+from .core import tqdm   # text bars in stage kernels run by `omind run`, widgets in JupyterLab
+
 
 # %% auto #0
 __all__ = ['REFUSAL_PATTERNS', 'NLI_LABELS', 'NLI_SYSTEM', 'NLI_PROMPT', 'NLI_SPLIT', 'REGEN_SYSTEM', 'REGEN_PROMPT',

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Optional
 
 from pydantic import Field, field_validator
-from tqdm.auto import tqdm
 from .core import (Strict, stable_hash, run_dir, JsonlLog, read_jsonl, atomic_write_json, figures_dir, set_style,
                         save_figure, save_table)
 from .stages import require_stage, open_stage, finish_stage, stage_done
@@ -19,6 +18,8 @@ from .text import normalize
 from .safety import is_crisis, crisis_resources
 from .heldout import HeldoutParams, reserve_heldout, reserved_keys, conflicts, write_heldout, HELDOUT_FILE
 from .tasks import PROMPTS, task_names, get_task, unknown_task, prompt_hash, numbered, guard
+from .core import tqdm   # text bars in stage kernels run by `omind run`, widgets in JupyterLab
+
 
 # %% auto #0
 __all__ = ['SynthesisParams', 'parse_prune', 'SeedShortfall', 'seeds_from_source', 'make_seeds', 'retrieve', 'prune_convs',
