@@ -37,8 +37,8 @@ __all__ = ['COUNSELLOR_PROMPT', 'ADAPTER_RECORD_FILES', 'CORE_MODES', 'ITEM_COLU
            'score_nll', 'nll_tables', 'rubric_jobs', 'judge_jobs', 'item_table', 'aggregate_rubric', 'safety_summary',
            'pair_jobs_for', 'pair_jobs', 'pair_table', 'win_table', 'control_units', 'control_gen_jobs',
            'control_pair_jobs', 'control_summary', 'calibrate', 'mark_gated', 'training_summary', 'run_evaluate',
-           'json_safe', 'headline', 'claim_of', 'core_control_lines', 'evaluation_report', 'evaluate_figure_set',
-           'figures_evaluate']
+           'json_safe', 'headline', 'roles_lines', 'claim_of', 'core_control_lines', 'evaluation_report',
+           'evaluate_figure_set', 'figures_evaluate']
 
 # %% ../nbs/08_evaluate.ipynb #677f5782
 COUNSELLOR_PROMPT = ("You are a warm, careful mental-health support counsellor. Listen, reflect feelings, ask open "
@@ -763,6 +763,7 @@ def run_evaluate(P) -> dict:
               "models": [{"name": m["name"], "model": portable_path(m["spec"].model), "role": m["role"], "system_prompt": m["system_prompt"], "fingerprint": m["fp"],
                           "trained": m["trained"], "stands_for": m["stands_for"]} for m in models],
               "judge": {"model": P.model(E.judge_role).model, "mode": E.judge_mode, "fingerprint": judge_fp},
+              "roles": {r: portable_path(P.model(r).model) for r in ("student", "teacher", E.judge_role)},
               "core": _records(core_df), "baselines": baselines, "paired": _records(paired_df),
               "nll": nll_sum, "nll_paired": nll_paired, "judge_gate": gate, "calibration": cal,
               "rubric": _records(models_df), "winrates": _records(win_df), "controls": controls,
@@ -825,6 +826,16 @@ def _ci(v, lo, hi, nd=1, scale=1.0):
 def _p(p):
     return "n/a" if p is None or p != p else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
+def roles_lines(roles: dict) -> list[str]:
+    "A warning when the judge is the teacher's model (it grades its own writing), or when one model plays every role."
+    vals = set(roles.values())
+    if len(roles) > 1 and len(vals) == 1:
+        return [f"One model plays every role (student, teacher and judge: {next(iter(vals))}): the judge grades text it wrote itself, "
+                "so self-preference cannot be ruled out; the judge gate below measures the judge before any verdict counts.", ""]
+    if roles.get("judge") and roles.get("judge") == roles.get("teacher"):
+        return [f"The judge is the teacher's model ({roles['judge']}): it grades its own writing (self-preference).", ""]
+    return []
+
 def claim_of(r: dict) -> str:
     "What a candidate-minus-baseline row is: the positive control itself, or a claim (primary / Holm-adjusted), flagged when its candidate's training failed the control."
     if r.get("set") == RECALL_SOURCE: return "positive control"
@@ -852,6 +863,7 @@ def evaluation_report(report: dict) -> str:
     base = next((m["name"] for m in report["models"] if m["role"] == "baseline"), "base")
     L = [f"# Evaluation of run {report['run']}", "",
          "Models: " + ", ".join(f"{m['name']} ({m['role']}: {m['model']})" for m in report["models"]) + ".", "",
+         *roles_lines(report.get("roles") or {}),
          f"**Judge gate**: {label}. Judge {report['judge']['model']} ({report['judge']['mode']} mode) on {c.get('n_binary')} labelled "
          f"cases: accuracy {_fmt(c.get('accuracy'), 3)}, Cohen's kappa {_fmt(c.get('kappa'), 3)}, yes-rate {_fmt(c.get('yes_rate'), 2)}, "
          f"position consistency {_fmt(c.get('position_consistency'), 3)} (calibration pairs) / {_fmt(c.get('eval_position_consistency'), 3)} (evaluated pairs).", "",

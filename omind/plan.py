@@ -11,10 +11,10 @@ from typing import Optional
 from .core import Params, load_params, stable_hash
 
 # %% auto #0
-__all__ = ['PLAN_REPLY', 'SIZE_TABLE', 'VERDICTS', 'PLAN_COLUMNS', 'PLAN_FOOTER', 'FIDELITY_COLUMNS', 'plan_tokenizer',
-           'use_plan_tokenizer', 'prompt_tokens', 'text_tokens', 'PlanLLM', 'PlanRetriever', 'plan_kb',
-           'load_size_table', 'source_size', 'planned_source', 'plan', 'plan_totals', 'load_prices', 'with_cost',
-           'fidelity_rows', 'totals_rows', 'format_fidelity', 'format_plan']
+__all__ = ['PLAN_REPLY', 'VERDICTS', 'PLAN_COLUMNS', 'PLAN_FOOTER', 'FIDELITY_COLUMNS', 'plan_tokenizer', 'use_plan_tokenizer',
+           'prompt_tokens', 'text_tokens', 'PlanLLM', 'PlanRetriever', 'plan_kb', 'source_size', 'planned_source',
+           'plan', 'plan_totals', 'load_prices', 'with_cost', 'fidelity_rows', 'totals_rows', 'format_fidelity',
+           'format_plan']
 
 # %% ../nbs/11_plan.ipynb #37423ab7
 PLAN_REPLY = ("I have been feeling tired and tense for weeks, and it is hard to rest at night [F1]. "
@@ -114,18 +114,7 @@ def plan_kb(P: Params):
     return build_knowledge(KnowledgeParams(icd10=P.knowledge.icd10, icd10_prefix=P.knowledge.icd10_prefix, curated=True))
 
 # %% ../nbs/11_plan.ipynb #eafad70c
-SIZE_TABLE = "params/data/source-sizes.yaml"
-
-def load_size_table(path=None) -> dict:
-    "The size table (`{sources: {name: {family, rows, paper, note}}, paper: {...}}`); empty when the file is absent."
-    import yaml
-    from pathlib import Path
-    from omind.core import resolve_path
-    p = Path(path) if path else resolve_path(SIZE_TABLE)
-    if not p.exists(): return {"sources": {}, "paper": {}}
-    d = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(d.get("sources", {}), dict): raise ValueError(f"{p}: `sources` maps a source name to {{family, rows, paper, note}}")
-    return {"sources": d.get("sources") or {}, "paper": d.get("paper") or {}}
+from .sources import SIZE_TABLE, load_size_table   # the committed table lives with the source readers (synthesis reads it too)
 
 def _hub_rows(spec) -> Optional[int]:
     "The Hub's published row count of the spec's split (online only, no filter), else None."

@@ -14,9 +14,10 @@ from .core import Strict, resolve_path, portable_path
 from .text import LETTERS
 
 # %% auto #0
-__all__ = ['FORMATS', 'LAYOUT_NAMES', 'CAMS_LABELS', 'DREADDIT_LABELS', 'LAYOUTS', 'InputError', 'Row', 'file_format',
-           'read_text', 'read_records', 'SourceSpec', 'Layout', 'mcqa_item', 'resolve_answers', 'post_item', 'qa_item',
-           'conversation_item', 'source_rows', 'keep_rows', 'source_missing', 'missing_message', 'load_source']
+__all__ = ['FORMATS', 'LAYOUT_NAMES', 'CAMS_LABELS', 'DREADDIT_LABELS', 'LAYOUTS', 'SIZE_TABLE', 'InputError', 'Row',
+           'file_format', 'read_text', 'read_records', 'SourceSpec', 'Layout', 'mcqa_item', 'resolve_answers',
+           'post_item', 'qa_item', 'conversation_item', 'source_rows', 'keep_rows', 'source_missing', 'missing_message',
+           'load_source', 'load_size_table']
 
 # %% ../nbs/01a_sources.ipynb #e5a4d1e7
 class InputError(ValueError):
@@ -519,3 +520,18 @@ def load_source(spec: SourceSpec, base_dir=None, where: str = "", verbose: bool 
         msg += f"; sampled {n} of {N} rows (seed {spec.seed}, kept in file order)"
     if verbose: print(msg)
     return items
+
+# %% ../nbs/01a_sources.ipynb #203301b4
+SIZE_TABLE = "params/data/source-sizes.yaml"
+
+def load_size_table(path=None) -> dict:
+    "The size table (`{sources: {name: {family, rows, paper, note}}, paper: {...}}`); empty when the file is absent."
+    import yaml
+    from pathlib import Path
+    from omind.core import resolve_path
+    p = Path(path) if path else resolve_path(SIZE_TABLE)
+    if not p.exists(): return {"sources": {}, "paper": {}}
+    d = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(d.get("sources", {}), dict): raise ValueError(f"{p}: `sources` maps a source name to {{family, rows, paper, note}}")
+    return {"sources": d.get("sources") or {}, "paper": d.get("paper") or {}}
+

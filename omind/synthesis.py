@@ -170,7 +170,7 @@ def seeds_from_source(fam, spec: SourceSpec, S: SynthesisParams, seed: int = 0, 
     elif n is not None:
         uniq = [uniq[i] for i in sorted(random.Random(spec.seed).sample(range(cap), n))]
         rep["seeded"] = n
-    from omind.plan import load_size_table                    # the committed row counts the plan sized this source with
+    from omind.sources import load_size_table                 # the committed row counts the plan sized this source with
     known = (load_size_table()["sources"].get(spec.label) or {}).get("rows")
     if known is not None:
         rep["size_table_rows"] = known
