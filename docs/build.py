@@ -38,8 +38,8 @@ def report_page(dest: Path) -> None:
 def assemble() -> Path:
     shutil.rmtree(SRC, ignore_errors=True); (SRC/"modules").mkdir(parents=True)
     shutil.copy(ROOT/"docs"/"conf.py", SRC/"conf.py"); shutil.copytree(ROOT/"docs"/"_static", SRC/"_static")
-    if (ROOT/"figures"/RUN).exists():
-        shutil.copytree(ROOT/"figures"/RUN, SRC/"figures"/RUN, ignore=lambda d, fs: [f for f in fs if not f.endswith(".png")])
+    if (ROOT/"figures").exists():                            # every committed figure folder: the README shows several
+        shutil.copytree(ROOT/"figures", SRC/"figures", ignore=lambda d, fs: [f for f in fs if not f.endswith(".png") and not (Path(d)/f).is_dir()])
     pages = []
     for nb in sorted((ROOT/"nbs").glob("[0-9]*.ipynb")):
         if module_of(json.loads(nb.read_text())): module_page(nb, SRC/"modules"/nb.name); pages.append(nb.stem)
