@@ -32,6 +32,8 @@ CORE_COLUMNS = [("heldout_kb", "mcqa", "letter_calibrated", "held-out MCQA"), ("
 def verdict(report: dict) -> str:
     "One sentence on the run's primary comparison, read together with its candidate's training positive control."
     pr = report.get("primary") or {}
+    if not pr: return ("**This report predates the primary comparison, the training positive control and the transfer set** "
+                       "(its code named no primary comparison); `make reproduce` writes a report with them.")
     r = next((x for x in report.get("paired") or [] if x.get("primary")), None)
     if r is None: return f"**Primary comparison**: not measured (no paired row for {pr.get('candidate')} on {pr.get('set')} / {pr.get('task')} / {pr.get('method')})."
     c = (report.get("training_control") or {}).get(r["candidate"], {})
