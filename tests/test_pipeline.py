@@ -191,8 +191,8 @@ def test_interactive_stage_refuses_without_upstream_and_run_recomputes_stale_sta
 
 
 def test_rerun_of_up_to_date_stage_keeps_recorded_time_and_usage(full_run, monkeypatch):
-    "Running an up-to-date stage again (here synthesis, in this process) keeps the seconds and LLM usage its run recorded. (Not review:
-    an earlier test forces review, whose LLM calls the response cache then answers, so its record has no usage to keep.)"
+    """Running an up-to-date stage again (here synthesis, in this process) keeps the seconds and LLM usage its run recorded. (Not review:
+    an earlier test forces review, whose LLM calls the response cache then answers, so its record has no usage to keep.)"""
     from omind.core import load_params, read_json
     from omind.stages import stage_done
     from omind.synthesis import run_synthesis
