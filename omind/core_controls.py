@@ -11,15 +11,18 @@ from pydantic import Field
 from .core import Strict
 
 # %% auto #0
-__all__ = ['RECALL_SOURCE', 'CONTROL_FAILED', 'RecallParams', 'PrimaryParams', 'training_control', 'control_label', 'mark_claims',
-           'null_control']
+__all__ = ['RECALL_SOURCE', 'RESHUFFLED_SOURCE', 'RECALL_SETS', 'CONTROL_FAILED', 'RecallParams', 'PrimaryParams',
+           'training_control', 'control_label', 'mark_claims', 'null_control']
 
 # %% ../nbs/08c_core_controls.ipynb #1ed9b4e7
-RECALL_SOURCE = "train_recall"
+RECALL_SOURCE = "train_recall"                       # the positive control: train items asked as trained
+RESHUFFLED_SOURCE = "train_recall_reshuffled"         # the same items, options reshuffled: a diagnostic beside it
+RECALL_SETS = (RECALL_SOURCE, RESHUFFLED_SOURCE)      # recall sets: never claims
 
 class RecallParams(Strict):
     "The training positive control: the train split's own MCQA items re-asked, candidate minus baseline, paired."
-    n: int = Field(64, ge=0)                   # train-split MCQA items re-asked (options reshuffled); 0 = no positive control
+    n: int = Field(64, ge=0)                   # train-split MCQA items asked again as trained; 0 = no positive control
+    reshuffled: bool = True                    # also ask them with options reshuffled (answer or sequence learned?)
     method: str = "letter_calibrated"          # the scoring method the control is read from (omind.core_eval.METHODS)
     min_gain: float = Field(0.0, ge=-1, lt=1)  # passes when the paired CI's lower end is above this (accuracy, 0-1)
 
@@ -65,7 +68,7 @@ def mark_claims(paired, control: dict, primary: Optional[PrimaryParams] = None):
     prim = ((df["candidate"] == primary.candidate) & (df["set"] == primary.set) & (df["task"] == primary.task) & (df["method"] == primary.method)) if primary else False
     df["primary"] = prim if primary else False
     df["p_holm"] = float("nan")
-    claim = (df["set"] != RECALL_SOURCE) & ~df["primary"] & df["p"].notna()
+    claim = ~df["set"].isin(RECALL_SETS) & ~df["primary"] & df["p"].notna()
     if claim.any(): df.loc[claim, "p_holm"] = multipletests(df.loc[claim, "p"].astype(float).to_numpy(), method="holm")[1]
     df.loc[df["primary"], "p_holm"] = df.loc[df["primary"], "p"]
     return df

@@ -19,10 +19,10 @@ from .stats import accuracy_ci, macro_f1_ci, paired_bootstrap, mcnemar_exact, mi
 
 # %% auto #0
 __all__ = ['UNPARSABLE', 'CORE_PREDICTION_COLUMNS', 'CORE_METRIC_COLUMNS', 'HELDOUT_SOURCE', 'PROFILE_QUESTION', 'VIGNETTE',
-           'CONTROL_VIGNETTE', 'PRED_COLUMNS', 'METHODS', 'CORE_TABLE_COLUMNS', 'PAIRED_COLUMNS', 'core_metrics',
-           'core_families', 'check_core_task', 'gold_option', 'EvalSetSpec', 'load_eval_set', 'dataset_items',
-           'predict', 'core_predictions', 'core_metrics_table', 'training_rows', 'training_keys', 'heldout_items',
-           'label_distribution', 'score_items', 'generate_items', 'core_records', 'calibrate_letters',
+           'CONTROL_VIGNETTE', 'PRED_COLUMNS', 'METHODS', 'CORE_TABLE_COLUMNS', 'PAIRED_COLUMNS', 'RECALL_FORMS',
+           'core_metrics', 'core_families', 'check_core_task', 'gold_option', 'EvalSetSpec', 'load_eval_set',
+           'dataset_items', 'predict', 'core_predictions', 'core_metrics_table', 'training_rows', 'training_keys',
+           'heldout_items', 'label_distribution', 'score_items', 'generate_items', 'core_records', 'calibrate_letters',
            'prediction_rows', 'core_baselines', 'core_table', 'paired_table', 'train_recall_items']
 
 # %% ../nbs/07c_core_eval.ipynb #e08636df
@@ -522,18 +522,25 @@ def paired_table(pred_rows, baseline: str, rounds: int = 2000, ci: float = 0.95,
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 # %% ../nbs/07c_core_eval.ipynb #6cca4e17
-def train_recall_items(rows, n: int, seed: int = 0) -> list[dict]:
-    "Up to `n` four-option MCQA rows (pass the train split) re-asked with options shuffled and gold letters balanced; set 'train_recall'."
+RECALL_FORMS = {"as_trained": "train_recall", "reshuffled": "train_recall_reshuffled"}   # form -> the set its items report as
+
+def train_recall_items(rows, n: int, seed: int = 0, form: str = "as_trained") -> list[dict]:
+    """Up to `n` four-option MCQA rows (pass the train split) asked again: `as_trained` keeps the trained option order
+    (set 'train_recall'); `reshuffled` shuffles the options with gold letters balanced (set 'train_recall_reshuffled').
+    The same seeded rows are chosen in both forms."""
+    if form not in RECALL_FORMS: raise ValueError(f"train_recall_items: form must be one of {sorted(RECALL_FORMS)}, not {form!r}")
     mc = [r for r in rows if r.get("task") == "mcqa" and len(r.get("options") or []) == 4 and gold_option(r.get("label", ""), r["options"]) is not None]
     mc = sorted(mc, key=lambda r: r["id"]); rng = random.Random(seed); rng.shuffle(mc); mc = mc[:n]
-    fam, out = get_task("mcqa"), []
+    fam, out, st = get_task("mcqa"), [], RECALL_FORMS[form]
     for r, letter in zip(mc, _balanced_letters(len(mc), 4, rng)):
         gold = gold_option(r["label"], r["options"]); sd = _seed_of(r)
         user = next((m["content"] for m in r.get("messages") or [] if m.get("role") == "user"), "")
         q = sd.get("question") or user.split("\n\n")[0]
-        opts = _place(gold, [o for o in r["options"] if o != gold], letter, rng)
-        it = {"id": f"train_recall-{r['id']}", "task": "mcqa", "source": "train_recall", "kind": sd.get("kind", ""), "question": q,
+        if form == "as_trained": opts = [str(o) for o in r["options"]]; letter = LETTERS[opts.index(gold)]
+        else: opts = _place(gold, [o for o in r["options"] if o != gold], letter, rng)
+        it = {"id": f"{st}-{r['id']}", "task": "mcqa", "source": st, "kind": sd.get("kind", ""), "question": q,
               "options": opts, "label": gold, "gold_letter": letter, "labels": [], "condition": "", "symptoms": []}
         it["messages"] = fam.eval_messages(it)
         out.append(it)
     return out
+

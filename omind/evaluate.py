@@ -21,7 +21,7 @@ from .stats import pair_outcome, position_consistent, win_summary, mean_ci, pair
 from .core_eval import (EvalSetSpec, load_eval_set, check_core_task, core_families, dataset_items,
                              training_keys, core_baselines, core_table, paired_table, training_rows, train_recall_items)
 from .heldout import load_heldout, leaks, TRANSFER_SOURCE
-from .core_controls import (RecallParams, PrimaryParams, RECALL_SOURCE, CONTROL_FAILED, training_control, control_label,
+from .core_controls import (RecallParams, PrimaryParams, RECALL_SOURCE, RESHUFFLED_SOURCE, RECALL_SETS, CONTROL_FAILED, training_control, control_label,
                                  mark_claims, null_control)
 from .evaluate_safety import (SafetyParams, DecodingParams, reply_turns, reply_token_counts, safety_metrics,
                                    safety_markdown, safety_verdict, safety_headline, safety_figure)
@@ -354,7 +354,10 @@ def core_items(P, notes: list) -> list[dict]:
             held = [it for it in held if it["id"] not in bad]
         items += held
     if E.recall.n:
-        try: items += train_recall_items(training_rows(P, ["train"]), E.recall.n, E.seed)
+        try:
+            rows = training_rows(P, ["train"])
+            items += train_recall_items(rows, E.recall.n, E.seed, "as_trained")
+            if E.recall.reshuffled: items += train_recall_items(rows, E.recall.n, E.seed, "reshuffled")
         except (FileNotFoundError, KeyError) as e: notes.append(f"no train-recall items, so no training positive control ({e})")
     tasks = E.core_task_names()
     if tasks:
@@ -839,6 +842,7 @@ def roles_lines(roles: dict) -> list[str]:
 def claim_of(r: dict) -> str:
     "What a candidate-minus-baseline row is: the positive control itself, or a claim (primary / Holm-adjusted), flagged when its candidate's training failed the control."
     if r.get("set") == RECALL_SOURCE: return "positive control"
+    if r.get("set") == RESHUFFLED_SOURCE: return "recall diagnostic (options reshuffled)"
     kind = "primary" if r.get("primary") else "secondary (Holm)"
     return f"{kind}; {CONTROL_FAILED}" if r.get("control") == "failed" else kind
 
@@ -847,6 +851,13 @@ def core_control_lines(report: dict) -> list[str]:
     L, tc, nc = [], report.get("training_control") or {}, report.get("core_null_control") or {}
     if tc or nc.get("n"): L += ["", "## Controls of the core scores", ""]
     for k, c in tc.items(): L.append(f"- **Training positive control**, {k}: {control_label(c)}.")
+    for r in report.get("paired") or []:                # the reshuffled diagnostic of each trained candidate, under the control's method
+        c = tc.get(r.get("candidate")) or {}
+        if r.get("set") == RESHUFFLED_SOURCE and c.get("status") not in (None, "not trained") and r.get("method") == c.get("method") and r.get("n"):
+            L.append(f"- **Own items, options reshuffled** (diagnostic, not a claim), {r['candidate']}: {r['diff'] * 100:+.1f} "
+                     f"[{r['lo'] * 100:+.1f}, {r['hi'] * 100:+.1f}] points (n={r['n']}): "
+                     + ("it answers its own items in another option order too." if r["lo"] > 0 else
+                        "no clear gain in another option order: what it learned may be the sequences it was shown, not the answers."))
     if nc.get("n"):
         L.append(f"- **Scorer null control**: the baseline scored again as a separate candidate on {nc['n']} items: {nc['discordant']} discordant "
                  f"pairs, largest difference {_fmt((nc.get('max_abs_diff') or 0) * 100)} points: {'passed' if nc['passed'] else 'FAILED (core differences are not reliable)'}.")
@@ -1023,7 +1034,7 @@ def evaluate_figure_set(report: dict) -> dict:
             d, lo, hi, mde = (100 * _fnum(r.get(k)) for k in ("diff", "lo", "hi", "mde"))
             if np.isfinite(mde): ax.fill_betweenx([yy - 0.35, yy + 0.35], -mde, mde, color="0.85", lw=0, zorder=0)
             p, ph = _fnum(r.get("p")), _fnum(r.get("p_holm", r.get("p")))
-            failed = r.get("control") == "failed" and r.get("set") != RECALL_SOURCE     # a claim whose training failed its positive control
+            failed = r.get("control") == "failed" and r.get("set") not in RECALL_SETS     # a claim whose training failed its positive control
             if np.isfinite(d):
                 ax.errorbar(d, yy, xerr=[[max(0, d - lo)], [max(0, hi - d)]] if np.isfinite(lo) and np.isfinite(hi) else None,
                             fmt="o", mfc="white" if failed else None, capsize=3, ms=4,
@@ -1034,7 +1045,7 @@ def evaluate_figure_set(report: dict) -> dict:
             ax.text(1.01, yy, txt, transform=ax.get_yaxis_transform(), fontsize=7, va="center")
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(y, [f"{_pick(r, 'model', 'candidate')} - {r.get('baseline', 'base')}: {r.get('set', '')} / {r.get('task', '')} / {r.get('method', '')}"
-                          + (" (positive control)" if r.get("set") == RECALL_SOURCE else " (primary)" if r.get("primary") else "") for r in paired], fontsize=7)
+                          + (" (positive control)" if r.get("set") == RECALL_SOURCE else " (recall, reshuffled)" if r.get("set") == RESHUFFLED_SOURCE else " (primary)" if r.get("primary") else "") for r in paired], fontsize=7)
         ax.set_xlabel("accuracy difference, points (95% paired bootstrap CI; grey band: minimum detectable effect; red: Holm p < 0.05;\n"
                       "hollow grey: the candidate's training failed its positive control)")
         ax.set_title(f"Paired differences vs the baseline ({_n_text(r.get('n') for r in paired)})"); figs["evaluate_paired_differences"] = fig

@@ -8,7 +8,7 @@ import json, re
 from pathlib import Path
 from typing import Optional
 
-from .core_controls import RECALL_SOURCE, CONTROL_FAILED, control_label
+from .core_controls import RECALL_SOURCE, RESHUFFLED_SOURCE, CONTROL_FAILED, control_label
 
 # %% auto #0
 __all__ = ['DIRECTIVE', 'CORE_COLUMNS', 'verdict', 'results_markdown', 'stage_times', 'expand_results']
@@ -26,7 +26,8 @@ def _p(p) -> str: return "-" if p is None or p != p else ("< 0.001" if p < 0.001
 
 CORE_COLUMNS = [("heldout_kb", "mcqa", "letter_calibrated", "held-out MCQA"), ("transfer_kb", "mcqa", "letter_calibrated", "transfer MCQA"),
                 ("heldout_kb", "classification", "label_calibrated", "held-out classification"),
-                ("train_recall", "mcqa", "letter_calibrated", "train recall (its own training items)")]
+                ("train_recall", "mcqa", "letter_calibrated", "train recall (its own items, as trained)"),
+                ("train_recall_reshuffled", "mcqa", "letter_calibrated", "train recall, options reshuffled")]
 
 # %% ../nbs/10b_readme.ipynb #2c2fccbb
 def verdict(report: dict) -> str:
@@ -50,7 +51,7 @@ def results_markdown(report: dict, replication=None) -> str:
     tc = report.get("training_control") or {}
     L += [verdict(report), ""]
     if tc:
-        L += ["**Training positive control** (the train split's own MCQA items asked again, options reshuffled; it must pass before a held-out difference means anything):", ""]
+        L += ["**Training positive control** (the train split's own MCQA items asked again as trained; it must pass before a held-out difference means anything):", ""]
         L += [f"- {k}: {control_label(c)}" for k, c in tc.items()] + [""]
     core = {(c["model"], c["set"], c["task"], c["method"]): c for c in report.get("core") or []}
     cols = [c for c in CORE_COLUMNS if any(k[1:] == c[:3] for k in core)]
@@ -64,8 +65,9 @@ def results_markdown(report: dict, replication=None) -> str:
     if rows:
         L += ["", "| candidate minus base | n | difference, points [95% paired CI] | p | p (Holm) | claim |", "|---|---|---|---|---|---|"]
         for r in rows:
-            kind = "positive control" if r["set"] == RECALL_SOURCE else ("primary" if r.get("primary") else "secondary")
-            if r.get("control") == "failed" and r["set"] != RECALL_SOURCE: kind += f"; {CONTROL_FAILED}"
+            kind = ("positive control" if r["set"] == RECALL_SOURCE else "recall diagnostic, not a claim" if r["set"] == RESHUFFLED_SOURCE
+                    else "primary" if r.get("primary") else "secondary")
+            if r.get("control") == "failed" and r["set"] not in (RECALL_SOURCE, RESHUFFLED_SOURCE): kind += f"; {CONTROL_FAILED}"
             L.append(f"| {r['candidate']}: {r['set']} {r['task']} | {r['n']} | {_pts(r['diff'], r['lo'], r['hi'])} | {_p(r.get('p'))} | {_p(r.get('p_holm'))} | {kind} |")
     for r in report.get("nll_paired") or []:
         if r.get("level") == "turn": L.append(f"| {r['model']}: gold-turn NLL per token | {r['n']} turns | {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] nats | | | judge-free |")

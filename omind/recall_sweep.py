@@ -18,7 +18,7 @@ __all__ = ['sweep_items', 'recall_sweep', 'recall_sweep_figure', 'main']
 # %% ../nbs/06b_recall_sweep.ipynb #1d32cc6e
 def sweep_items(P, rows_train, rows_all, n_recall: int, n_heldout: int, seed: int = 0) -> list[dict]:
     "Train-recall items and held-out MCQA items (the run's reserved set if synthesis wrote one, else built disjoint from `rows_all`)."
-    items = train_recall_items(rows_train, n_recall, seed)
+    items = train_recall_items(rows_train, n_recall, seed, "as_trained") + train_recall_items(rows_train, n_recall, seed, "reshuffled")
     try:
         from omind.heldout import load_heldout
         held = [it for it in load_heldout(P) if it["source"] == "heldout_kb" and it["task"] == "mcqa"][:n_heldout]
@@ -70,12 +70,15 @@ def recall_sweep(P, rates: Sequence[float] = (2e-4, 5e-4, 1e-3), steps: Sequence
 
 # %% ../nbs/06b_recall_sweep.ipynb #0f3adb26
 def recall_sweep_figure(df, method: str = "letter_calibrated"):
-    "Gain vs steps per learning rate: train recall (left) and held-out (right) panels."
+    "Gain vs steps per learning rate, a panel per set: train recall as trained, reshuffled, and held-out (those present)."
     import matplotlib.pyplot as plt
     set_style()
     d = df[df["method"] == method]
-    fig, axs = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True, layout="constrained")
-    for ax, st, title in zip(axs, ("train_recall", "heldout_kb"), ("its own training items (train recall)", "held-out items")):
+    panels = [p for p in (("train_recall", "its own items, as trained"), ("train_recall_reshuffled", "its own items, options reshuffled"),
+                          ("heldout_kb", "held-out items")) if p[0] in set(d["set"])]
+    fig, axs = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), sharey=True, layout="constrained", squeeze=False)
+    axs = axs[0]
+    for ax, (st, title) in zip(axs, panels):
         g = d[d["set"] == st]
         for k, (lr, x) in enumerate(g.groupby("rate")):
             x = x.sort_values("step"); off = (k - 1) * 0.8

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from typing import Optional
 
-from .core_controls import RECALL_SOURCE, PrimaryParams
+from .core_controls import RECALL_SOURCE, RECALL_SETS, PrimaryParams
 from .stats import paired_bootstrap
 
 # %% auto #0
@@ -55,11 +55,11 @@ def replication_table(paired: dict, preds: dict, baseline: str = "base", primary
     df = pd.DataFrame(rows, columns=[*KEYS, "seeds", "diffs", "los", "his", "mean_diff", "min_diff", "max_diff", "same_sign", "n_items",
                                      "pooled_diff", "pooled_lo", "pooled_hi", "pooled_p", "primary"])
     df["p_holm"] = float("nan")
-    claim = (df["set"] != RECALL_SOURCE) & ~df["primary"] & df["pooled_p"].notna()
+    claim = ~df["set"].isin(RECALL_SETS) & ~df["primary"] & df["pooled_p"].notna()
     if claim.any(): df.loc[claim, "p_holm"] = multipletests(df.loc[claim, "pooled_p"].astype(float).to_numpy(), method="holm")[1]
     df.loc[df["primary"], "p_holm"] = df.loc[df["primary"], "pooled_p"]
     excl = (df["pooled_lo"] > 0) | (df["pooled_hi"] < 0)
-    df["finding"] = (df["set"] != RECALL_SOURCE) & df["same_sign"] & excl & (df["p_holm"] < 0.05)
+    df["finding"] = ~df["set"].isin(RECALL_SETS) & df["same_sign"] & excl & (df["p_holm"] < 0.05)
     return df
 
 # %% ../nbs/11c_replicate.ipynb #45edbcbc
@@ -81,7 +81,7 @@ def replication_figure(df, title: str = "Replication across seeds"):
         ax.text(1.01, yy, ("FINDING  " if r.finding else "") + f"p {r.p_holm:.3f}" + ("" if r.primary else " (Holm)"),
                 transform=ax.get_yaxis_transform(), fontsize=7, va="center")
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, [f"{r.candidate}: {r.set} / {r.task} / {r.method}" + (" (positive control)" if r.set == RECALL_SOURCE else "") for r in df.itertuples()], fontsize=7)
+    ax.set_yticks(y, [f"{r.candidate}: {r.set} / {r.task} / {r.method}" + (" (positive control)" if r.set == RECALL_SOURCE else " (recall diagnostic)" if r.set in RECALL_SETS else "") for r in df.itertuples()], fontsize=7)
     ax.set_xlabel("candidate minus baseline, accuracy points (95% CI)"); ax.set_title(title); ax.legend(fontsize=7, loc="lower right")
     return fig
 
