@@ -555,6 +555,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                 'omind.pipeline._run_root': ('pipeline.html#_run_root', 'omind/pipeline.py'),
                                 'omind.pipeline._version': ('pipeline.html#_version', 'omind/pipeline.py'),
                                 'omind.pipeline._write_manifest': ('pipeline.html#_write_manifest', 'omind/pipeline.py'),
+                                'omind.pipeline.add_stage_options': ('pipeline.html#add_stage_options', 'omind/pipeline.py'),
                                 'omind.pipeline.available_stages': ('pipeline.html#available_stages', 'omind/pipeline.py'),
                                 'omind.pipeline.changed_parts': ('pipeline.html#changed_parts', 'omind/pipeline.py'),
                                 'omind.pipeline.execute_stage': ('pipeline.html#execute_stage', 'omind/pipeline.py'),

@@ -17,8 +17,8 @@ __all__ = ['VERSIONED', 'KERNEL_LOCK_ENV', 'RUN_PID_ENV', 'FIRST_CELL', 'params_
            'available_stages', 'select_stages', 'versions', 'manifest_path', 'run_is_live', 'read_manifest',
            'changed_parts', 'guard_kernel', 'kernel_holder', 'kill_kernel', 'wait_for_kernel', 'stage_cells',
            'machine_prefixes', 'scrub_paths', 'portable_notebook', 'StageFailed', 'ProgressStream', 'execute_stage',
-           'usage_line', 'why_out_of_date', 'run_pipeline', 'status_table', 'params_for_run', 'write_readme', 'parser',
-           'main']
+           'usage_line', 'why_out_of_date', 'run_pipeline', 'status_table', 'params_for_run', 'write_readme',
+           'add_stage_options', 'parser', 'main']
 
 # %% ../nbs/10_pipeline.ipynb #bf7a5be8
 class PipelineError(RuntimeError):
@@ -435,6 +435,19 @@ def _version() -> str:
     except _md.PackageNotFoundError:
         import omind; return getattr(omind, "__version__", "unknown")
 
+def add_stage_options(p, every: str = ""):
+    """The options `omind run` and `omind sweep` share (`--only --from --force --no-cache --set --log-output`), added to
+    parser `p`; `every` ends their help (e.g. " in every variant")."""
+    p.add_argument("--only", metavar="STAGE", choices=STAGE_NAMES, help=f"run this stage only{every}; one of: {', '.join(STAGE_NAMES)}")
+    p.add_argument("--from", dest="start", metavar="STAGE", choices=STAGE_NAMES, help=f"run from this stage on{every} (same choices)")
+    p.add_argument("--force", action="store_true", help=f"set the chosen stages' outputs aside and recompute them{every} "
+                   "(LLM responses may still come from the response cache)")
+    p.add_argument("--no-cache", action="store_true", help=f"bypass the LLM response cache{every} (OMIND_NO_CACHE=1)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override one params key{every} (YAML value; repeatable), e.g. --set train.max_steps=10")
+    p.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    return p
+
 def parser() -> argparse.ArgumentParser:
     "The `omind` command line."
     ap = argparse.ArgumentParser(prog="omind", description="Run and inspect omind experiments.")
@@ -443,13 +456,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the stages of an experiment (papermill)",
                        description=f"Run the stages of an experiment in order ({' -> '.join(STAGE_NAMES)}), skipping those that are up to date.")
     r.add_argument("params", help="params YAML file, e.g. params/smoke.yaml")
-    r.add_argument("--only", metavar="STAGE", choices=STAGE_NAMES, help=f"run this stage only; one of: {', '.join(STAGE_NAMES)}")
-    r.add_argument("--from", dest="start", metavar="STAGE", choices=STAGE_NAMES, help="run from this stage on (same choices)")
-    r.add_argument("--force", action="store_true", help="set the chosen stages' outputs aside and recompute them (LLM responses may still come from the response cache)")
-    r.add_argument("--no-cache", action="store_true", help="bypass the LLM response cache (OMIND_NO_CACHE=1)")
-    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one params key for this run (YAML value; repeatable), e.g. --set train.max_steps=10")
-    r.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    add_stage_options(r)
     r.add_argument("--with-tests", action="store_true", help="also execute the notebooks' unit-test cells")
     pl = sub.add_parser("plan", help="LLM calls and tokens (and cost) a run will need, per stage and role; no GPU or network",
                         description="Estimate, without loading any model, the LLM calls and prompt / completion tokens each stage of a run will need "

@@ -345,13 +345,13 @@ def gpu_ids() -> list:
 def _omind_cmd(*args) -> list:
     return [sys.executable, "-c", "import sys; from omind.pipeline import main; sys.exit(main(sys.argv[1:]))", *args]
 
-def _exec_stage(v: Variant, name: str, force: bool, gpu: Optional[str], log_output: bool):
+def _exec_stage(v: Variant, name: str, force: bool, gpu: Optional[str], log_output: bool, no_cache: bool = False):
     "Run one stage of one variant: in this process, or (with a GPU id) as an `omind run` subprocess on that GPU."
     if gpu is None:
         from omind.pipeline import run_pipeline
-        run_pipeline(v.params_file, only=name, force=force, quiet=True, log_output=log_output)
+        run_pipeline(v.params_file, only=name, force=force, quiet=True, log_output=log_output, no_cache=no_cache)
         return
-    r = subprocess.run(_omind_cmd("run", str(v.params_file), "--only", name, *(["--force"] if force else [])),
+    r = subprocess.run(_omind_cmd("run", str(v.params_file), "--only", name, *(["--force"] if force else []), *(["--no-cache"] if no_cache else [])),
                        cwd=project_root(), env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu}, capture_output=True, text=True)
     if r.returncode != 0:
         from omind.pipeline import PipelineError
@@ -363,7 +363,7 @@ class _SweepState:
         self.lock, self.refreshed, self.now = threading.Lock(), set(), {v.name: {"ran": [], "shared": [], "skipped": [], "error": None} for v in sw.variants}
 
 def _run_variant(sw: Sweep, v: Variant, stages: list, groups: dict, skeys: dict, sources: dict, state: _SweepState, force: bool,
-                 gpu: Optional[str], log_output: bool, callback: Optional[Callable], quiet: bool):
+                 gpu: Optional[str], log_output: bool, callback: Optional[Callable], quiet: bool, no_cache: bool = False):
     now = state.now[v.name]
     say = (lambda *a: None) if quiet else (lambda s: print(f"  {v.name:<16} {s}", flush=True))
     for name in stages:
@@ -374,7 +374,7 @@ def _run_variant(sw: Sweep, v: Variant, stages: list, groups: dict, skeys: dict,
         t0 = time.time()
         if len(members) < 2 and src is None:
             if not force and stage_done(v.P, name): now["skipped"].append(name); say(f"{name:<10} up to date"); continue
-            _exec_stage(v, name, force, gpu, log_output); now["ran"].append(name)
+            _exec_stage(v, name, force, gpu, log_output, no_cache); now["ran"].append(name)
             say(f"{name:<10} ran in {time.time() - t0:.0f} s"); continue
         store = store_dir(sw, name, skey)
         with _store_lock(sw, name, skey):
@@ -382,7 +382,7 @@ def _run_variant(sw: Sweep, v: Variant, stages: list, groups: dict, skeys: dict,
             if src is not None and not first_forced and not (store/"done.json").exists() and not stage_done(v.P, name):
                 adopt(src, name, store, skey)
             if first_forced or (not (store/"done.json").exists() and not stage_done(v.P, name)):
-                _exec_stage(v, name, force, gpu, log_output)
+                _exec_stage(v, name, force, gpu, log_output, no_cache)
                 if first_forced and store.exists():          # the old copy goes aside only once the new one exists
                     dest = sw.results/"set-aside"/f"store-{store.name}-{time.strftime('%Y%m%dT%H%M%S')}"
                     dest.parent.mkdir(parents=True, exist_ok=True); os.replace(store, dest)
@@ -439,7 +439,7 @@ def sweep_table(sw: Sweep, state: Optional[_SweepState] = None, stages=None):
     return pd.DataFrame(rows)
 
 def run_sweep(sweep_file, only: Optional[str] = None, start: Optional[str] = None, force: bool = False, sets=(),
-              jobs: int = 1, log_output: bool = False, quiet: bool = False, callback: Optional[Callable] = None):
+              jobs: int = 1, log_output: bool = False, quiet: bool = False, callback: Optional[Callable] = None, no_cache: bool = False):
     "Run every variant of a sweep (sharing stages with equal share keys); prints and saves `results/<sweep>/sweep.csv`; returns the table."
     from omind.pipeline import select_stages, available_stages, PipelineError
     sw = load_sweep(sweep_file, sets=sets)
@@ -459,7 +459,7 @@ def run_sweep(sweep_file, only: Optional[str] = None, start: Optional[str] = Non
 
     def one(i, v, gpu):
         t0 = time.time()
-        try: _run_variant(sw, v, stages, groups, skeys, sources, state, force, gpu, log_output, callback, quiet)
+        try: _run_variant(sw, v, stages, groups, skeys, sources, state, force, gpu, log_output, callback, quiet, no_cache)
         except (PipelineError, FileNotFoundError, ParamsError) as e:
             state.now[v.name]["error"] = str(e).splitlines()[0][:300]
         if not quiet:
@@ -697,12 +697,9 @@ def add_sweep_parser(sub):
     s = sub.add_parser("sweep", help="run every variant of a sweep file, sharing the stages they have in common",
                        description="Run the variants of a sweep file (params/*-sweep.yaml) one after the other; stages whose outputs would be identical are computed once and linked.")
     s.add_argument("sweep", help="sweep YAML file, e.g. params/smoke-sweep.yaml")
-    s.add_argument("--only", metavar="STAGE", choices=STAGE_NAMES, help="run this stage only (in every variant)")
-    s.add_argument("--from", dest="start", metavar="STAGE", choices=STAGE_NAMES, help="run from this stage on")
-    s.add_argument("--force", action="store_true", help="recompute the chosen stages (each shared stage once) instead of skipping them")
-    s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override one params key in every variant (repeatable)")
+    from omind.pipeline import add_stage_options
+    add_stage_options(s, " in every variant (a shared stage once)")      # the same options as `omind run`
     s.add_argument("--jobs", type=int, default=1, metavar="N", help="variants side by side, one per GPU (CUDA_VISIBLE_DEVICES); one at a time without GPUs")
-    s.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     return s
 
 def sweep_main(args) -> int:
@@ -710,7 +707,7 @@ def sweep_main(args) -> int:
     try:
         if args.jobs < 1: raise SweepError(f"--jobs must be at least 1, got {args.jobs}")
         table = run_sweep(args.sweep, only=args.only, start=args.start, force=args.force, sets=args.sets, jobs=args.jobs,
-                          log_output=getattr(args, "log_output", False))
+                          log_output=getattr(args, "log_output", False), no_cache=getattr(args, "no_cache", False))
     except (SweepError, ParamsError, FileNotFoundError) as e:
         print(f"omind: error: {e}", file=sys.stderr); return 1
     bad = table[table["status"] != "done"]
