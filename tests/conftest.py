@@ -1,4 +1,4 @@
-"""Shared fixtures: a real llama.cpp OpenAI-compatible server on 127.0.0.1 serving the embedded GGUF, checked alive
+"""Shared fixtures and the order of the test files: a real llama.cpp OpenAI-compatible server on 127.0.0.1 serving the embedded GGUF, checked alive
 after a real (batched) completion, and reported once, with its exit signal and log, when it dies."""
 import os, signal, socket, subprocess, sys, time
 from pathlib import Path
@@ -67,9 +67,10 @@ def stop_server(proc):
     try: proc.wait(10)
     except subprocess.TimeoutExpired: proc.kill(); proc.wait()
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _llama(tmp_path_factory):
-    "The session's server: started once; a failure to start or a death is kept here and reported by one test only."
+    """The server of a test module: started once; a failure to start or a death is kept here and reported by one test
+    only. Stopped when the module's tests are done, so that it takes no CPU from the tests that follow it."""
     log_path = tmp_path_factory.mktemp("llama")/"server.log"
     port = free_port()
     proc = start_server(port, log_path)
@@ -106,3 +107,16 @@ def sixth_family():
     fam = register(toy_task_family())
     yield fam
     unregister(fam.name)
+
+
+# The test files that take longest (each runs whole pipelines or stages), longest first. `make test` runs pytest with
+# `-n 2 --dist loadfile --no-loadscope-reorder`: every file goes to one worker, in the order collected, so starting the
+# long ones first lets the short ones fill in and both workers finish together (longest-processing-time-first). Only the
+# order changes; every test still runs.
+SLOW_FIRST = ["test_pipeline.py", "test_sweep.py", "test_train.py", "test_bad_inputs.py", "test_synthesis.py",
+              "test_llm_http.py", "test_evaluate.py", "test_secrets.py", "test_docs.py", "test_pipeline_errors.py",
+              "test_plan.py", "test_params_cli.py", "test_lmeval.py", "test_tracking.py"]
+
+def pytest_collection_modifyitems(config, items):
+    rank = {f: i for i, f in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda it: rank.get(it.path.name, len(rank)))      # stable: within a file, and among the rest, as collected
