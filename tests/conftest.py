@@ -99,6 +99,24 @@ def fake_key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, FAKE_KEY); return KEY_ENV
 
 
+@pytest.fixture(scope="session")
+def mini_reference(tmp_path_factory, worker_id):
+    """The finished, uninterrupted paper-mini run that test_pipeline.py checks and test_pipeline_resume.py compares a
+    killed-and-resumed run with: run once per session. Under pytest-xdist the two files run on two workers; the first
+    to ask runs it under a file lock in the session's shared temporary folder and the other waits for it and reuses it
+    (the pattern pytest-xdist documents for a session fixture that must execute once)."""
+    from filelock import FileLock
+    from pipeline_run import load_reference, run_reference
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    tmp = shared/"mini-reference"
+    with FileLock(str(shared/"mini-reference.lock")):
+        ref = load_reference(tmp)
+        if ref is None:
+            tmp.mkdir(exist_ok=True)
+            ref = run_reference(tmp)
+    return ref
+
+
 @pytest.fixture
 def sixth_family():
     "The toy task family of omind.testing, registered in one place for the test and removed afterwards."
@@ -113,7 +131,7 @@ def sixth_family():
 # `-n 2 --dist loadfile --no-loadscope-reorder`: every file goes to one worker, in the order collected, so starting the
 # long ones first lets the short ones fill in and both workers finish together (longest-processing-time-first). Only the
 # order changes; every test still runs.
-SLOW_FIRST = ["test_pipeline.py", "test_sweep.py", "test_train.py", "test_bad_inputs.py", "test_synthesis.py",
+SLOW_FIRST = ["test_pipeline.py", "test_pipeline_resume.py", "test_sweep.py", "test_train.py", "test_bad_inputs.py", "test_synthesis.py",
               "test_llm_http.py", "test_evaluate.py", "test_secrets.py", "test_docs.py", "test_pipeline_errors.py",
               "test_plan.py", "test_params_cli.py", "test_lmeval.py", "test_tracking.py"]
 

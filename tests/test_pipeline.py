@@ -1,57 +1,22 @@
 """End-to-end pipeline tests around one finished run of params/paper-mini.yaml (the paper's recipe in miniature: small
 local copies of every source set in its published layout, a UMLS-format folder and text notes as the knowledge, the
 tiny random model in every LLM role, a tiny NLI classifier, two rejected answers per DPO instance): a full run through
-the figures, every family fed by the paper's sources, a rerun that skips every stage, SIGKILL at several points then
-resume with identical results, what makes a stage out of date (a markdown edit: nothing; an edit to omind/llm.py: every
-stage that imports it) and `--force --only review`. One run serves every check, so the suite runs the pipeline end to end
-once (and once more killed and resumed); params/tiny.yaml's stages run one by one in the other test files. The runs that fail or are stopped on purpose are in test_pipeline_errors.py."""
+the figures, every family fed by the paper's sources, a rerun that skips every stage, what makes a stage out of date (a
+markdown edit: nothing; an edit to omind/llm.py: every stage that imports it) and `--force --only review`. The run is
+the session fixture `mini_reference` (tests/conftest.py), which test_pipeline_resume.py compares a killed-and-resumed
+run with: the suite runs the pipeline end to end once, and once more killed and resumed (params/tiny.yaml's stages run
+one by one in the other test files). The runs that fail or are stopped on purpose are in test_pipeline_errors.py."""
 import json, os, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 from omind.core import load_params
 
-ROOT = Path(__file__).resolve().parents[1]
-VOLATILE = re.compile(r"(time|seconds|elapsed|started|ended|created|duration|_at$|^date$)", re.I)
-
-BASE = ROOT/"params"/"paper-mini.yaml"            # the params every run of this file extends
-
-def params(tmp, name="mini", extra=""):
-    p = tmp/f"{name}.yaml"
-    p.write_text(f"extends: {BASE}\nrun: {{name: {name}, results_dir: {tmp/'results'}, figures_dir: {tmp/'figures'}}}\n{extra}")
-    return p
-
-def omind_cmd(*args):
-    return [sys.executable, "-c", "import sys; from omind.pipeline import main; sys.exit(main(sys.argv[1:]))", *args]
-
-def omind(*args, timeout=900):
-    return subprocess.run(omind_cmd(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-def _clean(o):
-    if isinstance(o, dict): return {k: _clean(v) for k, v in o.items() if not VOLATILE.search(k)}
-    if isinstance(o, list): return [_clean(v) for v in o]
-    return o
-
-def snapshot(run: Path) -> dict:
-    "Everything a run produced that must not depend on interruptions: JSONL records and the dataset."
-    snap = {}
-    for f in sorted(run.rglob("*.jsonl")):
-        if "cache" in f.parts or "notebooks" in f.parts or "set-aside" in f.parts: continue
-        recs = [_clean(json.loads(l)) for l in f.read_text().splitlines() if l.strip()]
-        snap[str(f.relative_to(run))] = sorted(recs, key=lambda r: json.dumps(r, sort_keys=True))
-    hf = run/"dataset"/"hf"
-    if hf.exists():
-        from datasets import load_dataset
-        dd = load_dataset(str(hf))                   # the dataset folder is a standard Hugging Face dataset (Parquet + card)
-        snap["dataset"] = {s: sorted(json.dumps(_clean(r), sort_keys=True) for r in dd[s]) for s in dd}
-    return snap
+from pipeline_run import ROOT, params, omind_cmd, omind, _clean
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("full")
-    p = params(tmp)
-    t = time.time(); r = omind("run", str(p)); secs = time.time() - t
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return tmp, p, secs
+def full_run(mini_reference):
+    "(folder, params file, seconds) of the finished paper-mini run this file checks and changes (shared with test_pipeline_resume.py)."
+    return mini_reference["tmp"], mini_reference["params"], mini_reference["secs"]
 
 def test_full_run_then_everything_skipped(full_run):
     tmp, p, secs = full_run
@@ -78,23 +43,6 @@ def test_full_run_then_everything_skipped(full_run):
     assert n_transfer > 0 and n_core[("base", "transfer_kb")] == n_transfer
     assert n_core[("base", "heldout_kb")] + n_core[("base", "transfer_kb")] <= len(held)
     assert rep["training_control"]["sft"]["status"] in ("passed", "failed", "unmeasured") and rep["core_null_control"]["passed"] is True
-
-def test_sigkill_at_several_points_then_resume(full_run, tmp_path):
-    tmp0, _, secs = full_run
-    p = params(tmp_path)
-    for frac in (0.15, 0.45, 0.75):                  # kill at three points of a run, resuming each time
-        proc = subprocess.Popen(omind_cmd("run", str(p)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try: proc.wait(timeout=max(5, secs*frac))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL); proc.wait()
-        time.sleep(2)                                # the orphaned kernel notices its parent is gone and exits
-        st = omind("status", str(tmp_path/"results"/"mini"))
-        assert " running " not in st.stdout, st.stdout    # nothing runs any more: a stage it was in reads "interrupted"
-    r = omind("run", str(p))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    a, b = snapshot(tmp0/"results"/"mini"), snapshot(tmp_path/"results"/"mini")
-    assert a.keys() == b.keys()
-    for k in a: assert a[k] == b[k], f"{k} differs after kill-and-resume"
 
 def project_copy(tmp: Path) -> Path:
     "A copy of the project's code (omind/, nbs/, settings.ini): `python -c` run there imports this copy of omind."
