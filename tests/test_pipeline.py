@@ -45,8 +45,10 @@ def test_full_run_then_everything_skipped(full_run):
     assert rep["training_control"]["sft"]["status"] in ("passed", "failed", "unmeasured") and rep["core_null_control"]["passed"] is True
 
 def project_copy(tmp: Path) -> Path:
-    "A copy of the project's code (omind/, nbs/, settings.ini): `python -c` run there imports this copy of omind."
-    for f in ("omind", "nbs"): shutil.copytree(ROOT/f, tmp/f, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    """A copy of the project's code (omind/, nbs/, settings.ini): `python -c` run there imports this copy of omind. The
+    test fixtures come too: params/paper-mini.yaml names its source sets by paths relative to the repository."""
+    for f in ("omind", "nbs", "tests/fixtures"):
+        shutil.copytree(ROOT/f, tmp/f, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     shutil.copy(ROOT/"settings.ini", tmp)
     return tmp
 
