@@ -1,17 +1,23 @@
-"""Helpers of the end-to-end pipeline tests (test_pipeline.py, test_pipeline_resume.py): params files that extend
-params/paper-mini.yaml, the `omind` command in a subprocess, and the snapshot of what a run produced."""
+"""Helpers of the pipeline tests (test_pipeline.py, test_pipeline_resume.py, test_pipeline_errors.py, test_tracking.py):
+params files that extend params/tiny.yaml or params/paper-mini.yaml, the `omind` command in a subprocess, and the snapshot of what a run produced."""
 import json, re, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VOLATILE = re.compile(r"(time|seconds|elapsed|started|ended|created|duration|_at$|^date$)", re.I)
 
-BASE = ROOT/"params"/"paper-mini.yaml"            # the params every pipeline run of these tests extends
+TINY = ROOT/"params"/"tiny.yaml"                  # the default base of a test's params file
+MINI = ROOT/"params"/"paper-mini.yaml"            # the base of the end-to-end runs (test_pipeline.py, test_pipeline_resume.py)
 
-def params(tmp, name="mini", extra=""):
+def params(tmp, name="tiny", extra="", base=TINY):
+    "A params file under `tmp` that extends `base`, writing its run under `tmp`, plus `extra` YAML."
     p = tmp/f"{name}.yaml"
-    p.write_text(f"extends: {BASE}\nrun: {{name: {name}, results_dir: {tmp/'results'}, figures_dir: {tmp/'figures'}}}\n{extra}")
+    p.write_text(f"extends: {base}\nrun: {{name: {name}, results_dir: {tmp/'results'}, figures_dir: {tmp/'figures'}}}\n{extra}")
     return p
+
+def mini_params(tmp, name="mini", extra=""):
+    "A params file under `tmp` that extends params/paper-mini.yaml."
+    return params(tmp, name, extra, MINI)
 
 def omind_cmd(*args):
     return [sys.executable, "-c", "import sys; from omind.pipeline import main; sys.exit(main(sys.argv[1:]))", *args]
@@ -43,7 +49,7 @@ def run_reference(tmp: Path) -> dict:
     """One uninterrupted run of paper-mini under `tmp`, then the snapshot of its records taken at once (the tests that
     share the run change it afterwards), saved beside it as JSON. Returns what `load_reference` returns."""
     import time
-    p = params(tmp)
+    p = mini_params(tmp)
     t = time.time(); r = omind("run", str(p)); secs = time.time() - t
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (tmp/"reference.json").write_text(json.dumps({"secs": secs, "snapshot": snapshot(tmp/"results"/"mini")}))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omind.core import load_params
 
-from pipeline_run import ROOT, params, omind_cmd, omind, _clean
+from pipeline_run import ROOT, mini_params as params, omind_cmd, omind, _clean
 
 @pytest.fixture(scope="module")
 def full_run(mini_reference):

@@ -3,7 +3,7 @@ resumed each time, ends with the same records and dataset as the uninterrupted r
 shared `mini_reference`). In a file of its own so that under `pytest -n 2` it runs beside test_pipeline.py; it asks
 for the reference only once its own run has finished."""
 import json, signal, subprocess, time
-from pipeline_run import ROOT, params, omind_cmd, omind, snapshot
+from pipeline_run import ROOT, mini_params as params, omind_cmd, omind, snapshot
 
 KILL_IN = ("synthesis", "train", "evaluate")             # a stage to kill the run in, one per attempt
 KILL_AFTER = 8.0                                          # seconds after the stage is marked running: its kernel is at work
