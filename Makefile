@@ -78,7 +78,7 @@ test: venv server
 	before=$$(h); $(VENV)/bin/nbdev_clean && $(VENV)/bin/nbdev_export && $(VENV)/bin/omind readme >/dev/null; \
 	if [ "$$before" != "$$(h)" ]; then echo "FAIL: nbdev_clean / nbdev_export / omind readme changed files: notebooks not clean, omind/ or README.md out of sync."; git status --short -- nbs omind README.md; exit 1; fi
 	$(VENV)/bin/nbdev_test --n_workers 2 --timing
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=12 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=12 tests
 
 venv: $(STAMP)
 

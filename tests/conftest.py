@@ -1,4 +1,4 @@
-"""Shared fixtures: a real llama.cpp OpenAI-compatible server on 127.0.0.1 serving the embedded GGUF, checked alive
+"""Shared fixtures and the order of the test files: a real llama.cpp OpenAI-compatible server on 127.0.0.1 serving the embedded GGUF, checked alive
 after a real (batched) completion, and reported once, with its exit signal and log, when it dies."""
 import os, signal, socket, subprocess, sys, time
 from pathlib import Path
@@ -67,9 +67,10 @@ def stop_server(proc):
     try: proc.wait(10)
     except subprocess.TimeoutExpired: proc.kill(); proc.wait()
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _llama(tmp_path_factory):
-    "The session's server: started once; a failure to start or a death is kept here and reported by one test only."
+    """The server of a test module: started once; a failure to start or a death is kept here and reported by one test
+    only. Stopped when the module's tests are done, so that it takes no CPU from the tests that follow it."""
     log_path = tmp_path_factory.mktemp("llama")/"server.log"
     port = free_port()
     proc = start_server(port, log_path)
@@ -98,6 +99,24 @@ def fake_key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, FAKE_KEY); return KEY_ENV
 
 
+@pytest.fixture(scope="session")
+def mini_reference(tmp_path_factory, worker_id):
+    """The finished, uninterrupted paper-mini run that test_pipeline.py checks and test_pipeline_resume.py compares a
+    killed-and-resumed run with: run once per session. Under pytest-xdist the two files run on two workers; the first
+    to ask runs it under a file lock in the session's shared temporary folder and the other waits for it and reuses it
+    (the pattern pytest-xdist documents for a session fixture that must execute once)."""
+    from filelock import FileLock
+    from pipeline_run import load_reference, run_reference
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    tmp = shared/"mini-reference"
+    with FileLock(str(shared/"mini-reference.lock")):
+        ref = load_reference(tmp)
+        if ref is None:
+            tmp.mkdir(exist_ok=True)
+            ref = run_reference(tmp)
+    return ref
+
+
 @pytest.fixture
 def sixth_family():
     "The toy task family of omind.testing, registered in one place for the test and removed afterwards."
@@ -106,3 +125,16 @@ def sixth_family():
     fam = register(toy_task_family())
     yield fam
     unregister(fam.name)
+
+
+# The test files that take longest (each runs whole pipelines or stages), longest first. `make test` runs pytest with
+# `-n 2 --dist loadfile --no-loadscope-reorder`: every file goes to one worker, in the order collected, so starting the
+# long ones first lets the short ones fill in and both workers finish together (longest-processing-time-first). Only the
+# order changes; every test still runs.
+SLOW_FIRST = ["test_pipeline.py", "test_pipeline_resume.py", "test_sweep.py", "test_train.py", "test_bad_inputs.py", "test_synthesis.py",
+              "test_llm_http.py", "test_evaluate.py", "test_secrets.py", "test_docs.py", "test_pipeline_errors.py",
+              "test_plan.py", "test_params_cli.py", "test_lmeval.py", "test_tracking.py"]
+
+def pytest_collection_modifyitems(config, items):
+    rank = {f: i for i, f in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda it: rank.get(it.path.name, len(rank)))      # stable: within a file, and among the rest, as collected

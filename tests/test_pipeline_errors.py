@@ -4,7 +4,7 @@ run` (SIGTERM, SIGKILL), and a run refused while a previous kernel still holds t
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
-from test_pipeline import ROOT, params, omind, omind_cmd
+from pipeline_run import ROOT, params, omind, omind_cmd
 
 
 def test_missing_upstream_stage(tmp_path):

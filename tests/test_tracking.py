@@ -9,7 +9,7 @@ from omind.core import load_params, run_dir, atomic_write_json, STAGES
 from omind.tracking import log_stage, summary_numbers, stage_numbers, _metric_name
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_pipeline import params, omind                                   # noqa: E402  (the pipeline tests' helpers)
+from pipeline_run import params, omind                                   # noqa: E402  (the pipeline tests' helpers)
 
 
 def test_omind_run_logs_a_stage_to_tensorboard(tmp_path):

@@ -48,7 +48,7 @@ def resumed_run(tmp_path_factory):
     from omind.train import last_checkpoint
     from omind.testing import write_toy_dataset
     tmp = tmp_path_factory.mktemp("train")
-    pf = _params(tmp, "kill", max_steps=24, save_steps=4, learning_rate=3e-2, batch_size=2, warmup=0)
+    pf = _params(tmp, "kill", max_steps=12, save_steps=4, learning_rate=3e-2, batch_size=2, warmup=0)
     P = load_params(pf)
     write_toy_dataset(P, 24)
     out = run_dir(P, "train")
@@ -75,9 +75,9 @@ def test_resume_after_kill(resumed_run):
     P, out, killed_at = resumed_run
     m = read_json(out/"metrics.json")
     assert m["sft"]["resumed_from"] is not None and int(m["sft"]["resumed_from"].split("-")[1]) >= int(killed_at.name.split("-")[1])
-    assert m["sft"]["global_step"] == 24
+    assert m["sft"]["global_step"] == 12
     steps = [h["step"] for h in read_json(out/"sft"/"log.json") if "loss" in h]
-    assert steps == list(range(1, 25))                          # every step logged exactly once across the two runs
+    assert steps == list(range(1, 13))                          # every step logged exactly once across the two runs
     assert (out/"done.json").exists()
 
 
@@ -87,7 +87,7 @@ def test_resumed_summary_equals_uninterrupted(resumed_run, tmp_path):
     from omind.core import load_params, read_json, run_dir
     from omind.testing import write_toy_dataset
     P, out, _ = resumed_run
-    pf = _params(tmp_path, "straight", max_steps=24, save_steps=4, learning_rate=3e-2, batch_size=2, warmup=0)
+    pf = _params(tmp_path, "straight", max_steps=12, save_steps=4, learning_rate=3e-2, batch_size=2, warmup=0)
     write_toy_dataset(load_params(pf), 24)
     r = subprocess.run([sys.executable, "-m", "omind.train", str(pf), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -134,7 +134,7 @@ def test_adapter_names_a_loadable_base_and_summary_keys(resumed_run):
     s = read_json(out/"summary.json")
     assert s["n_eval"] == 4 and s["heldout_loss_before"] > 0 and s["heldout_loss_after"] > 0
     assert (s["heldout_loss_before"], s["heldout_loss_after"]) == (s["sft"]["heldout_loss_before"], s["sft"]["heldout_loss_after"])
-    assert s["heldout_loss_after"] < s["heldout_loss_before"]               # 24 steps at lr 3e-2 on the toy data
+    assert s["heldout_loss_after"] < s["heldout_loss_before"]               # 12 steps at lr 3e-2 on the toy data
 
 
 def test_training_args_pass_through_and_validation(tmp_path):
