@@ -865,6 +865,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                              'omind.sweep.read_reports': ('sweep.html#read_reports', 'omind/sweep.py'),
                              'omind.sweep.replication_outputs': ('sweep.html#replication_outputs', 'omind/sweep.py'),
                              'omind.sweep.run_sweep': ('sweep.html#run_sweep', 'omind/sweep.py'),
+                             'omind.sweep.seed_cache': ('sweep.html#seed_cache', 'omind/sweep.py'),
                              'omind.sweep.share_key': ('sweep.html#share_key', 'omind/sweep.py'),
                              'omind.sweep.stage_roles': ('sweep.html#stage_roles', 'omind/sweep.py'),
                              'omind.sweep.store_dir': ('sweep.html#store_dir', 'omind/sweep.py'),

@@ -18,8 +18,8 @@ from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_
 # %% auto #0
 __all__ = ['SWEEP_KEYS', 'MARKERS', 'CORE_METHODS', 'MISSING', 'SweepError', 'Variant', 'Sweep', 'grid_variants', 'load_sweep',
            'write_variant_params', 'stage_roles', 'share_key', 'store_dir', 'ingest', 'link_shared', 'adopt', 'gpu_ids',
-           'sweep_table', 'run_sweep', 'fmt_ci', 'gate_text', 'read_reports', 'sweep_tables', 'sweep_figures',
-           'replication_outputs', 'add_sweep_parser', 'sweep_main', 'sweep_figures_main']
+           'sweep_table', 'run_sweep', 'seed_cache', 'fmt_ci', 'gate_text', 'read_reports', 'sweep_tables',
+           'sweep_figures', 'replication_outputs', 'add_sweep_parser', 'sweep_main', 'sweep_figures_main']
 
 # %% ../nbs/11b_sweep.ipynb #e5a8f8db
 class SweepError(ValueError):
@@ -448,6 +448,9 @@ def run_sweep(sweep_file, only: Optional[str] = None, start: Optional[str] = Non
     write_variant_params(sw)
     groups, skeys = _groups(sw, stages)
     sources = _reusable(sw, stages, groups)
+    if not no_cache:
+        added = seed_cache(sw)
+        if added and not quiet: print(f"omind sweep: {added} responses of the reused runs copied into the sweep's response cache")
     state = _SweepState(sw)
     gpus = gpu_ids() if jobs > 1 else []
     if jobs > 1 and not gpus and not quiet:
@@ -485,6 +488,29 @@ def run_sweep(sweep_file, only: Optional[str] = None, start: Optional[str] = Non
         print(tabulate(table.drop(columns=["error"]), headers="keys", showindex=False))
         print(f"omind sweep {sw.name}: {time.time() - t_all:.0f} s; table -> {sw.results/'sweep.csv'}")
     return table
+
+# %% ../nbs/11b_sweep.ipynb #35dade01
+def seed_cache(sw: Sweep) -> int:
+    """Copy the responses cached by the sweep's `reuse:` runs into each variant's response cache (rows it lacks);
+    returns the number of rows added."""
+    import sqlite3
+    from omind.core import cache_dir
+    from omind.llm import ResponseCache
+    srcs = [run_dir(P)/"cache"/"llm.sqlite" if P.run.cache_dir is None else resolve_path(P.run.cache_dir)/"llm.sqlite" for P in sw.reuse]
+    srcs = [s for s in srcs if s.exists()]
+    added = 0
+    for dest in sorted({cache_dir(v.P)/"llm.sqlite" for v in sw.variants}):
+        ResponseCache(dest)                                   # creates the table when new
+        c = sqlite3.connect(dest, timeout=120, isolation_level=None)
+        try:
+            for s in srcs:
+                if s.resolve() == dest.resolve(): continue
+                c.execute("ATTACH DATABASE ? AS src", (str(s),))
+                try: added += c.execute("INSERT OR IGNORE INTO cache SELECT key, value, created FROM src.cache").rowcount
+                finally: c.execute("DETACH DATABASE src")
+        finally: c.close()
+    return added
+
 
 # %% ../nbs/11b_sweep.ipynb #0ad63ef7
 CORE_METHODS = ("letter_calibrated", "label_calibrated", "label_ll", "option_text", "letter_raw", "generate")   # the headline method of a set: prior removed first
