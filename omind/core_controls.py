@@ -12,7 +12,7 @@ from .core import Strict
 
 # %% auto #0
 __all__ = ['RECALL_SOURCE', 'RESHUFFLED_SOURCE', 'RECALL_SETS', 'CONTROL_FAILED', 'RecallParams', 'PrimaryParams',
-           'training_control', 'control_label', 'mark_claims', 'null_control']
+           'training_control', 'control_label', 'mark_claims', 'failed_claim', 'claim_of', 'null_control']
 
 # %% ../nbs/08c_core_controls.ipynb #1ed9b4e7
 RECALL_SOURCE = "train_recall"                       # the positive control: train items asked as trained
@@ -74,6 +74,18 @@ def mark_claims(paired, control: dict, primary: Optional[PrimaryParams] = None):
     return df
 
 
+
+# %% ../nbs/08c_core_controls.ipynb #1767222c
+def failed_claim(r: dict) -> bool:
+    "Whether candidate-minus-baseline row `r` is a claim (not a recall set) whose candidate's training failed its positive control."
+    return r.get("control") == "failed" and r.get("set") not in RECALL_SETS
+
+def claim_of(r: dict) -> str:
+    "What a candidate-minus-baseline row is: the positive control itself, or a claim (primary / Holm-adjusted), flagged when its candidate's training failed the control."
+    if r.get("set") == RECALL_SOURCE: return "positive control"
+    if r.get("set") == RESHUFFLED_SOURCE: return "recall diagnostic (options reshuffled)"
+    kind = "primary" if r.get("primary") else "secondary (Holm)"
+    return f"{kind}; {CONTROL_FAILED}" if failed_claim(r) else kind
 
 # %% ../nbs/08c_core_controls.ipynb #7eb30290
 def null_control(paired_null) -> dict:

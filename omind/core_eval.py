@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from .core import stable_hash
 from .tasks import families, get_task, conditions, siblings, tail_name, PERSONAS, CONTROL_TOPICS, NO_DISORDER, post_text
 from .text import LETTERS, normalize, parse_choice, parse_label, content_words
+from .core_controls import RECALL_SOURCE, RESHUFFLED_SOURCE
 from .stats import accuracy_ci, macro_f1_ci, paired_bootstrap, mcnemar_exact, min_detectable_effect, planned_mde
 
 # %% auto #0
@@ -522,7 +523,7 @@ def paired_table(pred_rows, baseline: str, rounds: int = 2000, ci: float = 0.95,
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 # %% ../nbs/07c_core_eval.ipynb #6cca4e17
-RECALL_FORMS = {"as_trained": "train_recall", "reshuffled": "train_recall_reshuffled"}   # form -> the set its items report as
+RECALL_FORMS = {"as_trained": RECALL_SOURCE, "reshuffled": RESHUFFLED_SOURCE}   # form -> the set its items report as (omind.core_controls)
 
 def train_recall_items(rows, n: int, seed: int = 0, form: str = "as_trained") -> list[dict]:
     """Up to `n` four-option MCQA rows (pass the train split) asked again: `as_trained` keeps the trained option order

@@ -4,14 +4,14 @@
 
 # %% ../nbs/07a_judge.ipynb #dbd792e2
 from __future__ import annotations
-import difflib, importlib.resources, math, re
+import difflib, importlib.resources, json, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from pydantic import Field, model_validator
 
-from .core import Strict, read_jsonl, resolve_path
+from .core import Strict, read_jsonl, resolve_path, atomic_write, stable_hash
 from .llm import GenConfig, label_probs
 from .stats import position_consistent
 from .text import clean_answer
@@ -20,7 +20,7 @@ from .text import clean_answer
 __all__ = ['SCHEMES', 'JUDGE_SYSTEM', 'parse_binary', 'parse_scale', 'parse_pair', 'or_list', 'JudgeScheme', 'scale_scheme',
            'register_scheme', 'get_scheme', 'unregister_scheme', 'rubric_schemes', 'clip_start', 'render_conversation',
            'rubric_prompt', 'pair_prompt', 'judge_batch', 'calibration_path', 'load_calibration', 'balanced_head',
-           'calibration_metrics', 'run_calibration', 'JudgeGate', 'judge_gate', 'gate_label']
+           'calibration_metrics', 'run_calibration', 'JudgeGate', 'judge_gate', 'gate_label', 'calibrate', 'mark_gated']
 
 # %% ../nbs/07a_judge.ipynb #eea2e7e9
 def parse_binary(text) -> Optional[bool]:
@@ -371,3 +371,20 @@ def gate_label(result: dict) -> str:
     if result is None: return "judge not calibrated"
     if result.get("passed"): return "judge passed calibration"
     return "judge failed calibration (" + "; ".join(result.get("reasons") or ["no reason given"]) + ")"
+
+# %% ../nbs/07a_judge.ipynb #d3e3bf8d
+def calibrate(E, judge, out: Path, judge_fp: str = "") -> tuple[list[dict], dict]:
+    """Calibration records of `judge` on the cases evaluate params `E` name (judged now unless `out/calibration.jsonl`
+    holds these cases for this judge and settings) and their metrics."""
+    cases = balanced_head(load_calibration(calibration_path(E.calibration_file)), E.max_calibration_cases)
+    key = stable_hash([judge_fp, cases, E.judge_mode, E.judge_max_new_tokens, E.max_context_chars, E.allow_tie], 16)
+    have = read_jsonl(out/"calibration.jsonl") if (out/"calibration.jsonl").exists() else []
+    if not have or any(r.get("calibration_key") != key for r in have) or {r["id"] for r in have} != {c["id"] for c in cases}:
+        recs = run_calibration(judge, cases, E.judge_mode, E.judge_max_new_tokens, E.max_context_chars, E.allow_tie)
+        atomic_write(out/"calibration.jsonl", "".join(json.dumps({**r, "calibration_key": key}, ensure_ascii=False) + "\n" for r in recs))
+    recs = read_jsonl(out/"calibration.jsonl")
+    return recs, calibration_metrics(recs)
+
+def mark_gated(rows: list[dict], gate: dict) -> list[dict]:
+    "Rows with `gated` = the judge failed its calibration (the numbers stay, for inspection)."
+    return [{**r, "gated": not gate["passed"]} for r in rows]

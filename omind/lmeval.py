@@ -37,7 +37,7 @@ def first_token_text(tok, label: str) -> str:
 def lmeval_docs(items: Sequence[dict], tok, system_prompt: Optional[str] = None) -> dict:
     "lm-eval documents of `items` by variant: 'letters' (MCQA), 'first_token' and 'labels' (label items)."
     from omind.core_eval import _gold, _is_choice
-    from omind.evaluate import with_system
+    from omind.eval_candidates import with_system
     out = defaultdict(list)
     for it in items:
         prompt = tok.apply_chat_template(with_system(it["messages"], system_prompt), tokenize=False, add_generation_prompt=True)
@@ -209,7 +209,7 @@ def run_items(P) -> tuple[list[dict], list[str]]:
     finished knowledge and dataset outputs, also when the code changed since they were written (their keys are not checked)."""
     from unittest import mock
     from omind import core_eval
-    from omind.evaluate import core_items
+    from omind.eval_scoring import core_items
     def finished(P, stage):
         d = run_dir(P, stage, create=False)
         if not (d/"done.json").exists(): raise FileNotFoundError(f"stage '{stage}' has not finished for run '{P.run.name}'")
@@ -225,7 +225,7 @@ def _read_jsonl(p) -> list:
 def lmeval_run(run_path, models: Optional[Sequence[str]] = None, batch_size: int = 16, device: str = "cpu") -> dict:
     "Check a finished run's core predictions with lm-eval, model by model; writes `lmeval/` in the run folder. The summary."
     import pandas as pd
-    from omind.evaluate import eval_models
+    from omind.eval_candidates import eval_models
     run_path = Path(run_path); P = run_params(run_path)
     pred_f = run_dir(P, "evaluate", create=False)/"core_predictions.csv"
     if not pred_f.exists(): raise FileNotFoundError(f"{pred_f} missing: the run's evaluate stage has not written its core predictions")

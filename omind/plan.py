@@ -276,19 +276,24 @@ def _items_like(recs: dict, names, n: int, first_only: bool = True) -> list:
     return [{"id": f"item-{i}", "messages": [r["messages"][0]] if first_only else r["messages"]} for i, r in enumerate((pool * (n // len(pool) + 1))[:n])]
 
 def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
-    """Evaluate: every model's replies (benchmark turns, open answers), core scoring, gold-turn NLL, and the judge's
-    rubric, pair, control and calibration calls, mirroring the stage's loops over the shipped benchmark."""
-    from omind.evaluate import load_instances, splice
-    from omind.benchmark import iter_eval_turns, conversation_rubric
-    from omind.judge import (judge_batch, run_calibration, load_calibration, calibration_path, balanced_head, rubric_prompt,
-                             pair_prompt, render_conversation)
+    """Evaluate: the stage's own job builders (`omind.evaluate.reply_jobs` and `judged_jobs`, and `nll_convs`) over
+    the shipped benchmark, every model and the judge a recording stand-in; core scoring per item."""
+    from omind.benchmark import subset
+    from omind.eval_jobs import load_instances
+    from omind.eval_nll import nll_convs
+    from omind.eval_controls import control_units
+    from omind.eval_candidates import with_system
+    from omind.evaluate import reply_jobs, judged_jobs, CONTROL_DOMAINS
+    from omind.judge import judge_batch, run_calibration, load_calibration, calibration_path, balanced_head
     from omind.llm import GenConfig
     E, D = P.evaluate, P.dataset
-    models = [E.baseline] + list(E.candidates)
-    instances = load_instances(None, E.max_instances, E.seed)
+    cands = [E.baseline] + list(E.candidates)
+    all_inst = load_instances(None)                           # the stage's inputs (`omind.evaluate._inputs`), shaped from the dry run
+    instances = subset(all_inst, E.max_instances, E.seed) if E.max_instances else all_inst
     if getattr(P.benchmark, "benchmark_file", None): notes.append("evaluate: costed on the shipped benchmark, not benchmark.benchmark_file")
     n_test = lambda t: int(round(len(recs[t][0]) * recs[t][1] * D.test_share)) if t in recs else 0
-    qa = _items_like(recs, ["qa"], min(n_test("qa"), E.max_win_explanations or 0), first_only=False) if len(models) > 1 else []
+    n_qa = max(E.max_win_explanations or 0, E.controls.null_n if "qa" in E.controls.null_sets else 0)
+    qa = [{**it, "messages": it["messages"][:-1] or it["messages"]} for it in _items_like(recs, ["qa"], min(n_test("qa"), n_qa), first_only=False)]
     core_tasks = E.core_task_names()
     n_core = sum(min(n_test(t), E.max_core_items) if E.max_core_items else n_test(t) for t in core_tasks)
     H = P.synthesis.heldout                                   # the items synthesis reserves, scored by every model
@@ -296,71 +301,53 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
     core = _items_like(recs, [t for t in core_tasks if t in recs] or list(recs), n_core)
     if E.public_sets: notes.append(f"evaluate: {len(E.public_sets)} public set(s) not costed (their size is unknown without reading them)")
     role_of = lambda c: c.model if c.model in P.models or c.model in ("student", "teacher", "judge") else "student"
-    rows, replies = [], {}
-    for c in models:
+    models = [{"name": c.name, "system_prompt": c.system_prompt, "fp": "plan", "spec": None} for c in cands]
+    units = control_units(E, qa, all_inst)
+    jobs = reply_jobs(E, models, instances, qa, all_inst, units)
+    convs = nll_convs(all_inst, E.nll.max_instances) if E.nll.enabled else []
+    rows, gen = [], {}
+    def replies(llm, js):
+        for mx in sorted({j["max_new_tokens"] for j in js}):
+            part = [j for j in js if j["max_new_tokens"] == mx]
+            gen.update({j["ref"]: {"text": t} for j, t in zip(part, llm.chat([j["messages"] for j in part], GenConfig(max_new_tokens=mx)))})
+    for c, m in zip(cands, models):
         llm = _fake(P, role_of(c)); llm.name = c.model
-        llm.step = f"generate ({c.name})"
-        turns = [(inst, ti, hist) for inst in instances for ti, hist, _ in iter_eval_turns(inst)]
-        got = llm.chat([h for _, _, h in turns] + [it["messages"][:-1] or it["messages"] for it in qa], GenConfig(max_new_tokens=E.reply_max_new_tokens))
-        replies[c.name] = {(inst["id"], ti): t for (inst, ti, _), t in zip(turns, got)}
+        own = [j for j in jobs[c.name] if j["ref"].split("|")[1] in ("turn", "qa")]
+        n_turns, n_qa_own = sum(j["ref"].split("|")[1] == "turn" for j in own), sum(j["ref"].split("|")[1] == "qa" for j in own)
+        llm.step = f"generate ({c.name})"; replies(llm, own)
         if core:
             llm.step = f"score core ({c.name})"                    # letter / label scores and option likelihoods per item
             llm.score_next_token([it["messages"] for it in core], ["A", "B", "C", "D"])
             llm.score_choices([it["messages"] for it in core], ["A", "B", "C", "D"], normalize=True)
-        nll = getattr(E, "nll", None)
-        if nll is not None and getattr(nll, "enabled", False):
+        if convs:
             llm.step = f"gold-turn NLL ({c.name})"
-            gold = [inst for inst in instances][:nll.max_instances or len(instances)]
-            llm._add(len(gold), sum(prompt_tokens([{"role": t["role"], "content": t["content"]} for t in inst["turns"]]) for inst in gold), 0)
-        rows += [{**x, "role": c.name, "model": c.model} for x in _rows("evaluate", llm, role_of(c), P, len(turns) + len(qa) + len(core), 1.0,
-                 f"{len(turns)} benchmark turns, {len(qa)} open answers, {len(core)} core items")]
-    judge = _fake(P, E.judge_role)
-    verdict = lambda sch: VERDICTS.get(sch, "3")
-    n_items = {}
+            llm._add(len(convs), sum(prompt_tokens(with_system(cv["messages"], m["system_prompt"])) for cv in convs), 0)
+        rows += [{**x, "role": c.name, "model": c.model} for x in _rows("evaluate", llm, role_of(c), P, len(own) + len(core), 1.0,
+                 f"{n_turns} benchmark turns, {n_qa_own} open answers, {len(core)} core items")]
+    ctl = [j for j in jobs[models[0]["name"]] if j["ref"].split("|")[1] not in ("turn", "qa")]
+    if ctl:
+        base_llm = _fake(P, role_of(cands[0])); base_llm.step = "control replies (baseline)"; replies(base_llm, ctl)
+        rows += [{**x, "role": cands[0].name, "model": cands[0].model} for x in _rows("evaluate", base_llm, role_of(cands[0]), P,
+                 len(ctl), 1.0, "the controls: the baseline's replies at two sampling seeds (null test) and greedy (positive control)")]
+    judge, n_items = _fake(P, E.judge_role), {}
+    rjobs, pjobs = judged_jobs(E, [m["name"] for m in models], instances, qa, gen, units)
     for sch in E.schemes:
-        judge.step, judge.reply = "judge rubric", verdict(sch)
-        convs = []
-        for c in models:
-            for inst in instances:
-                reps = {}
-                for ti, hist, items in iter_eval_turns(inst):
-                    reps[ti] = replies[c.name][(inst["id"], ti)]
-                    convs += [rubric_prompt(sch, render_conversation(hist), reps[ti], it["text"], "turn", E.max_context_chars) for it in items]
-                conv = render_conversation(splice(inst, reps))
-                convs += [rubric_prompt(sch, conv, "", it["text"], "conversation", E.max_context_chars) for it in conversation_rubric(inst)]
-        judge_batch(judge, convs, sch, E.judge_mode, E.judge_max_new_tokens, E.allow_tie)
-        n_items["judge rubric"] = n_items.get("judge rubric", 0) + len(convs)
-    judge.step, judge.reply = "judge pairs", VERDICTS["pair"]
-    pairs = []
-    base = models[0].name
-    for c in models[1:]:
-        for it in qa:
-            ctx, a, b = it["messages"][-1]["content"], PLAN_REPLY, PLAN_REPLY
-            pairs += [pair_prompt(ctx, a, b, E.allow_tie, E.max_context_chars)] * 2
-        for inst in instances[:E.max_win_conversations or 0]:
-            ta = render_conversation(splice(inst, {ti: replies[c.name][(inst["id"], ti)] for ti, _, _ in iter_eval_turns(inst)}))
-            tb = render_conversation(splice(inst, {ti: replies[base][(inst["id"], ti)] for ti, _, _ in iter_eval_turns(inst)}))
-            pairs += [pair_prompt("Two counsellors (A and B) answered the same client. Their conversations follow.", x, y, E.allow_tie, E.max_context_chars)
-                      for x, y in ((ta, tb), (tb, ta))]
-    judge_batch(judge, pairs, "pair", E.judge_mode, E.judge_max_new_tokens, E.allow_tie); n_items["judge pairs"] = len(pairs)
-    C = getattr(E, "controls", None)
-    if C is not None and (C.null_n or C.positive_n):
-        judge.step = "judge controls"                             # null test per set and positive control, both orders
-        n = C.null_n * len(C.null_sets) + C.positive_n
-        ctx = qa[0]["messages"][-1]["content"] if qa else "How can I sleep better?"
-        judge_batch(judge, [pair_prompt(ctx, PLAN_REPLY, PLAN_REPLY, E.allow_tie, E.max_context_chars)] * (2 * n), "pair",
-                    E.judge_mode, E.judge_max_new_tokens, E.allow_tie)
-        n_items["judge controls"] = n
-        base_llm = _fake(P, role_of(models[0])); base_llm.step = "control replies (baseline)"
-        base_llm.chat([[{"role": "user", "content": ctx}]] * (2 * C.null_n * len(C.null_sets)), GenConfig(max_new_tokens=E.reply_max_new_tokens))
-        rows += [{**x, "role": models[0].name, "model": models[0].model} for x in _rows("evaluate", base_llm, role_of(models[0]), P,
-                 2 * C.null_n * len(C.null_sets), 1.0, "null test: the baseline's replies at two sampling seeds")]
+        judge.step, judge.reply = "judge rubric", VERDICTS.get(sch, "3")
+        judge_batch(judge, [j["prompt"] for j in rjobs if j["scheme"] == sch], sch, E.judge_mode, E.judge_max_new_tokens, E.allow_tie)
+    n_items["judge rubric"] = len(rjobs)
+    judge.reply = VERDICTS["pair"]
+    for step, js in (("judge pairs", [j for j in pjobs if j["domain"] not in CONTROL_DOMAINS]),
+                     ("judge controls", [j for j in pjobs if j["domain"] in CONTROL_DOMAINS])):   # both orders of every pair
+        if not js: continue
+        judge.step = step
+        judge_batch(judge, [j["prompt"] for j in js], "pair", E.judge_mode, E.judge_max_new_tokens, E.allow_tie)
+        n_items[step] = len(js) if step == "judge pairs" else len(js) // 2
     cases = balanced_head(load_calibration(calibration_path(E.calibration_file)), E.max_calibration_cases)
     judge.step, judge.reply = "judge calibration", VERDICTS["binary"]       # (pairs in generate mode read "yes" as unparsable: upper bound)
     run_calibration(judge, cases, E.judge_mode, E.judge_max_new_tokens, E.max_context_chars, E.allow_tie)
     n_items["judge calibration"] = len(cases)
     rows += [{**x, "items": n_items.get(x["step"], 0)} for x in _rows("evaluate", judge, E.judge_role, P, 0, 1.0,
-             f"the stage's loops over the shipped benchmark ({E.judge_mode} mode)")]
+             f"the stage's job builders over the shipped benchmark ({E.judge_mode} mode)")]
     return rows
 
 def plan(P: Params | str, sample: int = 16) -> "pandas.DataFrame":

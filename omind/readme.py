@@ -8,7 +8,7 @@ import json, re
 from pathlib import Path
 from typing import Optional
 
-from .core_controls import RECALL_SOURCE, RESHUFFLED_SOURCE, RECALL_SETS, CONTROL_FAILED, control_label
+from .core_controls import CONTROL_FAILED, control_label, claim_of
 
 # %% auto #0
 __all__ = ['DIRECTIVE', 'CORE_COLUMNS', 'verdict', 'results_markdown', 'stage_times', 'expand_results']
@@ -65,10 +65,7 @@ def results_markdown(report: dict, replication=None) -> str:
     if rows:
         L += ["", "| candidate minus base | n | difference, points [95% paired CI] | p | p (Holm) | claim |", "|---|---|---|---|---|---|"]
         for r in rows:
-            kind = ("positive control" if r["set"] == RECALL_SOURCE else "recall diagnostic, not a claim" if r["set"] == RESHUFFLED_SOURCE
-                    else "primary" if r.get("primary") else "secondary")
-            if r.get("control") == "failed" and r["set"] not in RECALL_SETS: kind += f"; {CONTROL_FAILED}"
-            L.append(f"| {r['candidate']}: {r['set']} {r['task']} | {r['n']} | {_pts(r['diff'], r['lo'], r['hi'])} | {_p(r.get('p'))} | {_p(r.get('p_holm'))} | {kind} |")
+            L.append(f"| {r['candidate']}: {r['set']} {r['task']} | {r['n']} | {_pts(r['diff'], r['lo'], r['hi'])} | {_p(r.get('p'))} | {_p(r.get('p_holm'))} | {claim_of(r)} |")
     for r in report.get("nll_paired") or []:
         if r.get("level") == "turn": L.append(f"| {r['model']}: gold-turn NLL per token | {r['n']} turns | {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] nats | | | judge-free |")
     nc = report.get("core_null_control") or {}

@@ -11,7 +11,10 @@ from omind.core import load_params, read_jsonl, ParamsError
 from omind.core_eval import EvalSetSpec, load_eval_set
 from omind.heldout import HeldoutParams, reserve_heldout, write_heldout
 from omind.testing import toy_knowledge
-from omind.evaluate import load_instances, run_evaluate, evaluation_report, figures_evaluate, COUNSELLOR_PROMPT
+from omind.evaluate import run_evaluate, figures_evaluate
+from omind.eval_candidates import COUNSELLOR_PROMPT
+from omind.eval_jobs import load_instances
+from omind.eval_report import evaluation_report
 from omind.judge import JudgeScheme, register_scheme, unregister_scheme, clean_answer
 from omind.stats import bootstrap_wtl, pair_outcome
 from omind.text import parse_choice, parse_label, LETTERS

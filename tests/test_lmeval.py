@@ -34,7 +34,7 @@ def test_lmeval_agrees_with_omind_item_by_item(tmp_path, adapter):
     rows, recs = [], []
     for m in models:
         llm = TransformersLLM(m["model"], batch_size=8)
-        from omind.evaluate import with_system
+        from omind.eval_candidates import with_system
         r = score_items(llm, [{**it, "messages": with_system(it["messages"], m["system_prompt"])} for it in items],
                         progress=False, option_text=False)
         rows += prediction_rows(m["name"], r); recs += [{**x, "model": m["name"]} for x in r]

@@ -9,7 +9,9 @@ import pytest
 
 from omind.benchmark import load_benchmark
 from omind.core import load_params
-from omind.evaluate import evaluation_report, evaluate_figure_set, generation_jobs
+from omind.eval_report import evaluation_report
+from omind.eval_figures import evaluate_figure_set
+from omind.eval_jobs import generation_jobs
 from omind.evaluate_safety import (SafetyParams, DecodingParams, METRIC, reply_turns, safety_metrics, safety_verdict,
                                    turn_rows)
 from omind.safety import GUIDANCE
