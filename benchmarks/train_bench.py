@@ -81,7 +81,7 @@ def main():
     a = ap.parse_args()
     import torch
     from transformers import AutoTokenizer
-    from omind.llm import resolve_model
+    from omind.model_store import resolve_model
     from omind.train import training_chat_template
     model_dir = resolve_model(a.model)
     ds, src = load_data(a.n)

@@ -13,7 +13,8 @@ from pydantic import Field
 from .core import (Strict, Params, atomic_write, atomic_write_json, read_json, stable_hash, run_dir, figures_dir,
                         resolve_path, portable_path, save_table, save_figure, set_style)
 from .stages import open_stage, finish_stage, stage_done
-from .knowledge import KnowledgeBase, load_knowledge
+from .kb import KnowledgeBase
+from .kb_build import load_knowledge
 from .safety import method_details
 
 # %% auto #0
@@ -531,7 +532,8 @@ def run_benchmark(P: Params) -> dict:
     insts = subset(data["instances"], bp.max_instances, P.run.seed)
     drafts = []
     if bp.n_drafted:
-        from omind.llm import llm_for, GenConfig
+        from omind.backends import llm_for
+        from omind.llm import GenConfig
         kl = knowledge_lists(P)
         specs = plan_drafts(bp.n_drafted, kl["conditions"], kl["stressors"], kl["personas"], P.run.seed,
                             bp.draft_multi_turn_share, bp.draft_crisis_share, kl["facts"])

@@ -223,7 +223,7 @@ def adapter_identity(folder) -> list:
 
 def model_fingerprint(spec: ModelSpec | str) -> str:
     "Identity of the model a ModelSpec (or model name) names: what made a record, for keys that must miss when it changes."
-    from omind.llm import resolve_model
+    from omind.model_store import resolve_model
     spec = ModelSpec(model=spec) if isinstance(spec, str) else spec
     if spec.backend == "openai": return stable_hash({"backend": "openai", "model": spec.model, "base_url": spec.base_url})
     try: p = Path(resolve_model(spec.model))
@@ -262,7 +262,7 @@ _LOADED_FP: dict = {}
 def load_model(P, m: dict):
     """The cached backend of model `m` (from `eval_models`). A local model whose files changed since this process
     loaded it (a retrained adapter in the same folder) is loaded again."""
-    from omind.llm import make_llm, unload_models
+    from omind.backends import make_llm, unload_models
     k = m["spec"].model
     if _LOADED_FP.get(k, m["fp"]) != m["fp"]: unload_models(); _LOADED_FP.clear()
     _LOADED_FP[k] = m["fp"]
@@ -348,7 +348,7 @@ def core_items(P, notes: list) -> list[dict]:
         try: rows = training_rows(P)
         except FileNotFoundError as e: rows = []; notes.append(f"held-out items not checked against the dataset ({e})")
         if rows:
-            from omind.knowledge import load_knowledge
+            from omind.kb_build import load_knowledge
             bad = {it["id"] for it in leaks(held, rows, load_knowledge(P))}
             if bad: notes.append(f"{len(bad)} reserved held-out items are taught by training rows anyway: left out")
             held = [it for it in held if it["id"] not in bad]
@@ -695,7 +695,7 @@ def training_summary(P) -> dict:
 def run_evaluate(P) -> dict:
     "Evaluate baseline and candidates: core tasks, gold-turn NLL, judge gate, rubric scores, win rates, controls; write the report."
     import pandas as pd
-    from omind.llm import llm_for
+    from omind.backends import llm_for
     E, t0 = P.evaluate, time.time()
     out = open_stage(P, "evaluate")
     models, notes = eval_models(P)

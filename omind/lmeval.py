@@ -21,7 +21,7 @@ __all__ = ['LMEVAL_NOTES', 'README_START', 'README_END', 'lm_model_args', 'first
 # %% ../nbs/14_lmeval.ipynb #5d566e54
 def lm_model_args(model: str, dtype: str = "float32") -> dict:
     "lm-eval `hf` model_args for a model folder, embedded name or Hub id; a PEFT adapter folder becomes `peft=` on its base."
-    from omind.llm import resolve_model
+    from omind.model_store import resolve_model
     p = Path(resolve_model(model))
     if (p/"adapter_config.json").exists():
         base = json.loads((p/"adapter_config.json").read_text()).get("base_model_name_or_path")
@@ -198,7 +198,7 @@ def lmeval_check(items: Sequence[dict], models: Sequence[dict], omind_rows, out,
 # %% ../nbs/14_lmeval.ipynb #71dc46e5
 def run_params(run_path):
     "The params of the run in folder `run_path`, pointed at that folder (wherever it lies)."
-    from omind.pipeline import params_for_run
+    from omind.runner import params_for_run
     run_path = Path(run_path).resolve(); P = params_for_run(run_path)
     if run_dir(P, create=False).resolve() != run_path:
         P = dataclasses.replace(P, run=P.run.model_copy(update={"results_dir": str(run_path.parent), "name": run_path.name}))

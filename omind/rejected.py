@@ -37,7 +37,8 @@ def rejected_prompts(rows) -> list:
 
 def run_rejected(P, progress: bool = True) -> dict:
     "The rejected stage: the untuned student's greedy answers to the `dpo` prompts, resumable; returns the summary."
-    from omind.llm import llm_for, GenConfig, unload_models
+    from omind.backends import llm_for, unload_models
+    from omind.llm import GenConfig
     from omind.dataset import load_splits
     out = run_dir(P, "rejected")
     if stage_done(P, "rejected") and (out/"summary.json").exists(): return read_json(out/"summary.json")

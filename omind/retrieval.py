@@ -12,7 +12,8 @@ from typing import Optional
 import numpy as np
 from .core import EMBEDDED_EMBEDDER, atomic_write_json, read_json, run_dir, resolve_path, set_style, stable_hash
 from .text import STOP_WORDS
-from .knowledge import KnowledgeBase, KnowledgeParams, load_knowledge
+from .kb import KnowledgeBase
+from .kb_build import KnowledgeParams, load_knowledge
 
 # %% auto #0
 __all__ = ['embedder_path', 'get_embedder', 'embedding_cache', 'embed', 'tokenize', 'Retriever', 'index_dir', 'get_retriever',
@@ -51,7 +52,8 @@ def embedding_cache(name: str = EMBEDDED_EMBEDDER):
     """The persistent text -> vector store of dense model `name` (a `ResponseCache` under omind's machine cache, one
     file per model folder and version): a text is encoded once per model, whichever run or sweep variant asks again."""
     from importlib.metadata import version
-    from omind.llm import ResponseCache, omind_cache, _fingerprint
+    from omind.llm_cache import ResponseCache
+    from omind.model_store import omind_cache, _fingerprint
     path = embedder_path(name)
     ident = {"model": path, "files": _fingerprint(path), "sentence-transformers": version("sentence-transformers")}
     return ResponseCache(omind_cache()/"embeddings"/f"{stable_hash(ident)}.sqlite")

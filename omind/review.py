@@ -140,9 +140,9 @@ def make_nli(P):
     "The NLI judge of a run: `review.nli_model` when given, else the `nli` role's LLM."
     R = P.review
     if R.nli_model:
-        from omind.llm import resolve_model
+        from omind.model_store import resolve_model
         return HFNLI(resolve_model(R.nli_model), R.nli_batch_size)
-    from omind.llm import llm_for
+    from omind.backends import llm_for
     return LLMNLI(llm_for(P, "nli"), R.nli_scoring)
 
 # %% ../nbs/04_review.ipynb #c82d691f
@@ -440,7 +440,7 @@ def load_samples(path) -> list[dict]:
 def run_review(P) -> dict:
     "Review stage: synthesis/samples.jsonl -> review/reviewed.jsonl, audit.jsonl, funnel.csv, nli_verdicts.csv."
     import time
-    from omind.llm import llm_for
+    from omind.backends import llm_for
     R, t0 = P.review, time.time()
     check_leakage_tasks(R)
     syn = require_stage(P, "synthesis")

@@ -341,7 +341,7 @@ def require_stage(P: Params, stage: str) -> Path:
     return d
 
 # %% ../nbs/00c_stages.ipynb #bb19dd21
-RUN_ENV = "OMIND_KERNEL_LOCK"      # set by `omind run` in the stage kernels it starts (omind.pipeline.KERNEL_LOCK_ENV)
+RUN_ENV = "OMIND_KERNEL_LOCK"      # set by `omind run` in the stage kernels it starts (omind.runner.KERNEL_LOCK_ENV)
 
 class UpstreamMissing(FileNotFoundError):
     "A stage cannot run: upstream stages have not finished (or are out of date). The message names them and the command."

@@ -177,7 +177,7 @@ def load_student(name: str, T: TrainParams = TrainParams(), adapter: Optional[st
     "(model, tokenizer) of the student base model `name`, with the PEFT `adapter` folder on top when given."
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from omind.llm import resolve_model
+    from omind.model_store import resolve_model
     path, prec = resolve_model(name), resolve_precision(T.precision)
     kw = dict(dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec, torch.float32))
     if _qlora_ok(T):
@@ -375,7 +375,7 @@ def adapter_base(base_name: str) -> str:
     """What an adapter records as `base_model_name_or_path` for the student `base_name` of params: a Hub id as given,
     a local path made absolute, and for an embedded model its materialised local folder (the GGUF itself is not
     loadable by PEFT / transformers), so `AutoModelForCausalLM.from_pretrained(base)` works on this machine."""
-    from omind.llm import resolve_model
+    from omind.model_store import resolve_model
     return resolve_model(base_name)
 
 def _save_adapter(trainer, tok, dest: Path, base_name: str):
@@ -657,7 +657,7 @@ def run_train(P, progress: bool = True) -> dict:
             del model; _free()
     final = out/("dpo" if T.dpo and (out/"dpo"/"adapter").exists() else "sft")/"adapter"
     if T.merge and final.exists() and _is_main():
-        from omind.llm import load_causal_lm
+        from omind.model_store import load_causal_lm
         from transformers import AutoTokenizer
         load_causal_lm(str(final)).save_pretrained(str(out/"merged")); AutoTokenizer.from_pretrained(final).save_pretrained(str(out/"merged"))
     summary["final_adapter"] = str(final.relative_to(run_dir(P))) if final.exists() else None

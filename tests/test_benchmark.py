@@ -76,7 +76,8 @@ def test_broken_copies_rejected_with_instance_and_field(seed, tmp_path):
 
 
 def test_builder_round_trip_with_tiny_model(tmp_path):
-    from omind.llm import make_llm, GenConfig
+    from omind.backends import make_llm
+    from omind.llm import GenConfig
     from omind.core import ModelSpec
     llm = make_llm(ModelSpec(model="embedded:tiny-random", batch_size=16), cache=tmp_path/"cache")
     specs = plan_drafts(4, DEFAULT_CONDITIONS, DEFAULT_STRESSORS, DEFAULT_PERSONAS, seed=0, crisis_share=0.25)
@@ -132,7 +133,7 @@ def test_seed_sheet_round_trip_is_lossless(seed, tmp_path):
 
 
 def test_drafting_lists_come_from_the_run_knowledge_base():
-    from omind.knowledge import load_knowledge
+    from omind.kb_build import load_knowledge
     P = load_params("params/tiny.yaml")
     kb = load_knowledge(P)
     kl = knowledge_lists(P)

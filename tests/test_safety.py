@@ -139,7 +139,7 @@ def test_check_reasons_and_errors():
 
 
 def test_curated_knowledge_base_agrees_with_the_rules():
-    from omind.knowledge import KnowledgeParams, build_knowledge
+    from omind.kb_build import KnowledgeParams, build_knowledge
     kb = build_knowledge(KnowledgeParams(icd10=False))
     crisis_ents = kb.by_type("crisis")
     assert crisis_ents and all(is_crisis(e.name, e.id, *e.aliases) for e in crisis_ents)

@@ -171,7 +171,7 @@ def test_seeds_from_real_knowledge_base():
     from omind.core import load_params
     from omind.synthesis import make_seeds
     from omind.tasks import LETTERS
-    from omind.knowledge import build_knowledge
+    from omind.kb_build import build_knowledge
     P = load_params(ROOT/"params/smoke.yaml")
     kb = build_knowledge(P.knowledge)
     sd, rep = make_seeds(kb, P.synthesis, 0, verbose=False)

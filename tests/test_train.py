@@ -18,7 +18,7 @@ def _params(tmp, name, **train):
 def test_assistant_only_loss_mask():
     "Labels cover exactly every assistant turn's content + <|im_end|> of multi-turn conversations, nothing else."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from omind.llm import tiny_model_dir
+    from omind.model_store import tiny_model_dir
     from omind.train import sft_trainer, label_spans, TrainParams
     from omind.testing import toy_dataset
     ds = toy_dataset(12)["train"]
@@ -106,7 +106,9 @@ def test_adapter_reloads_and_changes_generations(resumed_run):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-    from omind.llm import make_llm, tiny_model_dir, GenConfig
+    from omind.backends import make_llm
+    from omind.model_store import tiny_model_dir
+    from omind.llm import GenConfig
     P, out, _ = resumed_run
     ad = out/"sft"/"adapter"
     pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir()), str(ad))
@@ -123,7 +125,7 @@ def test_adapter_names_a_loadable_base_and_summary_keys(resumed_run):
     from peft import PeftModel, AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM
     from omind.core import read_json
-    from omind.llm import tiny_model_dir
+    from omind.model_store import tiny_model_dir
     P, out, _ = resumed_run
     ad = out/"sft"/"adapter"
     cfg = read_json(ad/"adapter_config.json")
@@ -141,7 +143,7 @@ def test_training_args_pass_through_and_validation(tmp_path):
     "Extra TrainingArguments / SFTConfig / DPOConfig fields reach the trainers; unknown or stage-set names are clear errors."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from omind.core import load_params, ParamsError
-    from omind.llm import tiny_model_dir
+    from omind.model_store import tiny_model_dir
     from omind.train import sft_trainer, TrainParams
     from omind.testing import toy_dataset
     pf = _params(tmp_path, "ta", training_args={"report_too": ["wandb"]})
@@ -228,7 +230,7 @@ def test_sft_with_shuffled_labels(tmp_path):
 
 def test_rejected_stage_goes_through_the_student_role_and_resumes(tmp_path, monkeypatch):
     "The rejected stage asks llm_for(P, 'student') (a local model or an inference server), logs per chunk, resumes."
-    import omind.llm
+    import omind.backends
     from omind.core import load_params, run_dir
     from omind.rejected import run_rejected, read_rejected
     from omind.testing import write_toy_dataset, toy_dataset
@@ -239,7 +241,7 @@ def test_rejected_stage_goes_through_the_student_role_and_resumes(tmp_path, monk
             if calls.count(2) == 2 and fail["on"]: raise RuntimeError("server went away")   # the second chunk fails
             return [f"answer to: {c[-1]['content']} ({cfg.max_new_tokens})" for c in convs]
     fail = {"on": True}
-    monkeypatch.setattr(omind.llm, "llm_for", lambda P, role: (calls.append(role), Fake())[1])
+    monkeypatch.setattr(omind.backends, "llm_for", lambda P, role: (calls.append(role), Fake())[1])
     pf = _params(tmp_path, "rej")
     import yaml
     raw = yaml.safe_load(pf.read_text()); raw["models"]["student"] = {"backend": "openai", "model": "served-student", "base_url": "http://127.0.0.1:9/v1"}
