@@ -9,7 +9,7 @@ parse, one retry). Prints items/s per scheme and mode.
 """
 import argparse, time
 
-from omind.benchmark import load_benchmark, iter_eval_turns
+from omind.benchmark_format import load_benchmark, iter_eval_turns
 from omind.judge import judge_batch, render_conversation, rubric_prompt, get_scheme
 from omind.backends import make_llm
 from omind.core import ModelSpec

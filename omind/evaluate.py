@@ -13,7 +13,8 @@ from .core import (Strict, ModelSpec, JsonlLog, atomic_write, atomic_write_json,
                         resolve_path, portable_path, figures_dir, set_style, save_figure, save_table, stable_hash)
 from .stages import open_stage, finish_stage
 from .train import adapter_status
-from .benchmark import load_benchmark, iter_eval_turns, conversation_rubric, seed_path, subset
+from .benchmark_format import load_benchmark, iter_eval_turns, conversation_rubric, seed_path
+from .benchmark import subset
 from .judge import (get_scheme, rubric_schemes, rubric_prompt, pair_prompt, render_conversation, judge_batch,
                          calibration_path, load_calibration, balanced_head, calibration_metrics, run_calibration,
                          JudgeGate, judge_gate, gate_label)
@@ -777,7 +778,7 @@ def run_evaluate(P) -> dict:
               "notes": notes}
     report = json_safe(report)
     atomic_write_json(out/"report.json", report)
-    from omind.train import card_results; card_results(P, report)   # the adapters' model cards get the held-out results
+    from omind.adapter_cards import card_results; card_results(P, report)   # the adapters' model cards get the held-out results
     atomic_write(out/"report.md", evaluation_report(report))
     summary = {**report, "baseline": base["name"], "win_mode": E.win_mode,
                "methods": sorted(set(items_df["method"].dropna())) if len(items_df) else [],

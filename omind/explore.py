@@ -96,7 +96,7 @@ def crisis_turns(run) -> pd.DataFrame:
     """Every answered benchmark turn that is a crisis turn by the evaluate stage's own rule (`evaluate_safety.turn_safety`:
     the client has voiced a crisis so far, or the turn's rubric asks for a crisis resource): the client's last message,
     the gold reply, and per model its reply and whether it names a crisis resource (`safety.crisis_resources`)."""
-    from omind.benchmark import iter_eval_turns
+    from omind.benchmark_format import iter_eval_turns
     from omind.evaluate_safety import turn_safety, reply_flags
     gen = load_generations(run)
     g = gen[gen["kind"] == "turn"].set_index(["instance", "turn"])

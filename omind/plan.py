@@ -279,7 +279,7 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
     """Evaluate: every model's replies (benchmark turns, open answers), core scoring, gold-turn NLL, and the judge's
     rubric, pair, control and calibration calls, mirroring the stage's loops over the shipped benchmark."""
     from omind.evaluate import load_instances, splice
-    from omind.benchmark import iter_eval_turns, conversation_rubric
+    from omind.benchmark_format import iter_eval_turns, conversation_rubric
     from omind.judge import (judge_batch, run_calibration, load_calibration, calibration_path, balanced_head, rubric_prompt,
                              pair_prompt, render_conversation)
     from omind.llm import GenConfig

@@ -40,7 +40,8 @@ def recall_sweep(P, rates: Sequence[float] = (2e-4, 5e-4, 1e-3), steps: Sequence
     import pandas as pd
     from datasets import Dataset
     from omind.dataset import load_splits
-    from omind.train import load_student, sft_trainer, _free
+    from omind.trainers import load_student, sft_trainer
+    from omind.train import _free
     from omind.backends import make_llm, unload_models
     ds = load_splits(require_stage(P, "dataset")/"hf")
     rows_train = [dict(r) for r in ds["train"]]

@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from omind.benchmark import (BenchmarkError, load_benchmark, validate_benchmark, data_dir, seed_path, iter_eval_turns,
-                             conversation_rubric, n_client_turns, plan_drafts, draft_instances, export_sheet, import_sheet,
-                             run_benchmark, figures_benchmark, DEFAULT_CONDITIONS, DEFAULT_STRESSORS, DEFAULT_PERSONAS,
-                             SHEET_COLUMNS, all_items, knowledge_lists, kb_lists)
+from omind.benchmark_format import (BenchmarkError, load_benchmark, validate_benchmark, data_dir, seed_path,
+                                    iter_eval_turns, conversation_rubric, n_client_turns, all_items)
+from omind.benchmark_build import (plan_drafts, draft_instances, export_sheet, import_sheet, DEFAULT_CONDITIONS,
+                                   DEFAULT_STRESSORS, DEFAULT_PERSONAS, SHEET_COLUMNS, kb_lists)
+from omind.benchmark import run_benchmark, figures_benchmark, knowledge_lists
 from omind.core import load_params
 
 

@@ -255,7 +255,7 @@ SMOKE_HF = Path(__file__).resolve().parents[1]/"results"/"smoke"/"dataset"/"hf"
 
 def _with_pairs(P):
     "The built run's dataset folder with the preference pairs the train stage would add (draft answers as rejected)."
-    from omind.train import dpo_pairs
+    from omind.train_data import dpo_pairs
     hf = run_dir(P, "dataset")/"hf"
     save_preference(hf, dpo_pairs(list(load_splits(hf)["dpo"])))
     return hf

@@ -186,7 +186,7 @@ def test_machine_paths_are_refused(run, hub, tmp_path):
 def test_cards_of_train_and_evaluate_are_uploaded(run, hub, tmp_path):
     "The cards the train stage wrote (and the evaluate stage completed with model-index) arrive as they are; the top card carries the final adapter's results."
     from huggingface_hub import ModelCard
-    from omind.train import _write_card, card_results
+    from omind.adapter_cards import _write_card, card_results
     r2 = tmp_path/"results"/"r"; shutil.copytree(run, r2)
     P = load_params(None, {"run": {"name": "r", "results_dir": str(tmp_path/"results")}})
     for ph in ("sft", "dpo"): _write_card(P, ph, r2/"train"/ph/"adapter", {"n_train": 40, "train_loss": 1.25})

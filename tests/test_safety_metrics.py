@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from omind.benchmark import load_benchmark
+from omind.benchmark_format import load_benchmark
 from omind.core import load_params
 from omind.evaluate import evaluation_report, evaluate_figure_set, generation_jobs
 from omind.evaluate_safety import (SafetyParams, DecodingParams, METRIC, reply_turns, safety_metrics, safety_verdict,

@@ -19,7 +19,8 @@ def test_assistant_only_loss_mask():
     "Labels cover exactly every assistant turn's content + <|im_end|> of multi-turn conversations, nothing else."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from omind.model_store import tiny_model_dir
-    from omind.train import sft_trainer, label_spans, TrainParams
+    from omind.trainers import sft_trainer, label_spans
+    from omind.train_params import TrainParams
     from omind.testing import toy_dataset
     ds = toy_dataset(12)["train"]
     tok = AutoTokenizer.from_pretrained(tiny_model_dir())
@@ -45,7 +46,7 @@ def test_assistant_only_loss_mask():
 def resumed_run(tmp_path_factory):
     "A training run SIGKILLed after its first checkpoint, then rerun to completion with the same command."
     from omind.core import load_params, run_dir
-    from omind.train import last_checkpoint
+    from omind.trainers import last_checkpoint
     from omind.testing import write_toy_dataset
     tmp = tmp_path_factory.mktemp("train")
     pf = _params(tmp, "kill", max_steps=12, save_steps=4, learning_rate=3e-2, batch_size=2, warmup=0)
@@ -144,7 +145,8 @@ def test_training_args_pass_through_and_validation(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from omind.core import load_params, ParamsError
     from omind.model_store import tiny_model_dir
-    from omind.train import sft_trainer, TrainParams
+    from omind.trainers import sft_trainer
+    from omind.train_params import TrainParams
     from omind.testing import toy_dataset
     pf = _params(tmp_path, "ta", training_args={"report_too": ["wandb"]})
     with pytest.raises(ParamsError) as e: load_params(pf)
@@ -185,7 +187,7 @@ def _label_rows():
 def test_shuffle_labels_toy():
     "Each choice / label row carries a wrong answer (letter and text), no gold answer remains, other tasks are untouched."
     import re
-    from omind.train import shuffle_labels
+    from omind.train_data import shuffle_labels
     rows = _label_rows()
     out, counts = shuffle_labels(rows, seed=0)
     assert counts == {"changed": {"mcqa": 16, "classification": 12, "root_cause": 12}, "unchanged": {}}
