@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse, importlib.metadata as _md, json, sys
 from pathlib import Path
 
-from .core import ParamsError, STAGES, STAGE_NAMES, load_params, run_dir, project_root, atomic_write
+from .params_file import ParamsError
+from .core import STAGES, STAGE_NAMES, load_params, run_dir, project_root, atomic_write
 from .runner import (PipelineError, find_nbs, read_manifest, run_pipeline, params_for_run, add_stage_options)
 
 

@@ -8,8 +8,9 @@ import contextlib, datetime as _dt, fcntl, importlib.metadata as _md, json, os, 
 from pathlib import Path
 from typing import Optional
 
-from .core import (Params, ParamsError, Stage, STAGES, STAGE_NAMES, load_params, run_dir, project_root,
-                        atomic_write, atomic_write_json, read_json)
+from .core import (Params, Stage, STAGES, STAGE_NAMES, load_params, run_dir, project_root, atomic_write,
+                        atomic_write_json, read_json)
+from .params_file import ParamsError
 from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_aside, is_run_cell, upstream_changes
 
 # %% auto #0

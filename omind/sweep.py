@@ -8,8 +8,9 @@ import contextlib, datetime as _dt, fcntl, os, re, shutil, subprocess, sys, thre
 from pathlib import Path
 from typing import Callable, Optional
 
-from .core import (Params, ParamsError, get_stage, run_dir, project_root, resolve_path, stable_hash, atomic_write,
+from .core import (Params, get_stage, run_dir, project_root, resolve_path, stable_hash, atomic_write,
                         atomic_write_json, read_json)
+from .params_file import ParamsError
 from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_aside, stage_modules
 from .sweep_load import SweepError, Variant, Sweep, load_sweep, write_variant_params
 from .sweep_tables import sweep_figures

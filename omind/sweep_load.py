@@ -11,7 +11,8 @@ from typing import Optional
 
 import yaml
 
-from .core import Params, ParamsError, STAGE_NAMES, load_params, project_root, resolve_path, atomic_write
+from .core import Params, STAGE_NAMES, load_params, project_root, resolve_path, atomic_write
+from .params_file import ParamsError
 
 # %% auto #0
 __all__ = ['SWEEP_KEYS', 'SweepError', 'Variant', 'Sweep', 'grid_variants', 'load_sweep', 'write_variant_params']

@@ -130,7 +130,7 @@ def test_missing_review_stage(tmp_path):
 
 
 def test_bad_dataset_params():
-    from omind.core import ParamsError
+    from omind.params_file import ParamsError
     with pytest.raises(ParamsError, match="dataset.dpo_share"): load_params(None, {"dataset": {"dpo_share": -0.1}})
 
 
@@ -214,7 +214,7 @@ def test_card_metadata(built):
 def test_card_licence_from_params(tmp_path):
     "A Hub licence id is written as it is, without license_name; 'other' without a name is refused at params load."
     from huggingface_hub import DatasetCard
-    from omind.core import ParamsError
+    from omind.params_file import ParamsError
     P = make_run(tmp_path, [reviewed(i, "qa") for i in range(6)], dataset={"license": "cc-by-4.0"})
     run_dataset(P)
     d = DatasetCard.load(run_dir(P, "dataset")/"hf"/"README.md").data

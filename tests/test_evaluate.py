@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from omind.core import load_params, read_jsonl, ParamsError
+from omind.core import load_params, read_jsonl
+from omind.params_file import ParamsError
 from omind.core_eval import EvalSetSpec, load_eval_set
 from omind.heldout import HeldoutParams, reserve_heldout, write_heldout
 from omind.testing import toy_knowledge

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from omind.core import load_params, ParamsError
+from omind.core import load_params
+from omind.params_file import ParamsError
 from omind.sources import InputError
 from omind.kb import KnowledgeBase, KnowledgeError, Entity, Triple
 from omind.kb_build import (KnowledgeParams, load_icd10, build_knowledge, load_curated, load_text_dir, load_umls,

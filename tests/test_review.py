@@ -50,7 +50,7 @@ def test_duplicate_ids(tmp_path):
     with pytest.raises(ValueError, match="duplicate ids"): run_review(P)
 
 def test_bad_params_fail_fast(tmp_path):
-    from omind.core import ParamsError
+    from omind.params_file import ParamsError
     with pytest.raises(ParamsError, match="contradiction_p"):
         load_params(None, {"review": {"contradiction_p": 2}})
     with pytest.raises(ParamsError, match="did you mean"):

@@ -143,7 +143,8 @@ def test_adapter_names_a_loadable_base_and_summary_keys(resumed_run):
 def test_training_args_pass_through_and_validation(tmp_path):
     "Extra TrainingArguments / SFTConfig / DPOConfig fields reach the trainers; unknown or stage-set names are clear errors."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from omind.core import load_params, ParamsError
+    from omind.core import load_params
+    from omind.params_file import ParamsError
     from omind.model_store import tiny_model_dir
     from omind.trainers import sft_trainer
     from omind.train_params import TrainParams
