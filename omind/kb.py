@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from .core import stable_hash, atomic_write, atomic_write_json, read_json
-from .sources import InputError
+from .readers import InputError
 
 # %% auto #0
 __all__ = ['ID_RE', 'TEMPLATES', 'CRISIS_TEMPLATES', 'REL_RE', 'is_entity_id', 'Entity', 'Triple', 'Chunk', 'KnowledgeError',

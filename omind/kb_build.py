@@ -12,7 +12,7 @@ from typing import Iterable, Optional
 import yaml
 from pydantic import Field
 from .core import EMBEDDED_EMBEDDER, Strict, stable_hash, resolve_path, portable_path
-from .sources import read_records, read_text
+from .readers import read_records, read_text
 from .kb import KnowledgeBase, Entity, Triple, Chunk, kerr, is_entity_id, verbalise
 
 # %% auto #0

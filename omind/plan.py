@@ -245,7 +245,7 @@ def _plan_review(P: Params, recs: dict) -> list:
         if R.nli_model:                                # a local sequence classifier: one pair per row, no completion
             llm._add(len(pairs), sum(text_tokens(p) + text_tokens(h) for p, h in pairs), 0)
         else:
-            from omind.review import LLMNLI
+            from omind.nli import LLMNLI
             LLMNLI(llm, R.nli_scoring)(pairs)
         rows += [x for x in _rows("review", llm, "nli", P, int(round(len(rs) * scale)), scale,
                  f"NLI per judged sentence ({len(pairs)} in {len(rs)} dry-run samples), scaled") if x["step"] == f"nli ({name})"]

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .core import atomic_write, read_jsonl, run_dir
-from .review import (ReviewParams, audit_rows, conv_text, evidence_texts, final_answer, funnel_table, make_nli,
+from .review import (ReviewParams, audit_rows, conv_text, evidence_texts, final_answer, funnel_table,
                           nli_verdict_table, review_records, seeded_counts)
+from .nli import make_nli
 
 # %% auto #0
 __all__ = ['SHEET_COLUMNS', 'DECISIONS', 'ReviewSheetError', 'export_review_sheet', 'import_review_sheet', 'apply_decisions',

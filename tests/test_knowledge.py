@@ -7,7 +7,7 @@ import yaml
 
 from omind.core import load_params
 from omind.params_file import ParamsError
-from omind.sources import InputError
+from omind.readers import InputError
 from omind.kb import KnowledgeBase, KnowledgeError, Entity, Triple
 from omind.kb_build import (KnowledgeParams, load_icd10, build_knowledge, load_curated, load_text_dir, load_umls,
                             load_triples_file, curated_files, load_knowledge)
