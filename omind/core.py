@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #c309bae3
 from __future__ import annotations
-import difflib, hashlib, json, os, random, tempfile, importlib
+import difflib, hashlib, json, math, os, random, tempfile, importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
@@ -15,9 +15,10 @@ from .params_file import ParamsError, deep_merge, _read_yaml, _suggest, _valid_k
 # %% auto #0
 __all__ = ['EMBEDDED_LLM', 'EMBEDDED_EMBEDDER', 'STAGES', 'STAGE_NAMES', 'SECTIONS', 'TOP_KEYS', 'canonical_json', 'stable_hash',
            'file_hash', 'current_umask', 'atomic_write', 'atomic_write_json', 'read_json', 'read_jsonl', 'JsonlLog',
-           'seed_everything', 'tqdm', 'Strict', 'ModelSpec', 'RunParams', 'Stage', 'get_stage', 'section_class',
-           'Params', 'load_params', 'project_root', 'run_dir', 'figures_dir', 'cache_dir', 'resolve_path',
-           'portable_path', 'portable', 'get_secret', 'redact', 'set_style', 'save_figure', 'save_table']
+           'seed_everything', 'now_utc', 'finite_or_none', 'tqdm', 'Strict', 'ModelSpec', 'RunParams', 'Stage',
+           'get_stage', 'section_class', 'Params', 'load_params', 'project_root', 'run_dir', 'figures_dir', 'cache_dir',
+           'resolve_path', 'portable_path', 'portable', 'get_secret', 'redact', 'set_style', 'save_figure',
+           'save_table']
 
 # %% ../nbs/00_core.ipynb #8a4fa33d
 def _jsonable(o):
@@ -131,6 +132,19 @@ def seed_everything(seed: int) -> int:
     os.environ["PYTHONHASHSEED"] = str(seed)
     set_seed(seed)
     return seed
+
+# %% ../nbs/00_core.ipynb #f04cd61b
+def now_utc() -> str:
+    "The current UTC time to the second in ISO 8601, e.g. `2026-01-31T12:00:00+00:00`."
+    import datetime as _dt
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+# %% ../nbs/00_core.ipynb #4f86b102
+def finite_or_none(v) -> Optional[float]:
+    "A finite float, or None (missing, NaN, infinite, not a number)."
+    try: v = float(v)
+    except (TypeError, ValueError): return None
+    return v if math.isfinite(v) else None
 
 # %% ../nbs/00_core.ipynb #55f9054d
 def tqdm(*args, **kwargs):

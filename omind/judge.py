@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from pydantic import Field, model_validator
 
-from .core import Strict, read_jsonl, resolve_path
+from .core import finite_or_none, Strict, read_jsonl, resolve_path
 from .llm import GenConfig, label_probs
 from .stats import position_consistent
 from .text import clean_answer
@@ -332,12 +332,6 @@ _GATE_CHECKS = (("min_accuracy", "accuracy", "accuracy", ">=", "n_binary"),
                 ("max_yes_rate", "yes_rate", "yes-rate", "<=", "n_binary"),
                 ("min_position_consistency", "position_consistency", "position consistency", ">=", "n_pair"))
 
-def _num(v) -> Optional[float]:
-    "A finite float, or None (missing, NaN, not a number)."
-    try: v = float(v)
-    except (TypeError, ValueError): return None
-    return v if math.isfinite(v) else None
-
 def judge_gate(metrics: dict, gate: JudgeGate | dict | None = None) -> dict:
     """Check a judge's calibration `metrics` (what `calibration_metrics` returns) against `gate`.
     Returns {"passed", "reasons", "metrics", "thresholds", "checks"}: reasons like "kappa 0.13 < 0.4" (empty when passed),
@@ -349,7 +343,7 @@ def judge_gate(metrics: dict, gate: JudgeGate | dict | None = None) -> dict:
     for field, key, name, op, count in _GATE_CHECKS:
         bound = getattr(gate, field)
         if bound is None: continue
-        v = _num(metrics.get(key))
+        v = finite_or_none(metrics.get(key))
         if v is None:
             n = metrics.get(count)
             why = ("no labelled cases" if count == "n_binary" else "no pair cases") if not n else f"undefined on {n} cases"
@@ -362,7 +356,7 @@ def judge_gate(metrics: dict, gate: JudgeGate | dict | None = None) -> dict:
         checks.append({"threshold": field, "metric": key, "name": name, "op": op, "value": v, "bound": bound, "passed": ok})
     keys = dict.fromkeys(["accuracy", "kappa", "yes_rate", "position_consistency", "pair_accuracy", "n_binary", "n_pair", *metrics])
     return {"passed": not reasons, "reasons": reasons,
-            "metrics": {k: metrics.get(k) if isinstance(metrics.get(k), (int, str, bool)) else _num(metrics.get(k)) for k in keys},
+            "metrics": {k: metrics.get(k) if isinstance(metrics.get(k), (int, str, bool)) else finite_or_none(metrics.get(k)) for k in keys},
             "thresholds": gate.model_dump(), "checks": checks}
 
 # %% ../nbs/07a_judge.ipynb #eed237f3

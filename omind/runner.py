@@ -4,12 +4,12 @@
 
 # %% ../nbs/10c_runner.ipynb #a0d6d99b
 from __future__ import annotations
-import contextlib, datetime as _dt, fcntl, importlib.metadata as _md, json, os, re, signal, sys, time
+import contextlib, fcntl, importlib.metadata as _md, json, os, re, signal, sys, time
 from pathlib import Path
 from typing import Optional
 
 from .core import (Params, Stage, STAGES, STAGE_NAMES, load_params, run_dir, project_root, atomic_write,
-                        atomic_write_json, read_json)
+                        atomic_write_json, read_json, now_utc)
 from .params_file import ParamsError
 from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_aside, is_run_cell, upstream_changes
 
@@ -270,8 +270,6 @@ def usage_line(usage: Optional[dict]) -> str:
 def _write_manifest(P: Params, man: dict):
     atomic_write_json(manifest_path(P), man)
 
-def _now(): return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
 def why_out_of_date(P: Params, name: str, old_parts: Optional[dict] = None, parts: Optional[dict] = None) -> str:
     "Why stage `name` is not up to date: not finished, which parts of its key changed, or what changed upstream."
     p = run_dir(P, name, create=False)/"done.json"
@@ -349,7 +347,7 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
                 parts = stage_fingerprint(P, st.name); key = stage_key(P, st.name)
                 prev = man["stages"].get(st.name, {})
                 if not force and stage_done(P, st.name):
-                    prev["skipped_at"] = _now()
+                    prev["skipped_at"] = now_utc()
                     if not quiet: tqdm.write(f"  {st.name:<10} up to date, skipped")
                     continue
                 if force: set_aside(P, st.name, "set aside by --force")
@@ -357,7 +355,7 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
                     tqdm.write(f"  {st.name:<10} out of date: {why_out_of_date(P, st.name, prev.get('parts'), parts)}")
                 out_nb = rd/"notebooks"/st.notebook
                 entry = {"status": "running", "key": key, "parts": parts, "notebook": str(out_nb.relative_to(rd)),
-                         "forced": force, "no_cache": no_cache, "versions": man["versions"], "started": _now()}
+                         "forced": force, "no_cache": no_cache, "versions": man["versions"], "started": now_utc()}
                 man["stages"][st.name] = entry; _write_manifest(P, man)
                 t0 = time.time()
                 try:
@@ -367,9 +365,9 @@ def run_pipeline(params_file, only: Optional[str] = None, start: Optional[str] =
                     facts = read_json(done)
                     if "key" not in facts: finish_stage(P, st.name, **facts)   # a stage that still writes its own marker
                 except BaseException as e:
-                    entry.update(status="failed", ended=_now(), seconds=round(time.time() - t0, 1), error=str(e)[:2000])
+                    entry.update(status="failed", ended=now_utc(), seconds=round(time.time() - t0, 1), error=str(e)[:2000])
                     _write_manifest(P, man); raise
-                entry.update(status="done", ended=_now(), seconds=round(time.time() - t0, 1))
+                entry.update(status="done", ended=now_utc(), seconds=round(time.time() - t0, 1))
                 if isinstance(facts.get("usage"), dict): entry["usage"] = facts["usage"]   # LLM calls and tokens per role
                 _write_manifest(P, man)
                 from omind.tracking import log_stage; log_stage(P, st.name)   # run.report_to: the stage's summary numbers to the trackers

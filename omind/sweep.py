@@ -4,12 +4,12 @@
 
 # %% ../nbs/11b_sweep.ipynb #337909c2
 from __future__ import annotations
-import contextlib, datetime as _dt, fcntl, os, re, shutil, subprocess, sys, threading, time
+import contextlib, fcntl, os, re, shutil, subprocess, sys, threading, time
 from pathlib import Path
 from typing import Callable, Optional
 
 from .core import (Params, get_stage, run_dir, project_root, resolve_path, stable_hash, atomic_write,
-                        atomic_write_json, read_json)
+                        atomic_write_json, read_json, now_utc)
 from .params_file import ParamsError
 from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_aside, stage_modules
 from .sweep_load import SweepError, Variant, Sweep, load_sweep, write_variant_params
@@ -75,8 +75,6 @@ def share_key(P: Params, name: str, _keys: Optional[dict] = None) -> str:
 # %% ../nbs/11b_sweep.ipynb #e706d358
 MARKERS = ("stage.json", "done.json")
 
-def _now() -> str: return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
 def store_dir(sw: Sweep, name: str, skey: str) -> Path:
     "`results/<sweep>/store/<stage>-<share key>/`: the one copy of a stage's outputs that variants share."
     return sw.results/"store"/f"{name}-{skey}"
@@ -109,7 +107,7 @@ def ingest(P: Params, name: str, store: Path, skey: str) -> Path:
     for e in store.iterdir():
         if e.name in MARKERS or (d/e.name).is_symlink(): continue
         os.symlink(os.path.relpath(e, d), d/e.name)
-    atomic_write_json(store/"done.json", {"stage": name, "share_key": skey, "owner": P.run.name, "ingested": _now(),
+    atomic_write_json(store/"done.json", {"stage": name, "share_key": skey, "owner": P.run.name, "ingested": now_utc(),
                                           "facts": {k: v for k, v in read_json(d/"done.json").items() if k not in ("stage", "key", "finished")}})
     mp, man = _manifest(P)
     if name in man["stages"]: man["stages"][name]["store"] = os.path.relpath(store, run_dir(P)); atomic_write_json(mp, man)
@@ -123,13 +121,13 @@ def link_shared(P: Params, name: str, store: Path) -> Path:
     for e in store.iterdir():
         if e.name not in MARKERS: os.symlink(os.path.relpath(e, d), d/e.name)
     key, parts, rel = stage_key(P, name), stage_fingerprint(P, name), os.path.relpath(store, run_dir(P))
-    atomic_write_json(d/"stage.json", {"stage": name, "key": key, "opened": _now(), "parts": parts,
+    atomic_write_json(d/"stage.json", {"stage": name, "key": key, "opened": now_utc(), "parts": parts,
                                        "shared_with": info["owner"], "store": rel})
     finish_stage(P, name, **info["facts"], shared_with=info["owner"], store=rel)
     mp, man = _manifest(P)
     man.setdefault("run", P.run.name)
     man["stages"][name] = {"status": "shared", "key": key, "parts": parts, "share_key": info["share_key"],
-                           "shared_with": info["owner"], "store": rel, "started": _now(), "ended": _now(), "seconds": 0.0}
+                           "shared_with": info["owner"], "store": rel, "started": now_utc(), "ended": now_utc(), "seconds": 0.0}
     atomic_write_json(mp, man)
     return d
 
@@ -142,7 +140,7 @@ def adopt(P_src: Params, name: str, store: Path, skey: str) -> Path:
     if tmp.exists(): _rm(tmp)
     shutil.copytree(d, tmp, symlinks=False, ignore=shutil.ignore_patterns(*MARKERS))   # links into another store are copied as files
     os.replace(tmp, store)
-    atomic_write_json(store/"done.json", {"stage": name, "share_key": skey, "owner": P_src.run.name, "ingested": _now(), "adopted": True,
+    atomic_write_json(store/"done.json", {"stage": name, "share_key": skey, "owner": P_src.run.name, "ingested": now_utc(), "adopted": True,
                                           "facts": {k: v for k, v in read_json(d/"done.json").items() if k not in ("stage", "key", "finished", "shared_with", "store")}})
     return store
 

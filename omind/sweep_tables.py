@@ -4,7 +4,7 @@
 
 # %% ../nbs/11e_sweep_tables.ipynb #a4de208f
 from __future__ import annotations
-from .core import read_json, resolve_path, portable_path
+from .core import finite_or_none, read_json, resolve_path, portable_path
 from .sweep_load import Sweep, load_sweep
 
 
@@ -16,18 +16,13 @@ __all__ = ['CORE_METHODS', 'MISSING', 'fmt_ci', 'gate_text', 'read_reports', 'sw
 CORE_METHODS = ("letter_calibrated", "label_calibrated", "label_ll", "option_text", "letter_raw", "generate")   # the headline method of a set: prior removed first
 MISSING = "—"
 
-def _num(x):
-    try: x = float(x)
-    except (TypeError, ValueError): return None
-    return None if x != x else x
-
 def _pick(row: dict, *keys):
     "The first of `keys` that `row` has (not None): report.json names vary (lo / score_lo / winrate_lo, n / n_instances)."
     return next((row[k] for k in keys if row.get(k) is not None), None)
 
 def fmt_ci(v, lo=None, hi=None, n=None, digits: int = 3) -> str:
     "`value [lo, hi] n=N` (a missing value prints as —; a missing CI is left out)."
-    v, lo, hi = _num(v), _num(lo), _num(hi)
+    v, lo, hi = finite_or_none(v), finite_or_none(lo), finite_or_none(hi)
     if v is None: return MISSING
     s = f"{v:.{digits}f}"
     if lo is not None and hi is not None: s += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
@@ -83,18 +78,18 @@ def sweep_tables(sweep_file, sets=()) -> dict:
         for row in r.get("core") or []:
             core.append({"variant": vn, "model": row.get("model"), "checkpoint": ckpt.get(row.get("model")), "set": row.get("set"),
                          "task": row.get("task"), "method": row.get("method"), "n": row.get("n"),
-                         **{f"{m}{s}": _num(row.get(f"{m}{s}")) for m in ("accuracy", "macro_f1") for s in ("", "_lo", "_hi")}})
+                         **{f"{m}{s}": finite_or_none(row.get(f"{m}{s}")) for m in ("accuracy", "macro_f1") for s in ("", "_lo", "_hi")}})
         for row in r.get("rubric") or []:
             g = bool(row.get("gated", not gate.get("passed", False)))
             rub.append({"variant": vn, "model": row.get("model"), "checkpoint": ckpt.get(row.get("model")), "level": row.get("level"),
-                        "scheme": row.get("scheme"), "n": _pick(row, "n", "n_instances", "count"), "score": _num(row.get("score")),
-                        "lo": _num(_pick(row, "lo", "score_lo")), "hi": _num(_pick(row, "hi", "score_hi")), "gated": g, "gate": label if g else ""})
+                        "scheme": row.get("scheme"), "n": _pick(row, "n", "n_instances", "count"), "score": finite_or_none(row.get("score")),
+                        "lo": finite_or_none(_pick(row, "lo", "score_lo")), "hi": finite_or_none(_pick(row, "hi", "score_hi")), "gated": g, "gate": label if g else ""})
         for row in r.get("winrates") or []:
             g = bool(row.get("gated", not gate.get("passed", False)))
             win.append({"variant": vn, "model": row.get("model"), "checkpoint": ckpt.get(row.get("model")),
                         "opponent": row.get("opponent", row.get("baseline")), "domain": row.get("domain"), "n": row.get("n"),
-                        **{k: _num(row.get(k)) for k in ("win", "tie", "lose", "winrate")}, "lo": _num(_pick(row, "lo", "winrate_lo")),
-                        "hi": _num(_pick(row, "hi", "winrate_hi")), "gated": g, "gate": label if g else ""})
+                        **{k: finite_or_none(row.get(k)) for k in ("win", "tie", "lose", "winrate")}, "lo": finite_or_none(_pick(row, "lo", "winrate_lo")),
+                        "hi": finite_or_none(_pick(row, "hi", "winrate_hi")), "gated": g, "gate": label if g else ""})
         c = r.get("controls") or {}
         judge.append({"variant": vn, "judge_passed": bool(gate.get("passed")), "verdict": label,
                       "null_winrate": fmt_ci((c.get("null") or {}).get("winrate"), (c.get("null") or {}).get("lo"), (c.get("null") or {}).get("hi"), (c.get("null") or {}).get("n")),
@@ -120,8 +115,8 @@ def sweep_tables(sweep_file, sets=()) -> dict:
     rubric = _wide(rub.assign(cell=rcell, col=rub["level"].astype(str) + " " + rub["scheme"].astype(str)), "col", "cell")
     def wcell(r):
         if r.gated: return f"gated: {r.gate}"
-        if _num(r.win) is None: return MISSING
-        counts = all(_num(x) is None or float(x).is_integer() for x in (r.win, r.tie, r.lose)) and max(r.win or 0, r.tie or 0, r.lose or 0) > 1
+        if finite_or_none(r.win) is None: return MISSING
+        counts = all(finite_or_none(x) is None or float(x).is_integer() for x in (r.win, r.tie, r.lose)) and max(r.win or 0, r.tie or 0, r.lose or 0) > 1
         wtl = "/".join(f"{x:.0f}" if counts else f"{x:.2f}" for x in (r.win, r.tie or 0, r.lose or 0))
         return f"{wtl} win rate {fmt_ci(r.winrate, r.lo, r.hi, r.n)}"
     wcol = ["vs " + str(r.opponent) + (f" ({r.domain})" if isinstance(r.domain, str) and r.domain else "") for r in win.itertuples()]
@@ -135,13 +130,13 @@ def _barh(ax, labels, vals, los, his, ns, gated=None, xlabel=""):
     import numpy as np
     y = np.arange(len(labels)); gated = gated or [False]*len(labels)
     for i, (v, lo, hi, g) in enumerate(zip(vals, los, his, gated)):
-        v = _num(v)
+        v = finite_or_none(v)
         if g or v is None:
             ax.barh(i, 0, color="none"); ax.text(0, i, "  judge failed calibration" if g else "  missing", va="center", fontsize=7, color="0.4")
             continue
-        err = [[v - lo], [hi - v]] if _num(lo) is not None and _num(hi) is not None else None
+        err = [[v - lo], [hi - v]] if finite_or_none(lo) is not None and finite_or_none(hi) is not None else None
         ax.barh(i, v, xerr=err, color="C0", capsize=3)
-    ax.set_yticks(y); ax.set_yticklabels([f"{l} (n={int(n) if _num(n) is not None else '?'})" for l, n in zip(labels, ns)], fontsize=7)
+    ax.set_yticks(y); ax.set_yticklabels([f"{l} (n={int(n) if finite_or_none(n) is not None else '?'})" for l, n in zip(labels, ns)], fontsize=7)
     ax.invert_yaxis(); ax.set_xlabel(xlabel)
 
 def sweep_figures(sweep_file, sets=()) -> list:
@@ -181,12 +176,12 @@ def sweep_figures(sweep_file, sets=()) -> list:
     if len(win):
         fig, ax = plt.subplots(figsize=(7, 0.45*len(win) + 1.5))
         for i, r in enumerate(win.itertuples()):
-            if r.gated or _num(r.win) is None:
+            if r.gated or finite_or_none(r.win) is None:
                 ax.text(0.01, i, "judge failed calibration" if r.gated else "missing", va="center", fontsize=7, color="0.4"); continue
-            tot = sum(_num(x) or 0 for x in (r.win, r.tie, r.lose)) or 1
+            tot = sum(finite_or_none(x) or 0 for x in (r.win, r.tie, r.lose)) or 1
             left = 0
             for k, c in (("win", "C2"), ("tie", "0.7"), ("lose", "C3")):
-                w = (_num(getattr(r, k)) or 0)/tot
+                w = (finite_or_none(getattr(r, k)) or 0)/tot
                 ax.barh(i, w, left=left, color=c, label=k if i == 0 else None); left += w
         ax.set_yticks(range(len(win)))
         ax.set_yticklabels([f"{r.variant}: {r.model} vs {r.opponent} (n={r.n})" for r in win.itertuples()], fontsize=7)
