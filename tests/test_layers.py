@@ -5,8 +5,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT/"omind"
-# the foundation: modules that import no other omind module, and the one that builds only on them
-FOUNDATION = {"omind.core": set(), "omind.text": set(), "omind.stats": set(), "omind.stages": {"omind.core"}}
+# the foundation, bottom up: modules that import no other omind module, then core and stages, which build only on them
+FOUNDATION = {"omind.params_file": set(), "omind.readers": set(), "omind.text": set(), "omind.stats": set(),
+              "omind.core": {"omind.params_file"}, "omind.stages": {"omind.core", "omind.params_file"}}
 
 
 def module_files(pkg: Path = PKG) -> dict:
