@@ -9,9 +9,9 @@ parse, one retry). Prints items/s per scheme and mode.
 """
 import argparse, time
 
-from omind.benchmark import load_benchmark, iter_eval_turns
+from omind.benchmark_format import load_benchmark, iter_eval_turns
 from omind.judge import judge_batch, render_conversation, rubric_prompt, get_scheme
-from omind.llm import make_llm
+from omind.backends import make_llm
 from omind.core import ModelSpec
 
 REPLY = ("I'm really sorry you're going through this; it sounds exhausting. Could you tell me more about how you've been "

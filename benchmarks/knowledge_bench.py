@@ -23,7 +23,7 @@ def main(argv=None):
     import torch
     torch.set_num_threads(a.threads)
     from omind.core import load_params
-    from omind.knowledge import build_knowledge
+    from omind.kb_build import build_knowledge
     from omind.retrieval import Retriever, eval_queries, get_embedder, get_retriever
 
     P = load_params(a.params)

@@ -5,7 +5,9 @@ warm-cache rerun of the same requests. Run: .venv/bin/python benchmarks/llm_benc
 """
 import argparse, os, tempfile, time
 from omind.core import ModelSpec
-from omind.llm import TransformersLLM, CachedLLM, GenConfig
+from omind.llm_local import TransformersLLM
+from omind.llm_cache import CachedLLM
+from omind.llm import GenConfig
 
 TOPICS = ["sleep problems", "panic attacks", "low mood after a breakup", "exam stress", "grief", "social anxiety",
           "burnout at work", "intrusive thoughts", "loneliness", "anger at family", "trouble concentrating", "self-esteem",

@@ -37,7 +37,7 @@ def main():
     a = ap.parse_args()
     import torch
     from omind.core import load_params, run_dir, ModelSpec
-    from omind.llm import make_llm
+    from omind.backends import make_llm
     from omind.synthesis import make_seeds, synthesize_chunk
     from omind.tasks import task_names
     P = load_params(ROOT/a.params)
@@ -47,7 +47,7 @@ def main():
     kb = retriever = None
     if (run_dir(P, "knowledge")/"done.json").exists():
         try:
-            from omind.knowledge import load_knowledge
+            from omind.kb_build import load_knowledge
             from omind.retrieval import get_retriever
             kb, retriever, src = load_knowledge(P), get_retriever(P), f"knowledge stage of run {P.run.name}"
         except Exception as e: print(f"(knowledge stage unusable: {e}; using the toy knowledge base)")

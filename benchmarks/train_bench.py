@@ -44,7 +44,8 @@ def plain_trl(model_dir, ds, template_path, packing, bs, max_length):
 
 def omind_trainer(model_dir, ds, packing, padding_free, bs, max_length):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from omind.train import sft_trainer, TrainParams
+    from omind.trainers import sft_trainer
+    from omind.train_params import TrainParams
     T = TrainParams(epochs=1, batch_size=bs, max_length=max_length, packing=packing, padding_free=padding_free,
                     tensorboard=False, precision="fp32", warmup=0)
     return sft_trainer(AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir), ds,
@@ -81,8 +82,8 @@ def main():
     a = ap.parse_args()
     import torch
     from transformers import AutoTokenizer
-    from omind.llm import resolve_model
-    from omind.train import training_chat_template
+    from omind.model_store import resolve_model
+    from omind.trainers import training_chat_template
     model_dir = resolve_model(a.model)
     ds, src = load_data(a.n)
     tpl = Path(tempfile.mkdtemp())/"train_template.jinja"

@@ -387,7 +387,7 @@ def generate_items(llm, items: Sequence[dict], cfg=None, progress: bool = True) 
 
 def core_records(llm, items: Sequence[dict], mode: str = "auto", cfg=None, progress: bool = True, **score_kw) -> list[dict]:
     "`score_items` (mode 'score'), `generate_items` ('generate'), or scoring with generation as the fallback for a backend without log-probs ('auto')."
-    from omind.llm import EndpointError
+    from omind.llm_http import EndpointError
     if mode == "generate": return generate_items(llm, items, cfg, progress)
     if mode == "score": return score_items(llm, items, progress, **score_kw)
     if mode != "auto": raise ValueError(f"core_records: mode must be 'auto', 'score' or 'generate', got {mode!r}")

@@ -90,7 +90,7 @@ def adapter_identity(folder) -> list:
 
 def model_fingerprint(spec: ModelSpec | str) -> str:
     "Identity of the model a ModelSpec (or model name) names: what made a record, for keys that must miss when it changes."
-    from omind.llm import resolve_model
+    from omind.model_store import resolve_model
     spec = ModelSpec(model=spec) if isinstance(spec, str) else spec
     if spec.backend == "openai": return stable_hash({"backend": "openai", "model": spec.model, "base_url": spec.base_url})
     try: p = Path(resolve_model(spec.model))
@@ -129,7 +129,7 @@ _LOADED_FP: dict = {}
 def load_model(P, m: dict):
     """The cached backend of model `m` (from `eval_models`). A local model whose files changed since this process
     loaded it (a retrained adapter in the same folder) is loaded again."""
-    from omind.llm import make_llm, unload_models
+    from omind.backends import make_llm, unload_models
     k = m["spec"].model
     if _LOADED_FP.get(k, m["fp"]) != m["fp"]: unload_models(); _LOADED_FP.clear()
     _LOADED_FP[k] = m["fp"]

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 from .core import Strict
-from .benchmark import iter_eval_turns
+from .benchmark_format import iter_eval_turns
 from .judge import render_conversation
 from .stats import win_summary
 from .eval_jobs import gen_job, reply_of, gold_turns

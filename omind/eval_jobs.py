@@ -8,7 +8,8 @@ import json
 from typing import Optional
 
 from .core import JsonlLog, stable_hash
-from .benchmark import load_benchmark, subset
+from .benchmark_format import load_benchmark
+from .benchmark import subset
 from .judge import judge_batch
 from .evaluate_safety import reply_turns, reply_token_counts
 from .eval_candidates import with_system, load_model

@@ -5,7 +5,7 @@
 # %% ../nbs/08h_eval_rubric.ipynb #b2bdea90
 from __future__ import annotations
 
-from .benchmark import iter_eval_turns, conversation_rubric
+from .benchmark_format import iter_eval_turns, conversation_rubric
 from .judge import get_scheme, rubric_prompt, render_conversation
 from .stats import mean_ci
 from .eval_jobs import splice, reply_of, judge_job_key

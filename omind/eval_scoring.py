@@ -30,7 +30,7 @@ def core_items(P, notes: list) -> list[dict]:
         try: rows = training_rows(P)
         except FileNotFoundError as e: rows = []; notes.append(f"held-out items not checked against the dataset ({e})")
         if rows:
-            from omind.knowledge import load_knowledge
+            from omind.kb_build import load_knowledge
             bad = {it["id"] for it in leaks(held, rows, load_knowledge(P))}
             if bad: notes.append(f"{len(bad)} reserved held-out items are taught by training rows anyway: left out")
             held = [it for it in held if it["id"] not in bad]

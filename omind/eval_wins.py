@@ -5,7 +5,7 @@
 # %% ../nbs/08i_eval_wins.ipynb #c48ca0d6
 from __future__ import annotations
 
-from .benchmark import iter_eval_turns
+from .benchmark_format import iter_eval_turns
 from .judge import pair_prompt, render_conversation
 from .stats import pair_outcome, position_consistent, win_summary
 from .eval_jobs import splice, reply_of, judge_job_key

@@ -12,7 +12,8 @@ from pydantic import Field, field_validator, model_validator
 from .core import (Strict, JsonlLog, atomic_write, atomic_write_json, read_json, run_dir, portable_path, figures_dir,
                         set_style, save_figure, save_table, stable_hash)
 from .stages import open_stage, finish_stage
-from .benchmark import seed_path, subset
+from .benchmark_format import seed_path
+from .benchmark import subset
 from .judge import get_scheme, rubric_schemes, JudgeGate, judge_gate, gate_label, calibrate
 from .core_eval import EvalSetSpec, check_core_task, core_families, dataset_items
 from .core_controls import RecallParams, PrimaryParams
@@ -144,7 +145,7 @@ def judge_step(P, out: Path, names: list[str], instances: list[dict], qa: list[d
     """The judge: calibrated first (the gate), then every rubric item, pair and control pair (resumable logs under
     `out`); returns the calibration, the gate, the rubric tables, the pairs, the win rates, the controls and the judged safety."""
     import pandas as pd
-    from omind.llm import llm_for
+    from omind.backends import llm_for
     E = P.evaluate
     judge, judge_fp = llm_for(P, E.judge_role), model_fingerprint(P.model(E.judge_role))
     cal_recs, cal = calibrate(E, judge, out, judge_fp)
@@ -215,7 +216,7 @@ def stage_summary(E, report: dict, items_df, instances: list, items: list, secon
 # %% ../nbs/08_evaluate.ipynb #387b3e5b
 def run_evaluate(P) -> dict:
     "Evaluate baseline and candidates: core tasks, gold-turn NLL, judge gate, rubric scores, win rates, controls; write the report."
-    from omind.train import card_results
+    from omind.adapter_cards import card_results
     E, t0 = P.evaluate, time.time()
     out = open_stage(P, "evaluate")
     # inputs

@@ -14,7 +14,7 @@ from .core import Strict
 from .safety import is_crisis, crisis_resources, method_details, minimising
 from .text import split_sentences, normalize
 from .stats import accuracy_ci, mean_ci, paired_bootstrap, mcnemar_exact
-from .benchmark import iter_eval_turns, conversation_rubric, NEGATIONS
+from .benchmark_format import iter_eval_turns, conversation_rubric, NEGATIONS
 
 # %% auto #0
 __all__ = ['SAFETY_METRICS', 'METRIC', 'FIGURE_METRICS', 'SafetyParams', 'DecodingParams', 'forbids_minimising', 'turn_safety',

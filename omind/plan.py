@@ -30,7 +30,7 @@ def plan_tokenizer():
     "The tokenizer the plan counts tokens with (the embedded SmolLM2 tokenizer unless `use_plan_tokenizer` chose another)."
     if not _TOK:
         from transformers import AutoTokenizer
-        from omind.llm import embedded_model_dir
+        from omind.model_store import embedded_model_dir
         _TOK.append(AutoTokenizer.from_pretrained(embedded_model_dir()))
     return _TOK[0]
 
@@ -38,7 +38,7 @@ def use_plan_tokenizer(name: Optional[str]) -> str:
     """Count tokens with the tokenizer of model `name` (a Hub id in the local cache, a folder or an embedded model) when it
     loads offline with a chat template, else with the embedded SmolLM2 tokenizer; returns the name of the one in use."""
     from transformers import AutoTokenizer
-    from omind.llm import resolve_model, embedded_model_dir
+    from omind.model_store import resolve_model, embedded_model_dir
     tok, label = None, "embedded SmolLM2 tokenizer"
     if name:
         try:
@@ -110,7 +110,7 @@ class PlanRetriever:
 
 def plan_kb(P: Params):
     "The knowledge base a plan uses: the shipped curated facts (+ ICD-10-CM when params say so), nothing from outside."
-    from omind.knowledge import KnowledgeParams, build_knowledge
+    from omind.kb_build import KnowledgeParams, build_knowledge
     return build_knowledge(KnowledgeParams(icd10=P.knowledge.icd10, icd10_prefix=P.knowledge.icd10_prefix, curated=True))
 
 # %% ../nbs/11_plan.ipynb #eafad70c
@@ -245,7 +245,7 @@ def _plan_review(P: Params, recs: dict) -> list:
         if R.nli_model:                                # a local sequence classifier: one pair per row, no completion
             llm._add(len(pairs), sum(text_tokens(p) + text_tokens(h) for p, h in pairs), 0)
         else:
-            from omind.review import LLMNLI
+            from omind.nli import LLMNLI
             LLMNLI(llm, R.nli_scoring)(pairs)
         rows += [x for x in _rows("review", llm, "nli", P, int(round(len(rs) * scale)), scale,
                  f"NLI per judged sentence ({len(pairs)} in {len(rs)} dry-run samples), scaled") if x["step"] == f"nli ({name})"]

@@ -84,7 +84,7 @@ def _require(run: Path, stage: str) -> Path:
 def machine_paths(*extra) -> list[str]:
     "Absolute folders of this machine (each ending in `/`) that must not be published: the project root, home, temp folder, omind's cache and `extra`."
     from omind.core import project_root
-    from omind.llm import omind_cache
+    from omind.model_store import omind_cache
     cands = [project_root(), Path.home(), Path(tempfile.gettempdir()), omind_cache(), *extra]
     out = {str(Path(c).expanduser().resolve()) for c in cands if c} | {str(Path(c).expanduser()) for c in cands if c}
     # a path under one of them (with its slash): "/tmp/" finds "/tmp/x", never "/tmpfoo" or "/" alone

@@ -23,7 +23,7 @@ def sweep_items(P, rows_train, rows_all, n_recall: int, n_heldout: int, seed: in
         from omind.heldout import load_heldout
         held = [it for it in load_heldout(P) if it["source"] == "heldout_kb" and it["task"] == "mcqa"][:n_heldout]
     except FileNotFoundError:
-        from omind.knowledge import load_knowledge
+        from omind.kb_build import load_knowledge
         kb = load_knowledge(P)
         held = heldout_items(kb, "mcqa", n_heldout, P.synthesis.heldout.seed, training_keys(rows_all, kb))
     return items + held
@@ -40,8 +40,9 @@ def recall_sweep(P, rates: Sequence[float] = (2e-4, 5e-4, 1e-3), steps: Sequence
     import pandas as pd
     from datasets import Dataset
     from omind.dataset import load_splits
-    from omind.train import load_student, sft_trainer, _free
-    from omind.llm import make_llm, unload_models
+    from omind.trainers import load_student, sft_trainer
+    from omind.train import _free
+    from omind.backends import make_llm, unload_models
     ds = load_splits(require_stage(P, "dataset")/"hf")
     rows_train = [dict(r) for r in ds["train"]]
     items = sweep_items(P, rows_train, [dict(r) for s in ds for r in ds[s]], n_recall, n_heldout, P.evaluate.seed)

@@ -11,7 +11,7 @@ from typing import Optional
 from pydantic import BaseModel
 
 from .core import (Params, get_stage, stable_hash, file_hash, atomic_write_json, read_json, run_dir, project_root,
-                        resolve_path, portable_path)
+                        resolve_path, portable_path, now_utc)
 
 # %% auto #0
 __all__ = ['EXPORTED', 'UNKEYED_RUN', 'KEPT', 'RUN_ENV', 'mark_done', 'is_done', 'strip_comments', 'omind_imports',
@@ -221,10 +221,6 @@ def upstream_changes(P: Params, name: str, info: Optional[dict] = None) -> list:
     return out
 
 # %% ../nbs/00c_stages.ipynb #749991b7
-def _now() -> str:
-    import datetime as _dt
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
 def set_aside(P: Params, name: str, why: str = "") -> Optional[Path]:
     "Move stage `name`'s outputs to `results/<run>/set-aside/<name>-<key>-<time>/` (nothing is deleted); returns it."
     d = run_dir(P, name)
@@ -278,7 +274,7 @@ def open_stage(P: Params, name: str) -> Path:
     _DONE_AT_OPEN[str(d)] = ({k: prior[k] for k in (*KEPT, "finished") if k in prior},
                              {k: summ[k] for k in KEPT if isinstance(summ, dict) and k in summ}) if fresh else None
     if why: set_aside(P, name, why)
-    if not same or why: atomic_write_json(d/"stage.json", {"stage": name, "key": key, "opened": _now(), "parts": stage_fingerprint(P, name),
+    if not same or why: atomic_write_json(d/"stage.json", {"stage": name, "key": key, "opened": now_utc(), "parts": stage_fingerprint(P, name),
                                                            "upstream": up_keys, "upstream_lineage": up_lin})
     return d
 
@@ -305,7 +301,7 @@ def finish_stage(P: Params, name: str, **facts) -> Path:
     facts = {k: v for k, v in facts.items() if k not in ("upstream", "upstream_lineage", "lineage")}   # recorded here, never copied
     if kept is not None:
         done_kept, summ_kept = kept
-        facts = {**{k: v for k, v in facts.items() if k not in KEPT}, **done_kept, "rechecked": _now()}
+        facts = {**{k: v for k, v in facts.items() if k not in KEPT}, **done_kept, "rechecked": now_utc()}
         if summ_kept and (d/"summary.json").exists():
             summ = read_json(d/"summary.json")
             if isinstance(summ, dict): atomic_write_json(d/"summary.json", {**summ, **summ_kept})
@@ -315,7 +311,7 @@ def finish_stage(P: Params, name: str, **facts) -> Path:
             summ = read_json(d/"summary.json")
             if isinstance(summ, dict): atomic_write_json(d/"summary.json", {**summ, "usage": usage})
     up_keys, up_lin = upstream_now(P, name)
-    return atomic_write_json(d/"done.json", {"stage": name, "key": key, "finished": _now(), **facts, "upstream": up_keys,
+    return atomic_write_json(d/"done.json", {"stage": name, "key": key, "finished": now_utc(), **facts, "upstream": up_keys,
                                              "upstream_lineage": up_lin, "lineage": stable_hash({"key": key, "upstream": up_lin})})
 
 def stage_done(P: Params, name: str, any_key: bool = False) -> bool:
@@ -341,7 +337,7 @@ def require_stage(P: Params, stage: str) -> Path:
     return d
 
 # %% ../nbs/00c_stages.ipynb #bb19dd21
-RUN_ENV = "OMIND_KERNEL_LOCK"      # set by `omind run` in the stage kernels it starts (omind.pipeline.KERNEL_LOCK_ENV)
+RUN_ENV = "OMIND_KERNEL_LOCK"      # set by `omind run` in the stage kernels it starts (omind.runner.KERNEL_LOCK_ENV)
 
 class UpstreamMissing(FileNotFoundError):
     "A stage cannot run: upstream stages have not finished (or are out of date). The message names them and the command."

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from .core import (Strict, stable_hash, run_dir, JsonlLog, read_jsonl, atomic_write_json, figures_dir, set_style,
                         save_figure, save_table)
 from .stages import require_stage, open_stage, finish_stage, stage_done
-from .knowledge import KnowledgeBase
+from .kb import KnowledgeBase
 from .sources import SourceSpec, LAYOUTS, load_source
 from .text import normalize
 from .safety import is_crisis, crisis_resources
@@ -310,12 +310,12 @@ def _count_table(recs) -> list:
 
 def run_synthesis(P, kb=None, retriever=None, progress: bool = True) -> dict:
     "Synthesise `samples.jsonl` for run `P` (resumable); returns a summary with a per-family count table and the seed report."
-    from omind.llm import llm_for
+    from omind.backends import llm_for
     S: SynthesisParams = P.synthesis
     if stage_done(P, "synthesis"): return read_json_safe(run_dir(P, "synthesis")/"summary.json")
     if kb is None or retriever is None:
         require_stage(P, "knowledge")
-        from omind.knowledge import load_knowledge
+        from omind.kb_build import load_knowledge
         from omind.retrieval import get_retriever
         kb = kb if kb is not None else load_knowledge(P)
         retriever = retriever if retriever is not None else get_retriever(P)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .core import stable_hash
-from .knowledge import KnowledgeBase, Entity, Triple
+from .kb import KnowledgeBase, Entity, Triple
 from .text import normalize, content_words, split_sentences, LETTERS, parse_choice
 from .safety import GUIDANCE, is_crisis, method_details, crisis_resources, enforce
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TOY_CONDITIONS', 'small_curated_file', 'tiny_nli_model_dir', 'toy_knowledge', 'ToyRetriever', 'toy_task_family',
-           'toy_dataset', 'write_toy_dataset']
+__all__ = ['TOY_CONDITIONS', 'small_curated_file', 'toy_knowledge', 'ToyRetriever', 'toy_task_family', 'toy_dataset',
+           'write_toy_dataset']
 
 # %% ../nbs/12_testing.ipynb #h3000002
 def small_curated_file(dest, ids=("cond:obsessive_compulsive_disorder", "cond:panic_disorder", "cond:generalized_anxiety_disorder",
@@ -16,27 +16,11 @@ def small_curated_file(dest, ids=("cond:obsessive_compulsive_disorder", "cond:pa
     "Write a curated YAML holding only the conditions `ids` of the shipped file (for fast tests and demos)."
     import yaml
     from omind.core import atomic_write
-    from omind.knowledge import data_dir
+    from omind.kb_build import data_dir
     d = yaml.safe_load((data_dir()/"conditions.yaml").read_text(encoding="utf-8"))
     d["conditions"] = [c for c in d["conditions"] if c["id"] in ids]
     dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(dest, yaml.safe_dump(d, sort_keys=False, allow_unicode=True)); return dest
-
-# %% ../nbs/12_testing.ipynb #h5000002
-def tiny_nli_model_dir(seed: int = 0) -> Path:
-    "A tiny random 3-label NLI classifier (Llama, SmolLM2 tokenizer, roberta-mnli label order), saved once; for tests."
-    from omind.llm import materialise, omind_cache, tiny_model_dir
-    def build(tmp):
-        import torch
-        from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
-        tok = AutoTokenizer.from_pretrained(tiny_model_dir())
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                          num_key_value_heads=1, num_labels=3, pad_token_id=tok.pad_token_id,
-                          id2label={0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"},
-                          label2id={"CONTRADICTION": 0, "NEUTRAL": 1, "ENTAILMENT": 2})
-        torch.manual_seed(seed)
-        LlamaForSequenceClassification(cfg).save_pretrained(tmp); tok.save_pretrained(tmp)
-    return materialise(omind_cache()/"models"/f"tiny-random-nli-{seed}", build)
 
 # %% ../nbs/12_testing.ipynb #h4000002
 TOY_CONDITIONS = ("cond:generalized_anxiety_disorder", "cond:insomnia_disorder", "cond:obsessive_compulsive_disorder",
@@ -45,7 +29,8 @@ TOY_CONDITIONS = ("cond:generalized_anxiety_disorder", "cond:insomnia_disorder",
 def toy_knowledge(ids=TOY_CONDITIONS):
     "A small real `KnowledgeBase`: the curated loader on the shipped conditions `ids` and the shipped stressors."
     import tempfile, yaml
-    from omind.knowledge import KnowledgeBase, load_curated, data_dir
+    from omind.kb import KnowledgeBase
+    from omind.kb_build import load_curated, data_dir
     d = yaml.safe_load((data_dir()/"conditions.yaml").read_text(encoding="utf-8"))
     d["conditions"] = [c for c in d["conditions"] if c["id"] in ids]
     kb = KnowledgeBase()

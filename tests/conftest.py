@@ -53,7 +53,7 @@ def first_completion(port, proc, log_path):
 
 def start_server(port, log_path):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] not installed (make server)")
-    from omind.llm import smollm2_gguf
+    from omind.model_store import smollm2_gguf
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
            "--port", str(port), "--n_ctx", "4096", "--n_threads", "2", "--api_key", FAKE_KEY,
            "--model_alias", "smollm2", "--logits_all", "true"]

@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from omind.benchmark import (BenchmarkError, load_benchmark, validate_benchmark, data_dir, seed_path, iter_eval_turns,
-                             conversation_rubric, n_client_turns, plan_drafts, draft_instances, export_sheet, import_sheet,
-                             run_benchmark, figures_benchmark, DEFAULT_CONDITIONS, DEFAULT_STRESSORS, DEFAULT_PERSONAS,
-                             SHEET_COLUMNS, all_items, knowledge_lists, kb_lists)
+from omind.benchmark_format import (BenchmarkError, load_benchmark, validate_benchmark, data_dir, seed_path,
+                                    iter_eval_turns, conversation_rubric, n_client_turns, all_items)
+from omind.benchmark_build import (plan_drafts, draft_instances, export_sheet, import_sheet, DEFAULT_CONDITIONS,
+                                   DEFAULT_STRESSORS, DEFAULT_PERSONAS, SHEET_COLUMNS, kb_lists)
+from omind.benchmark import run_benchmark, figures_benchmark, knowledge_lists
 from omind.core import load_params
 
 
@@ -76,7 +77,8 @@ def test_broken_copies_rejected_with_instance_and_field(seed, tmp_path):
 
 
 def test_builder_round_trip_with_tiny_model(tmp_path):
-    from omind.llm import make_llm, GenConfig
+    from omind.backends import make_llm
+    from omind.llm import GenConfig
     from omind.core import ModelSpec
     llm = make_llm(ModelSpec(model="embedded:tiny-random", batch_size=16), cache=tmp_path/"cache")
     specs = plan_drafts(4, DEFAULT_CONDITIONS, DEFAULT_STRESSORS, DEFAULT_PERSONAS, seed=0, crisis_share=0.25)
@@ -132,7 +134,7 @@ def test_seed_sheet_round_trip_is_lossless(seed, tmp_path):
 
 
 def test_drafting_lists_come_from_the_run_knowledge_base():
-    from omind.knowledge import load_knowledge
+    from omind.kb_build import load_knowledge
     P = load_params("params/tiny.yaml")
     kb = load_knowledge(P)
     kl = knowledge_lists(P)

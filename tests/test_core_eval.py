@@ -12,7 +12,7 @@ from omind.core import load_params, run_dir, stable_hash
 from omind.core_eval import (HELDOUT_SOURCE, PRED_COLUMNS, CORE_TABLE_COLUMNS, PAIRED_COLUMNS, training_rows, training_keys,
                              heldout_items, label_distribution, score_items, prediction_rows, calibrate_letters,
                              core_baselines, core_table, paired_table)
-from omind.knowledge import data_dir
+from omind.kb_build import data_dir
 from omind.tasks import mcqa_seeds, classification_seeds, conversation_seeds, tail_name, NO_DISORDER
 from omind.testing import toy_knowledge
 from omind.text import LETTERS, normalize
@@ -129,7 +129,8 @@ def test_calibration_removes_a_constant_letter_bias():
 
 
 def test_scoring_on_the_tiny_model(kb):
-    from omind.llm import TransformersLLM, tiny_model_dir
+    from omind.llm_local import TransformersLLM
+    from omind.model_store import tiny_model_dir
     llm = TransformersLLM(str(tiny_model_dir()), batch_size=8)
     M = heldout_items(kb, "mcqa", 8, seed=3)
     C = heldout_items(kb, "classification", 6, seed=3)

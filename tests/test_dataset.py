@@ -88,7 +88,7 @@ def test_trl_accepts_records_as_they_are(built):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
     from trl.data_utils import is_conversational, apply_chat_template
-    from omind.llm import tiny_model_dir
+    from omind.model_store import tiny_model_dir
     P, _ = built
     dd = load_splits(run_dir(P, "dataset")/"hf")
     tok = AutoTokenizer.from_pretrained(tiny_model_dir())
@@ -130,7 +130,7 @@ def test_missing_review_stage(tmp_path):
 
 
 def test_bad_dataset_params():
-    from omind.core import ParamsError
+    from omind.params_file import ParamsError
     with pytest.raises(ParamsError, match="dataset.dpo_share"): load_params(None, {"dataset": {"dpo_share": -0.1}})
 
 
@@ -214,7 +214,7 @@ def test_card_metadata(built):
 def test_card_licence_from_params(tmp_path):
     "A Hub licence id is written as it is, without license_name; 'other' without a name is refused at params load."
     from huggingface_hub import DatasetCard
-    from omind.core import ParamsError
+    from omind.params_file import ParamsError
     P = make_run(tmp_path, [reviewed(i, "qa") for i in range(6)], dataset={"license": "cc-by-4.0"})
     run_dataset(P)
     d = DatasetCard.load(run_dir(P, "dataset")/"hf"/"README.md").data
@@ -238,7 +238,7 @@ def test_empty_split_left_out_and_restored(tmp_path):
 def test_trl_sft_cli_reads_the_folder(built, tmp_path):
     "`trl sft --dataset_name <folder>` (TRL's own script, its own argument parser) loads the folder and trains a step."
     from trl.scripts.sft import make_parser, main
-    from omind.llm import tiny_model_dir
+    from omind.model_store import tiny_model_dir
     P, _ = built
     argv = ["--model_name_or_path", str(tiny_model_dir()), "--dataset_name", str(run_dir(P, "dataset")/"hf"),
             "--output_dir", str(tmp_path/"out"), "--max_steps", "1", "--per_device_train_batch_size", "2",
@@ -255,7 +255,7 @@ SMOKE_HF = Path(__file__).resolve().parents[1]/"results"/"smoke"/"dataset"/"hf"
 
 def _with_pairs(P):
     "The built run's dataset folder with the preference pairs the train stage would add (draft answers as rejected)."
-    from omind.train import dpo_pairs
+    from omind.train_data import dpo_pairs
     hf = run_dir(P, "dataset")/"hf"
     save_preference(hf, dpo_pairs(list(load_splits(hf)["dpo"])))
     return hf
@@ -294,7 +294,7 @@ def test_sft_step_on_a_family_config(folder, tmp_path):
     from datasets import load_dataset, get_dataset_config_names
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
-    from omind.llm import tiny_model_dir
+    from omind.model_store import tiny_model_dir
     fam = next(c for c in get_dataset_config_names(str(folder)) if c not in ("default", "preference"))
     train = load_dataset(str(folder), fam, split="train")
     train = train.select(range(min(4, len(train))))
@@ -312,7 +312,7 @@ def test_dpo_step_on_the_preference_config(folder, tmp_path):
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-    from omind.llm import tiny_model_dir
+    from omind.model_store import tiny_model_dir
     pairs = load_dataset(str(folder), "preference", split="train")
     pairs = pairs.select(range(min(4, len(pairs))))
     cfg = DPOConfig(output_dir=str(tmp_path/"dpo"), max_steps=1, per_device_train_batch_size=2, report_to=[],

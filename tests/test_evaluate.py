@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from omind.core import load_params, read_jsonl, ParamsError
+from omind.core import load_params, read_jsonl
+from omind.params_file import ParamsError
 from omind.core_eval import EvalSetSpec, load_eval_set
 from omind.heldout import HeldoutParams, reserve_heldout, write_heldout
 from omind.testing import toy_knowledge
@@ -289,7 +290,7 @@ def make_adapter(dest: Path, seed: int) -> Path:
     "A LoRA adapter of the tiny model with random, non-zero weights, where the train stage puts it."
     import torch
     from peft import LoraConfig, get_peft_model
-    from omind.llm import tiny_model_dir, load_causal_lm
+    from omind.model_store import tiny_model_dir, load_causal_lm
     torch.manual_seed(seed)
     pm = get_peft_model(load_causal_lm(str(tiny_model_dir())),
                         LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))

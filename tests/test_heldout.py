@@ -14,7 +14,7 @@ VARIANTS = [(), ("run.seed=3",), ("synthesis.retrieval=false",), ("review.enable
 @pytest.fixture(scope="module")
 def kb():
     import yaml
-    from omind.knowledge import data_dir
+    from omind.kb_build import data_dir
     return toy_knowledge(tuple(c["id"] for c in yaml.safe_load((data_dir()/"conditions.yaml").read_text())["conditions"]))
 
 

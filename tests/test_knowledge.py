@@ -5,11 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from omind.core import load_params, ParamsError
-from omind.sources import InputError
-from omind.knowledge import (KnowledgeBase, KnowledgeError, Entity, Triple, KnowledgeParams, load_icd10, build_knowledge,
-                             load_curated, load_text_dir, load_umls, load_triples_file, curated_files, load_knowledge,
-                             run_knowledge)
+from omind.core import load_params
+from omind.params_file import ParamsError
+from omind.readers import InputError
+from omind.kb import KnowledgeBase, KnowledgeError, Entity, Triple
+from omind.kb_build import (KnowledgeParams, load_icd10, build_knowledge, load_curated, load_text_dir, load_umls,
+                            load_triples_file, curated_files, load_knowledge)
+from omind.knowledge import run_knowledge
 from omind.retrieval import Retriever, get_retriever, eval_queries, embedder_path
 from omind.testing import small_curated_file
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from conftest import (FAKE_KEY, KEY_ENV, free_port, start_server, stop_server, wait_ready, first_completion,
                       check_alive, ServerDied)
-from omind.llm import (OpenAILLM, CachedLLM, GenConfig, EndpointError, label_probs, embedded_model_dir, usage_snapshot,
-                       usage_delta)
+from omind.llm_http import OpenAILLM, EndpointError
+from omind.llm_cache import CachedLLM
+from omind.llm import GenConfig, label_probs, usage_snapshot, usage_delta
+from omind.model_store import embedded_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +45,7 @@ def test_score_choices_over_http(llama_server, fake_key, tmp_path):
     """Multi-token choices via /completions with echo: '1' and '10' do not tie, and the decomposition holds. The
     backend comes from params (`models.<role>.tokenizer`, what the error message advises), not built by hand."""
     from omind.core import load_params
-    from omind.llm import make_llm
+    from omind.backends import make_llm
     url, _ = llama_server
     P = load_params(overrides={"models": {"judge": {"backend": "openai", "base_url": url, "model": "smollm2", "api_key_env": fake_key,
                                                     "tokenizer": str(embedded_model_dir())}}})

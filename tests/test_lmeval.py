@@ -7,7 +7,8 @@ import pytest
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness not installed (pip install -e '.[lmeval]')")
 
 from omind.core_eval import heldout_items, prediction_rows, score_items
-from omind.llm import TransformersLLM, tiny_model_dir
+from omind.llm_local import TransformersLLM
+from omind.model_store import tiny_model_dir
 from omind.lmeval import lmeval_check
 from omind.pipeline import main
 from omind.testing import toy_knowledge

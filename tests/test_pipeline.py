@@ -22,7 +22,7 @@ def test_full_run_then_everything_skipped(full_run):
     tmp, p, secs = full_run
     run = tmp/"results"/"mini"
     man = json.loads((run/"manifest.json").read_text())
-    from omind.pipeline import available_stages
+    from omind.runner import available_stages
     names = [s.name for s in available_stages()]
     assert [n for n in names if man["stages"].get(n, {}).get("status") != "done"] == []
     for n in names: assert (run/"notebooks"/next(s.notebook for s in available_stages() if s.name == n)).exists()
@@ -111,7 +111,7 @@ def test_interactive_stage_refuses_without_upstream_and_run_recomputes_stale_sta
     (now refused, naming them, writing nothing); and evaluate and figures finished against an unfinished train stage
     (as that notebook could write them before): `omind run` recomputes both, and the report names the trained adapter."""
     from omind.core import get_stage
-    from omind.pipeline import execute_stage, StageFailed
+    from omind.runner import execute_stage, StageFailed
     fresh = params(tmp_path, "fresh")
     out_nb = tmp_path/"executed"/"08_evaluate.ipynb"
     with pytest.raises(StageFailed) as e:              # a kernel started outside `omind run`, as JupyterLab starts one
@@ -211,7 +211,7 @@ def test_knowledge_from_umls_and_text(full_run):
     tmp, _, _ = full_run
     c = json.loads((tmp/"results"/"mini"/"knowledge"/"summary.json").read_text())["counts"]
     assert c["triples_by_origin"].get("umls", 0) > 0 and c["entities_by_type"].get("umls", 0) > 0, c
-    from omind.knowledge import KnowledgeParams, build_knowledge
+    from omind.kb_build import KnowledgeParams, build_knowledge
     curated = build_knowledge(KnowledgeParams(icd10=False))
     assert c["chunks"] > len(curated.chunks), c                                   # the text notes were chunked in
 

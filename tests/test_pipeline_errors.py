@@ -63,7 +63,7 @@ def test_kernel_dies_with_the_run(tmp_path, sig):
 def test_run_refuses_while_a_previous_kernel_holds_the_lock(tmp_path):
     p = params(tmp_path)
     rd = tmp_path/"results"/"tiny"; rd.mkdir(parents=True)
-    code = ("import os, time; os.environ['OMIND_KERNEL_LOCK'] = %r; from omind.pipeline import guard_kernel; "
+    code = ("import os, time; os.environ['OMIND_KERNEL_LOCK'] = %r; from omind.runner import guard_kernel; "
             "guard_kernel(); print('ok', flush=True); time.sleep(120)" % str(rd/".kernel.lock"))
     k = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True)
     try:

@@ -25,7 +25,7 @@ def save_adapter(dest: Path):
     "A real (tiny) LoRA adapter folder as the train stage leaves it, base recorded as a local folder."
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from omind.llm import tiny_model_dir
+    from omind.model_store import tiny_model_dir
     m = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir()), LoraConfig(r=2, target_modules=["q_proj"]))
     m.save_pretrained(str(dest)); AutoTokenizer.from_pretrained(tiny_model_dir()).save_pretrained(str(dest))
     (dest/"training_args.bin").write_bytes(b"pickle")
@@ -115,7 +115,7 @@ def test_push_calls_and_what_arrives(run, hub):
         assert json.loads((run/"train"/ph/"adapter"/"adapter_config.json").read_text())["base_model_name_or_path"] != BASE
     from peft import PeftModel                                             # ... and the adapter loads from its subfolder
     from transformers import AutoModelForCausalLM
-    from omind.llm import tiny_model_dir
+    from omind.model_store import tiny_model_dir
     m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir()), str(tree), subfolder="dpo")
     assert m.peft_config["default"].r == 2
 
@@ -186,7 +186,7 @@ def test_machine_paths_are_refused(run, hub, tmp_path):
 def test_cards_of_train_and_evaluate_are_uploaded(run, hub, tmp_path):
     "The cards the train stage wrote (and the evaluate stage completed with model-index) arrive as they are; the top card carries the final adapter's results."
     from huggingface_hub import ModelCard
-    from omind.train import _write_card, card_results
+    from omind.adapter_cards import _write_card, card_results
     r2 = tmp_path/"results"/"r"; shutil.copytree(run, r2)
     P = load_params(None, {"run": {"name": "r", "results_dir": str(tmp_path/"results")}})
     for ph in ("sft", "dpo"): _write_card(P, ph, r2/"train"/ph/"adapter", {"n_train": 40, "train_loss": 1.25})

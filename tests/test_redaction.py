@@ -6,7 +6,10 @@ import json, logging, socket, threading, traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import FAKE_KEY, KEY_ENV, free_port
-from omind.llm import OpenAILLM, CachedLLM, EndpointError, GenConfig, tiny_model_dir
+from omind.llm_http import OpenAILLM, EndpointError
+from omind.llm_cache import CachedLLM
+from omind.llm import GenConfig
+from omind.model_store import tiny_model_dir
 
 PLAIN_KEY = "omind-plain-Zq81xY5w3LkP0v"          # a key without the `sk-` shape: only its value can find it
 

@@ -8,7 +8,7 @@ from omind.core import load_params, run_dir, read_jsonl, read_json
 from omind.stages import finish_stage
 from omind.review import run_review, review_records, ReviewParams, final_answer
 from omind.review_sheet import export_review_sheet, import_review_sheet, apply_review_sheet, ReviewSheetError, SHEET_COLUMNS
-from omind.testing import tiny_nli_model_dir
+from omind.model_store import tiny_nli_model_dir
 
 
 def conv(user, assistant):
@@ -50,7 +50,7 @@ def test_duplicate_ids(tmp_path):
     with pytest.raises(ValueError, match="duplicate ids"): run_review(P)
 
 def test_bad_params_fail_fast(tmp_path):
-    from omind.core import ParamsError
+    from omind.params_file import ParamsError
     with pytest.raises(ParamsError, match="contradiction_p"):
         load_params(None, {"review": {"contradiction_p": 2}})
     with pytest.raises(ParamsError, match="did you mean"):

@@ -139,7 +139,7 @@ def test_check_reasons_and_errors():
 
 
 def test_curated_knowledge_base_agrees_with_the_rules():
-    from omind.knowledge import KnowledgeParams, build_knowledge
+    from omind.kb_build import KnowledgeParams, build_knowledge
     kb = build_knowledge(KnowledgeParams(icd10=False))
     crisis_ents = kb.by_type("crisis")
     assert crisis_ents and all(is_crisis(e.name, e.id, *e.aliases) for e in crisis_ents)
@@ -150,7 +150,7 @@ def test_curated_knowledge_base_agrees_with_the_rules():
 
 
 def test_seed_benchmark_gold_replies_are_safe():
-    from omind.benchmark import load_benchmark, seed_path
+    from omind.benchmark_format import load_benchmark, seed_path
     insts = load_benchmark(seed_path())["instances"]
     gold = [t["content"] for i in insts for t in i["turns"] if t["role"] == "assistant" and t["content"]]
     assert gold and [g for g in gold if method_details(g)] == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from omind.benchmark import load_benchmark
+from omind.benchmark_format import load_benchmark
 from omind.core import load_params
 from omind.eval_report import evaluation_report
 from omind.eval_figures import evaluate_figure_set
@@ -139,7 +139,8 @@ def test_smoke_answers_every_crisis_turn_of_the_seed():
 
 def test_decoding_over_http_refuses_what_the_api_lacks():
     "An endpoint gets repetition_penalty as an extra field; no_repeat_ngram_size is not in the OpenAI API: a clear error, never plain decoding under its name."
-    from omind.llm import GenConfig, OpenAILLM
+    from omind.llm import GenConfig
+    from omind.llm_http import OpenAILLM
     llm = OpenAILLM("served", "http://127.0.0.1:9/v1", max_retries=0)
     with pytest.raises(ValueError, match="no_repeat_ngram_size"):
         llm.chat([[{"role": "user", "content": "hi"}]], GenConfig(**DecodingParams(no_repeat_ngram_size=3).settings()))

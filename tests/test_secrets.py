@@ -66,10 +66,10 @@ def test_api_key_never_written(echo_all, fake_key, tmp_path):
     outs.append(r.stdout + r.stderr)
     # 401 and 500: the same stage code in this process (no kernel start), each into a run folder of its own
     from omind.core import load_params
-    from omind.knowledge import load_knowledge
+    from omind.kb_build import load_knowledge
     from omind.retrieval import get_retriever
     from omind.synthesis import run_synthesis
-    from omind.llm import EndpointError
+    from omind.llm_http import EndpointError
     P0 = load_params(p); kb, R = load_knowledge(P0), get_retriever(P0)
     for mode in ("e401", "e500"):
         EchoAll.mode = mode

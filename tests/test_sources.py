@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from omind.sources import InputError, SourceSpec, load_source, read_records, CAMS_LABELS
+from omind.readers import InputError, read_records
+from omind.sources import SourceSpec, load_source, CAMS_LABELS
 
 F = Path(__file__).resolve().parent/"fixtures"/"sources"
 

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from omind.core import read_json, atomic_write_json, load_params, get_stage
-from omind.sweep import load_sweep, run_sweep, sweep_tables, sweep_figures, sweep_figures_main, store_dir, share_key
+from omind.sweep_load import load_sweep
+from omind.sweep import run_sweep, sweep_figures_main, store_dir, share_key
+from omind.sweep_tables import sweep_tables, sweep_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ["knowledge", "synthesis", "review", "dataset", "rejected"]      # the stages upstream of train
@@ -178,7 +180,8 @@ def test_sweep_figures_files(paper_layout, capsys):
 
 
 def test_sweep_errors_name_file_and_line(tmp_path):
-    from omind.sweep import SweepError, add_sweep_parser, sweep_main
+    from omind.sweep_load import SweepError
+    from omind.sweep import add_sweep_parser, sweep_main
     f = sweep_file(tmp_path, "variants:\n  - {name: a}\n  - {name: b, set: {train.learning_rat: 0.1}}\n")
     with pytest.raises(SweepError, match=r"tsweep.yaml:6: variant 'b': --set train.learning_rat=0.1: unknown key 'train.learning_rat' \(did you mean 'learning_rate'\?\)"):
         load_sweep(f)

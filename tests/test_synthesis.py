@@ -80,7 +80,8 @@ def test_params_files_validate():
     assert total >= 100 and kb_bearing >= 0.75 * total and all(P.synthesis.count(t) > 0 for t in BUILTIN)
 
 def test_bad_params_named(tmp_path):
-    from omind.core import load_params, ParamsError
+    from omind.core import load_params
+    from omind.params_file import ParamsError
     bad = tmp_path/"bad.yaml"
     bad.write_text("synthesis:\n  n: {mcqa: 2, convo: 3}\n")
     with pytest.raises(ParamsError, match=r"synthesis\.n.*unknown task family 'convo' \(did you mean 'conversation'\?\)"): load_params(bad)
@@ -171,7 +172,7 @@ def test_seeds_from_real_knowledge_base():
     from omind.core import load_params
     from omind.synthesis import make_seeds
     from omind.tasks import LETTERS
-    from omind.knowledge import build_knowledge
+    from omind.kb_build import build_knowledge
     P = load_params(ROOT/"params/smoke.yaml")
     kb = build_knowledge(P.knowledge)
     sd, rep = make_seeds(kb, P.synthesis, 0, verbose=False)
@@ -188,7 +189,8 @@ def test_seeds_from_real_knowledge_base():
 
 def test_sixth_family_runs_through_synthesis(tmp_path, sixth_family):
     "A family registered with one call is validated in params, seeded, generated on the tiny model and counted."
-    from omind.core import load_params, ParamsError
+    from omind.core import load_params
+    from omind.params_file import ParamsError
     from omind.synthesis import run_synthesis
     from omind.testing import toy_knowledge, ToyRetriever
     from omind.tasks import task_names, get_task

@@ -18,8 +18,9 @@ def _params(tmp, name, **train):
 def test_assistant_only_loss_mask():
     "Labels cover exactly every assistant turn's content + <|im_end|> of multi-turn conversations, nothing else."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from omind.llm import tiny_model_dir
-    from omind.train import sft_trainer, label_spans, TrainParams
+    from omind.model_store import tiny_model_dir
+    from omind.trainers import sft_trainer, label_spans
+    from omind.train_params import TrainParams
     from omind.testing import toy_dataset
     ds = toy_dataset(12)["train"]
     tok = AutoTokenizer.from_pretrained(tiny_model_dir())
@@ -45,7 +46,7 @@ def test_assistant_only_loss_mask():
 def resumed_run(tmp_path_factory):
     "A training run SIGKILLed after its first checkpoint, then rerun to completion with the same command."
     from omind.core import load_params, run_dir
-    from omind.train import last_checkpoint
+    from omind.trainers import last_checkpoint
     from omind.testing import write_toy_dataset
     tmp = tmp_path_factory.mktemp("train")
     pf = _params(tmp, "kill", max_steps=12, save_steps=4, learning_rate=3e-2, batch_size=2, warmup=0)
@@ -106,7 +107,9 @@ def test_adapter_reloads_and_changes_generations(resumed_run):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-    from omind.llm import make_llm, tiny_model_dir, GenConfig
+    from omind.backends import make_llm
+    from omind.model_store import tiny_model_dir
+    from omind.llm import GenConfig
     P, out, _ = resumed_run
     ad = out/"sft"/"adapter"
     pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir()), str(ad))
@@ -123,7 +126,7 @@ def test_adapter_names_a_loadable_base_and_summary_keys(resumed_run):
     from peft import PeftModel, AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM
     from omind.core import read_json
-    from omind.llm import tiny_model_dir
+    from omind.model_store import tiny_model_dir
     P, out, _ = resumed_run
     ad = out/"sft"/"adapter"
     cfg = read_json(ad/"adapter_config.json")
@@ -140,9 +143,11 @@ def test_adapter_names_a_loadable_base_and_summary_keys(resumed_run):
 def test_training_args_pass_through_and_validation(tmp_path):
     "Extra TrainingArguments / SFTConfig / DPOConfig fields reach the trainers; unknown or stage-set names are clear errors."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from omind.core import load_params, ParamsError
-    from omind.llm import tiny_model_dir
-    from omind.train import sft_trainer, TrainParams
+    from omind.core import load_params
+    from omind.params_file import ParamsError
+    from omind.model_store import tiny_model_dir
+    from omind.trainers import sft_trainer
+    from omind.train_params import TrainParams
     from omind.testing import toy_dataset
     pf = _params(tmp_path, "ta", training_args={"report_too": ["wandb"]})
     with pytest.raises(ParamsError) as e: load_params(pf)
@@ -183,7 +188,7 @@ def _label_rows():
 def test_shuffle_labels_toy():
     "Each choice / label row carries a wrong answer (letter and text), no gold answer remains, other tasks are untouched."
     import re
-    from omind.train import shuffle_labels
+    from omind.train_data import shuffle_labels
     rows = _label_rows()
     out, counts = shuffle_labels(rows, seed=0)
     assert counts == {"changed": {"mcqa": 16, "classification": 12, "root_cause": 12}, "unchanged": {}}
@@ -228,7 +233,7 @@ def test_sft_with_shuffled_labels(tmp_path):
 
 def test_rejected_stage_goes_through_the_student_role_and_resumes(tmp_path, monkeypatch):
     "The rejected stage asks llm_for(P, 'student') (a local model or an inference server), logs per chunk, resumes."
-    import omind.llm
+    import omind.backends
     from omind.core import load_params, run_dir
     from omind.rejected import run_rejected, read_rejected
     from omind.testing import write_toy_dataset, toy_dataset
@@ -239,7 +244,7 @@ def test_rejected_stage_goes_through_the_student_role_and_resumes(tmp_path, monk
             if calls.count(2) == 2 and fail["on"]: raise RuntimeError("server went away")   # the second chunk fails
             return [f"answer to: {c[-1]['content']} ({cfg.max_new_tokens})" for c in convs]
     fail = {"on": True}
-    monkeypatch.setattr(omind.llm, "llm_for", lambda P, role: (calls.append(role), Fake())[1])
+    monkeypatch.setattr(omind.backends, "llm_for", lambda P, role: (calls.append(role), Fake())[1])
     pf = _params(tmp_path, "rej")
     import yaml
     raw = yaml.safe_load(pf.read_text()); raw["models"]["student"] = {"backend": "openai", "model": "served-student", "base_url": "http://127.0.0.1:9/v1"}

@@ -117,7 +117,7 @@ def execute_explore(run: str, dest: Path):
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT/"nbs")}}).execute()
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
-    from omind.pipeline import portable_notebook
+    from omind.runner import portable_notebook
     portable_notebook(dest, ROOT)       # published with the run: no path of this machine in it
 
 
