@@ -703,6 +703,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
             'omind.replicate': { 'omind.replicate._pooled': ('replicate.html#_pooled', 'omind/replicate.py'),
                                  'omind.replicate.check_reproduction': ('replicate.html#check_reproduction', 'omind/replicate.py'),
                                  'omind.replicate.main': ('replicate.html#main', 'omind/replicate.py'),
+                                 'omind.replicate.pooled_p': ('replicate.html#pooled_p', 'omind/replicate.py'),
                                  'omind.replicate.replication_figure': ('replicate.html#replication_figure', 'omind/replicate.py'),
                                  'omind.replicate.replication_table': ('replicate.html#replication_table', 'omind/replicate.py')},
             'omind.retrieval': { 'omind.retrieval.Retriever': ('retrieval.html#retriever', 'omind/retrieval.py'),
