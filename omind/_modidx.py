@@ -515,6 +515,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                  'omind.llm_cache.ResponseCache.__len__': ('llm_cache.html#responsecache.__len__', 'omind/llm_cache.py'),
                                  'omind.llm_cache.ResponseCache._conn': ('llm_cache.html#responsecache._conn', 'omind/llm_cache.py'),
                                  'omind.llm_cache.ResponseCache.get_many': ('llm_cache.html#responsecache.get_many', 'omind/llm_cache.py'),
+                                 'omind.llm_cache.ResponseCache.merge_from': ( 'llm_cache.html#responsecache.merge_from',
+                                                                               'omind/llm_cache.py'),
                                  'omind.llm_cache.ResponseCache.put_many': ('llm_cache.html#responsecache.put_many', 'omind/llm_cache.py')},
             'omind.llm_http': { 'omind.llm_http.EndpointError': ('llm_http.html#endpointerror', 'omind/llm_http.py'),
                                 'omind.llm_http.OpenAILLM': ('llm_http.html#openaillm', 'omind/llm_http.py'),

@@ -101,6 +101,18 @@ class CachedLLM:
         return self._run("score_first_token", list(convs), labels,
                          lambda cs: self.llm.score_next_token(cs, labels, split_at=split_at, progress=progress), False)
 
+# %% ../nbs/01f_llm_cache.ipynb #a75ad29a
+@patch
+def merge_from(self: ResponseCache, other) -> int:
+    "Copy the rows of cache file `other` that this cache lacks (existing rows are kept); returns the number added."
+    other = Path(other)
+    if not other.exists() or other.resolve() == self.path.resolve(): return 0
+    c = self._conn()
+    c.execute("ATTACH DATABASE ? AS src", (str(other),))
+    try: return c.execute("INSERT OR IGNORE INTO cache SELECT key, value, created FROM src.cache").rowcount
+    finally: c.execute("DETACH DATABASE src")
+
+
 # %% ../nbs/01f_llm_cache.ipynb #86b61c66
 @patch
 def score_turns(self: CachedLLM, convs, role: str = "assistant", progress: bool = False) -> list[list[dict]]:

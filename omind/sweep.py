@@ -305,23 +305,11 @@ def run_sweep(sweep_file, only: Optional[str] = None, start: Optional[str] = Non
 def seed_cache(sw: Sweep) -> int:
     """Copy the responses cached by the sweep's `reuse:` runs into each variant's response cache (rows it lacks);
     returns the number of rows added."""
-    import sqlite3
     from omind.core import cache_dir
     from omind.llm_cache import ResponseCache
     srcs = [run_dir(P)/"cache"/"llm.sqlite" if P.run.cache_dir is None else resolve_path(P.run.cache_dir)/"llm.sqlite" for P in sw.reuse]
-    srcs = [s for s in srcs if s.exists()]
-    added = 0
-    for dest in sorted({cache_dir(v.P)/"llm.sqlite" for v in sw.variants}):
-        ResponseCache(dest)                                   # creates the table when new
-        c = sqlite3.connect(dest, timeout=120, isolation_level=None)
-        try:
-            for s in srcs:
-                if s.resolve() == dest.resolve(): continue
-                c.execute("ATTACH DATABASE ? AS src", (str(s),))
-                try: added += c.execute("INSERT OR IGNORE INTO cache SELECT key, value, created FROM src.cache").rowcount
-                finally: c.execute("DETACH DATABASE src")
-        finally: c.close()
-    return added
+    dests = sorted({cache_dir(v.P)/"llm.sqlite" for v in sw.variants})
+    return sum(ResponseCache(d).merge_from(s) for d in dests for s in srcs)
 
 
 # %% ../nbs/11b_sweep.ipynb #a19e1ebc
