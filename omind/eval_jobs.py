@@ -38,14 +38,17 @@ def job_key(ref: str, *inputs) -> str:
     "`ref|<hash of inputs>`: the key of one unit of work, new whenever any input (model fingerprint, prompt, settings) changes."
     return f"{ref}|{stable_hash(list(inputs), 12)}"
 
-def run_jobs(log: JsonlLog, jobs: list[dict], fn, chunk: int = 64, desc: str = "") -> dict:
-    "Apply `fn(list_of_jobs) -> list_of_records` to the jobs whose `key` is not yet in `log`, chunk by chunk; key -> record."
+def run_jobs(log: JsonlLog, jobs: list[dict], fn, chunk: int = 64, desc: str = "", pool=None) -> dict:
+    """Apply `fn(list_of_jobs) -> list_of_records` to the jobs whose `key` is not yet in `log`, chunk by chunk; key -> record.
+    With `pool` (a `concurrent.futures` executor; `fn` picklable for a process pool) the chunks are computed side by
+    side and written to the log in order as they finish, so a killed run keeps every chunk written before it."""
     done = log.keys("key")
     rest = [j for j in jobs if j["key"] not in done]
-    for s in tqdm(range(0, len(rest), chunk), desc=desc, disable=len(rest) <= chunk):
-        recs = fn(rest[s:s + chunk])
-        if len(recs) != len(rest[s:s + chunk]) or not all("key" in r for r in recs):
-            raise RuntimeError(f"run_jobs ({desc}): the worker returned {len(recs)} records for {len(rest[s:s + chunk])} jobs, or records without 'key'")
+    parts = [rest[s:s + chunk] for s in range(0, len(rest), chunk)]
+    results = (fn(p) for p in parts) if pool is None else (f.result() for f in [pool.submit(fn, p) for p in parts])
+    for part, recs in tqdm(zip(parts, results), total=len(parts), desc=desc, disable=len(parts) <= 1):
+        if len(recs) != len(part) or not all("key" in r for r in recs):
+            raise RuntimeError(f"run_jobs ({desc}): the worker returned {len(recs)} records for {len(part)} jobs, or records without 'key'")
         log.extend(recs)
     want = {j["key"] for j in jobs}
     return {r["key"]: r for r in log.records if r.get("key") in want}

@@ -13,8 +13,8 @@ from .eval_candidates import with_system, load_model
 from .eval_jobs import job_key, run_jobs
 
 # %% auto #0
-__all__ = ['CORE_MODES', 'core_items', 'item_fingerprint', 'score_core', 'core_predictions_of', 'core_null_control',
-           'core_results']
+__all__ = ['CORE_MODES', 'core_items', 'item_fingerprint', 'core_chunk', 'score_core', 'core_predictions_of', 'core_null_control',
+           'core_pool', 'core_results']
 
 # %% ../nbs/08f_eval_scoring.ipynb #f53c323c
 CORE_MODES = {"auto": "auto", "loglik": "score", "generate": "generate"}
@@ -52,9 +52,18 @@ def item_fingerprint(it: dict) -> str:
     "Hash of what a model sees and is scored against for a core item."
     return stable_hash({k: it.get(k) for k in ("id", "task", "source", "messages", "options", "labels", "label")}, 12)
 
-def score_core(P, log: JsonlLog, m: dict, items: list[dict]) -> list[dict]:
-    "Core records of model `m` on `items` (resumable; keyed by fingerprint, method and item), in item order."
+def core_chunk(P, m: dict, mode: str, cfg, kw: dict, js: list[dict]) -> list[dict]:
+    """Core records of model `m` on one chunk of jobs (run in this process, or in a worker process of a pool: everything
+    it needs comes in its arguments, and `make_llm` keeps one loaded copy of each model per process)."""
     from omind.core_eval import core_records
+    its = [{**j["item"], "messages": with_system(j["item"]["messages"], m["system_prompt"])} for j in js]
+    recs = core_records(load_model(P, m), its, mode=mode, cfg=cfg, progress=False, **({} if mode == "generate" else kw))
+    return [{**r, "key": j["key"], "model": m["name"]} for j, r in zip(js, recs)]
+
+def score_core(P, log: JsonlLog, m: dict, items: list[dict], pool=None) -> list[dict]:
+    """Core records of model `m` on `items` (resumable; keyed by fingerprint, method and item), in item order; with
+    `pool` (from `core_pool`) its chunks are scored side by side."""
+    from functools import partial
     from omind.llm import GenConfig
     E = P.evaluate
     mode = CORE_MODES[E.core_method]
@@ -62,13 +71,8 @@ def score_core(P, log: JsonlLog, m: dict, items: list[dict]) -> list[dict]:
     kw = {"option_text": E.option_text, "max_option_items": E.max_option_items}
     jobs = [{"key": job_key(f"{m['name']}|core|{it['source']}|{it['id']}", m["fp"], m["system_prompt"], mode, cfg.key(), kw, item_fingerprint(it)),
              "item": it} for it in items]
-    llm = [None]
-    def fn(js):
-        llm[0] = llm[0] or load_model(P, m)
-        its = [{**j["item"], "messages": with_system(j["item"]["messages"], m["system_prompt"])} for j in js]
-        recs = core_records(llm[0], its, mode=mode, cfg=cfg, progress=False, **({} if mode == "generate" else kw))
-        return [{**r, "key": j["key"], "model": m["name"]} for j, r in zip(js, recs)]
-    done = run_jobs(log, jobs, fn, max(E.chunk_size, 64), f"core {m['name']}")
+    from omind.eval_scoring import core_chunk as chunk_fn   # by module name, so a worker process can import it (also when these cells run in a notebook)
+    done = run_jobs(log, jobs, partial(chunk_fn, P, m, mode, cfg, kw), max(E.chunk_size, 64), f"core {m['name']}", pool)
     return [done[j["key"]] for j in jobs]
 
 def core_predictions_of(model: str, records: list[dict]) -> list[dict]:
@@ -90,6 +94,23 @@ def core_null_control(P, log: JsonlLog, base: dict, items: list[dict]) -> dict:
     rows = core_predictions_of(base["name"], first) + core_predictions_of(twin["name"], again)
     return null_control(paired_table(rows, base["name"], rounds=P.evaluate.bootstrap_rounds, ci=P.evaluate.ci, seed=P.evaluate.seed))
 
+# %% ../nbs/08f_eval_scoring.ipynb #c2a01478
+def _one_thread():
+    "Worker-process initializer: one compute thread."
+    import torch
+    torch.set_num_threads(1)
+
+def core_pool(P, models: list[dict]):
+    """A context manager holding a pool of `evaluate.core_workers` spawned worker processes (one compute thread each)
+    for scoring local models' core items side by side; a null context (None) when that is 1 or a model is served over HTTP."""
+    import contextlib, multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from omind.eval_scoring import _one_thread                # by module name, importable in the worker
+    n = P.evaluate.core_workers
+    if n <= 1 or any(getattr(m["spec"], "backend", "transformers") == "openai" for m in models): return contextlib.nullcontext()
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread)
+
+
 # %% ../nbs/08f_eval_scoring.ipynb #05515496
 def core_results(P, log: JsonlLog, models: list[dict], items: list[dict]) -> dict:
     """Every model scored on the core items (baseline first), then the tables: per model, set, task and method; each
@@ -98,8 +119,9 @@ def core_results(P, log: JsonlLog, models: list[dict], items: list[dict]) -> dic
     import pandas as pd
     E, base = P.evaluate, models[0]
     preds = []
-    for m in models:
-        preds += core_predictions_of(m["name"], score_core(P, log, m, items)) if items else []
+    with core_pool(P, models) as pool:
+        for m in models:
+            preds += core_predictions_of(m["name"], score_core(P, log, m, items, pool)) if items else []
     core_df = core_table(preds, rounds=E.bootstrap_rounds, ci=E.ci, seed=E.seed) if preds else pd.DataFrame()
     paired_df = paired_table(preds, base["name"], rounds=E.bootstrap_rounds, ci=E.ci, seed=E.seed) if preds and len(models) > 1 else pd.DataFrame()
     tcontrol = training_control(paired_df, E.recall, {m["name"]: m["trained"] for m in models[1:]})

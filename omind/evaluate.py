@@ -70,6 +70,7 @@ class EvaluateParams(Strict):
     calibration_file: Optional[str] = None              # labelled judge cases; None = the shipped omind/data/calibration
     max_calibration_cases: Optional[int] = Field(None, ge=1)
     chunk_size: int = Field(64, ge=1)                   # records per resumable chunk (JsonlLog flush)
+    core_workers: int = Field(1, ge=1)                  # worker processes scoring local models' core items side by side (one compute thread each)
     seed: int = 0
 
     @model_validator(mode="before")
