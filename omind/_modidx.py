@@ -865,6 +865,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                               'omind.stages.notebook_stage': ('stages.html#notebook_stage', 'omind/stages.py'),
                               'omind.stages.omind_imports': ('stages.html#omind_imports', 'omind/stages.py'),
                               'omind.stages.open_stage': ('stages.html#open_stage', 'omind/stages.py'),
+                              'omind.stages.part_key': ('stages.html#part_key', 'omind/stages.py'),
+                              'omind.stages.recover_part': ('stages.html#recover_part', 'omind/stages.py'),
                               'omind.stages.require_stage': ('stages.html#require_stage', 'omind/stages.py'),
                               'omind.stages.require_upstream': ('stages.html#require_upstream', 'omind/stages.py'),
                               'omind.stages.set_aside': ('stages.html#set_aside', 'omind/stages.py'),

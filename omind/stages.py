@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 from pydantic import BaseModel
 
@@ -15,9 +15,9 @@ from .core import (Params, get_stage, stable_hash, file_hash, atomic_write_json,
 
 # %% auto #0
 __all__ = ['EXPORTED', 'UNKEYED_RUN', 'KEPT', 'RUN_ENV', 'mark_done', 'is_done', 'strip_comments', 'omind_imports',
-           'cell_directives', 'is_run_cell', 'stage_modules', 'stage_fingerprint', 'stage_key', 'lineage',
+           'cell_directives', 'is_run_cell', 'stage_modules', 'stage_fingerprint', 'stage_key', 'part_key', 'lineage',
            'upstream_now', 'upstream_changes', 'set_aside', 'open_stage', 'stage_usage', 'finish_stage', 'stage_done',
-           'require_stage', 'UpstreamMissing', 'missing_upstream', 'require_upstream', 'notebook_stage']
+           'require_stage', 'recover_part', 'UpstreamMissing', 'missing_upstream', 'require_upstream', 'notebook_stage']
 
 # %% ../nbs/00c_stages.ipynb #5d656a27
 def mark_done(stage_dir, **info) -> Path:
@@ -168,16 +168,20 @@ def _input_paths(obj, where: str = "") -> list:
 
 UNKEYED_RUN = ("report_to",)   # run settings that change no output (where numbers are also logged): not part of any key
 
-def stage_fingerprint(P: Params, name: str, root=None, _keys: Optional[dict] = None) -> dict:
-    "The parts of stage `name`'s key (each a hash): params, input files, package data, upstream keys, code, notebook."
+def stage_fingerprint(P: Params, name: str, root=None, _keys: Optional[dict] = None, only: Optional[Callable] = None,
+                      needs: Optional[Sequence] = None) -> dict:
+    """The parts of stage `name`'s key (each a hash): params, input files, package data, upstream keys, code, notebook.
+    `only` and `needs` give the fingerprint of a part of the stage (`part_key`): only the fields of the stage's own
+    params section for which `only(field)` is true, and only the upstream stages `needs`."""
     st, d, code = get_stage(name), P.to_dict(), _code_root(root)
     _keys = {} if _keys is None else _keys
     sec = P.sections[name] if name in P.sections else getattr(P, name)
     d["run"] = {k: v for k, v in d["run"].items() if k not in UNKEYED_RUN}
+    if only is not None and isinstance(d.get(name), dict): d[name] = {k: v for k, v in d[name].items() if only(k)}
     return {"params": stable_hash({k: d.get(k) for k in ("run", "models", *st.sections)}),
             "inputs": stable_hash({k: _content_hash(resolve_path(v)) for k, v in _input_paths(sec, name)}),
             "data": stable_hash({p: _content_hash(code/p) for p in st.data}),
-            "upstream": stable_hash({n: stage_key(P, n, root, _keys) for n in st.needs}),
+            "upstream": stable_hash({n: stage_key(P, n, root, _keys) for n in (st.needs if needs is None else needs)}),
             "code": stable_hash({m: _module_facts(_module_file(m, code), m)[0] for m in stage_modules(name, root)}),
             "notebook": stable_hash(_notebook_run_code(Path(root or project_root())/"nbs"/st.notebook))}
 
@@ -186,6 +190,12 @@ def stage_key(P: Params, name: str, root=None, _keys: Optional[dict] = None) -> 
     _keys = {} if _keys is None else _keys
     if name not in _keys: _keys[name] = stable_hash(stage_fingerprint(P, name, root, _keys))
     return _keys[name]
+
+def part_key(P: Params, name: str, part: str, only: Callable, needs: Sequence, root=None) -> str:
+    """The key of one part of stage `name` (a training phase, say): the stage's key computed over only the fields of its
+    params section that the part reads (`only(field)`) and only the upstream stages it reads (`needs`). A part whose
+    key did not change when the stage's did is carried over (`recover_part`), not computed again."""
+    return stable_hash({"part": part, **stage_fingerprint(P, name, root, only=only, needs=needs)})
 
 # %% ../nbs/00c_stages.ipynb #40e8301a
 def lineage(info: dict):
@@ -335,6 +345,22 @@ def require_stage(P: Params, stage: str) -> Path:
     if info.get("key") is not None and (ch := upstream_changes(P, stage, info)):
         raise FileNotFoundError(f"stage '{stage}' of run '{P.run.name}' is out of date ({'; '.join(ch)}): rerun it, e.g. `omind run {pf} --from {stage}`")
     return d
+
+# %% ../nbs/00c_stages.ipynb #4be95edf
+def recover_part(P: Params, name: str, part: str, key: str) -> bool:
+    """Move subfolder `part` of stage `name` back from the newest set-aside copy of the stage in which it finished under
+    `key` (its `done.json` holds that key); True when it did. A part already present is left alone."""
+    d = run_dir(P, name)
+    if (d/part).exists(): return False
+    aside = run_dir(P)/"set-aside"
+    olds = sorted(aside.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime, reverse=True) if aside.exists() else []
+    for old in olds:
+        if is_done(old/part, key=key):
+            os.replace(old/part, d/part)
+            print(f"{name}: {part} is up to date (its own key did not change): carried over from {portable_path(old)}")
+            return True
+    return False
+
 
 # %% ../nbs/00c_stages.ipynb #bb19dd21
 RUN_ENV = "OMIND_KERNEL_LOCK"      # set by `omind run` in the stage kernels it starts (omind.runner.KERNEL_LOCK_ENV)

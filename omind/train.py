@@ -10,7 +10,7 @@ from typing import Optional
 
 from .core import (load_params, run_dir, atomic_write, atomic_write_json, read_json, stable_hash,
                         resolve_path, figures_dir, set_style, save_figure, save_table)
-from .stages import require_stage, mark_done, is_done, stage_key, open_stage, finish_stage, stage_done
+from .stages import require_stage, mark_done, is_done, stage_key, part_key, recover_part, open_stage, finish_stage, stage_done
 from .train_params import TrainParams, phase_args
 from .trainers import (resolve_precision, load_student, sft_trainer, _common_args, last_checkpoint, _is_main, save_log,
                             heldout_loss, _save_adapter, logged_train_loss, TokenCountSaver, restore_token_count,
@@ -20,12 +20,17 @@ from .adapter_cards import _write_card
 
 
 # %% auto #0
-__all__ = ['run_sft', 'run_dpo', 'run_train', 'adapter_status', 'figures_train', 'main']
+__all__ = ['PHASE_READS', 'run_sft', 'run_dpo', 'run_train', 'adapter_status', 'figures_train', 'main']
 
 # %% ../nbs/06_train.ipynb #cf61c0c2
+PHASE_READS = {"sft": (lambda k: not k.startswith("dpo"), ("dataset",)),      # every train field but the dpo* ones
+               "dpo": (lambda k: True, ("dataset", "rejected"))}              # DPO starts from the SFT adapter: all of them
+
 def _phase_key(P, phase: str) -> str:
-    "Key of one training phase: the train stage's key (its params, upstream stages and code) and the phase name."
-    return stable_hash({"stage": stage_key(P, "train"), "phase": phase})
+    """Key of one training phase (`omind.stages.part_key`): the train stage's key over only the train fields and upstream
+    stages the phase reads, so a DPO setting changes the DPO phase's key and not the SFT phase's."""
+    only, needs = PHASE_READS[phase]
+    return part_key(P, "train", phase, only, needs)
 
 def _fresh(d: Path, key: str):
     "Make `d` belong to `key`: anything left by other params (checkpoints, adapters) is removed (main process)."
@@ -144,7 +149,9 @@ def run_train(P, progress: bool = True) -> dict:
     if P.train.dpo and "base" in P.train.dpo_rejected: require_stage(P, "rejected")   # before any work: a clear error
     out = run_dir(P, "train")
     if stage_done(P, "train") and (out/"summary.json").exists(): return read_json(out/"summary.json")
-    if _is_main(): open_stage(P, "train")                   # other params / code: old outputs set aside; same key: resume
+    if _is_main():
+        open_stage(P, "train")                               # other params / code: old outputs set aside; same key: resume
+        for phase in PHASE_READS: recover_part(P, "train", phase, _phase_key(P, phase))   # a phase whose own key held: kept
     PartialState().wait_for_everyone()
     seed_everything(P.run.seed)
     ds = load_splits(ds_dir)
