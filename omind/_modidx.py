@@ -693,6 +693,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                               'omind.readme.expand_results': ('readme.html#expand_results', 'omind/readme.py'),
                               'omind.readme.results_markdown': ('readme.html#results_markdown', 'omind/readme.py'),
                               'omind.readme.stage_times': ('readme.html#stage_times', 'omind/readme.py'),
+                              'omind.readme.table_markdown': ('readme.html#table_markdown', 'omind/readme.py'),
                               'omind.readme.verdict': ('readme.html#verdict', 'omind/readme.py')},
             'omind.recall_sweep': { 'omind.recall_sweep._score': ('recall_sweep.html#_score', 'omind/recall_sweep.py'),
                                     'omind.recall_sweep.main': ('recall_sweep.html#main', 'omind/recall_sweep.py'),

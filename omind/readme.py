@@ -11,7 +11,7 @@ from typing import Optional
 from .core_controls import CONTROL_FAILED, control_label, claim_of
 
 # %% auto #0
-__all__ = ['DIRECTIVE', 'CORE_COLUMNS', 'verdict', 'results_markdown', 'stage_times', 'expand_results']
+__all__ = ['DIRECTIVE', 'CORE_COLUMNS', 'TABLE', 'verdict', 'results_markdown', 'stage_times', 'table_markdown', 'expand_results']
 
 # %% ../nbs/10b_readme.ipynb #75ecae43
 DIRECTIVE = re.compile(r"^<!-- omind:results (\S+)(?: (\S+))? -->$", re.M)
@@ -110,8 +110,21 @@ def stage_times(run) -> str:
     return ("Stage times of this run (seconds, from its executed notebooks): " + ", ".join(f"{k} {v:,.0f}" for k, v in t.items()) +
             f"; {sum(t.values()) / 60:.1f} minutes in all.")
 
+TABLE = re.compile(r"^<!-- omind:table (\S+)(?: (\S+))? -->$", re.M)
+
+def table_markdown(path, columns: Optional[str] = None) -> str:
+    """A table file a run or sweep wrote, as Markdown: a `.md` file as it is; a `.csv` file rendered (only the
+    comma-separated `columns`, when given)."""
+    import pandas as pd
+    path = Path(path)
+    if path.suffix == ".md": return path.read_text(encoding="utf-8").strip()
+    df = pd.read_csv(path).fillna("")
+    if columns: df = df[columns.split(",")]
+    return df.to_markdown(index=False)
+
 def expand_results(text: str, root) -> str:
-    "Replace every `<!-- omind:results REPORT [REPLICATION] -->` line of `text` with its tables (a note when the report is missing)."
+    """Replace every `<!-- omind:results REPORT [REPLICATION] -->` line of `text` with its tables and every
+    `<!-- omind:table FILE [COLUMNS] -->` line with that table (a note when the file is missing)."""
     import pandas as pd
     def one(m):
         rp, rep = Path(root)/m.group(1), (Path(root)/m.group(2) if m.group(2) else None)
@@ -119,4 +132,7 @@ def expand_results(text: str, root) -> str:
         repl = pd.read_csv(rep) if rep is not None and rep.exists() else None
         times = stage_times(rp.parent.parent)
         return results_markdown(json.loads(rp.read_text()), repl) + (f"\n\n{times}" if times else "")
-    return DIRECTIVE.sub(one, text)
+    def table(m):
+        f = Path(root)/m.group(1)
+        return table_markdown(f, m.group(2)) if f.exists() else f"*({m.group(1)} is not there yet: run the experiment, then `omind readme`.)*"
+    return TABLE.sub(table, DIRECTIVE.sub(one, text))
