@@ -14,12 +14,13 @@ from ..text import normalize, content_words, split_sentences, LETTERS, parse_cho
 from ..safety import GUIDANCE, is_crisis, method_details, crisis_resources, enforce
 
 # %% auto #0
-__all__ = ['PROMPTS', 'PERSONAS', 'CONTROL_TOPICS', 'CAMS', 'CAMS_DESC', 'NO_DISORDER', 'check_messages', 'TaskFamily',
-           'register', 'unregister', 'task_names', 'unknown_task', 'get_task', 'families', 'task_order', 'prompts_for',
-           'prompt_hash', 'guard', 'extract_citations', 'tidy', 'cut', 'numbered', 'cite', 'check_text', 'conv',
-           'options_block', 'tail_name', 'conditions', 'entities_of_type', 'icd_code', 'siblings', 'stressors',
-           'reference_evidence', 'gold_protected', 'post_source_seeds', 'labelled_generator', 'leakage_terms',
-           'post_text', 'label_eval_messages', 'candidates']
+__all__ = ['PROMPTS', 'PERSONAS', 'CONTROL_TOPICS', 'CAMS', 'CAMS_DESC', 'NO_DISORDER', 'HELDOUT_SOURCE', 'check_messages',
+           'TaskFamily', 'register', 'unregister', 'find_task', 'heldout_family', 'open_answer_tasks', 'task_names',
+           'unknown_task', 'get_task', 'families', 'task_order', 'prompts_for', 'prompt_hash', 'guard',
+           'extract_citations', 'tidy', 'cut', 'numbered', 'cite', 'check_text', 'conv', 'options_block', 'tail_name',
+           'conditions', 'entities_of_type', 'icd_code', 'siblings', 'stressors', 'reference_evidence',
+           'gold_protected', 'post_source_seeds', 'labelled_generator', 'leakage_terms', 'post_text',
+           'label_eval_messages', 'candidates']
 
 # %% ../../nbs/02b_tasks.ipynb #aaeccc69
 def check_messages(rec: dict) -> str:
@@ -62,6 +63,10 @@ class TaskFamily:
     core_eval: Optional[str] = None             # "choice" | "label" | None: how evaluation scores the family
     labels: Callable = lambda rec: []           # candidate labels (label tasks) or options (choice tasks) of a record
     eval_messages: Optional[Callable] = None    # eval_messages(item) -> user message of an evaluation item
+    heldout: Optional[Callable] = None          # heldout(kb, n, seed, keys, control) -> held-out items disjoint from training `keys`
+    recall_options: int = 0                     # train recall asks trained rows with this many options again (0: never)
+    label_is_condition: bool = False            # a record's label names the condition it was written for
+    open_answer: bool = False                   # its test questions are the evaluation's open questions (win explanations, null control)
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name or ""): raise ValueError(f"task family name {self.name!r} must be snake_case")
@@ -71,6 +76,11 @@ class TaskFamily:
         if self.source_kind not in (None, "mcqa", "post", "qa", "conversation"): raise ValueError(f"{self.name}: source_kind must be mcqa, post, qa, conversation or None, got {self.source_kind!r}")
         if (self.source_kind is None) != (self.source_seeds is None): raise ValueError(f"{self.name}: source_kind and source_seeds go together")
         self.title = self.title or self.name.replace("_", " ")
+
+    @property
+    def eval_source_kind(self) -> Optional[str]:
+        "The kind of omind.sources items a public evaluation set of this family gives: mcqa (choice), post (label), None."
+        return {"choice": "mcqa", "label": "post"}.get(self.core_eval)
 
 # %% ../../nbs/02b_tasks.ipynb #e9d8bf5e
 _REGISTRY: dict[str, TaskFamily] = {}
@@ -85,6 +95,20 @@ def register(family: TaskFamily, replace: bool = False) -> TaskFamily:
 def unregister(name: str) -> None:
     "Remove a family from the registry (tests that registered a toy family clean up with this)."
     _REGISTRY.pop(name, None)
+
+def find_task(name) -> Optional[TaskFamily]:
+    "The registered family `name`, or None (a record of a family this run does not register)."
+    return _REGISTRY.get(name)
+
+def heldout_family(core_eval: str = "choice") -> TaskFamily:
+    "The first registered family with a `heldout` builder scored as `core_eval` (the held-out MCQA and classification sets)."
+    f = next((f for f in _REGISTRY.values() if f.heldout is not None and f.core_eval == core_eval), None)
+    if f is None: raise KeyError(f"no registered task family with a held-out builder and core_eval {core_eval!r}")
+    return f
+
+def open_answer_tasks() -> list[str]:
+    "Names of the families whose test questions are the evaluation's open questions (`open_answer`), in registry order."
+    return [f.name for f in _REGISTRY.values() if f.open_answer]
 
 def task_names() -> list[str]:
     "Names of the registered task families, in registration order."
@@ -366,3 +390,31 @@ def label_eval_messages(question: str):
 def candidates(rec: dict) -> list:
     "The candidate labels a label record offered the student (its seed's `candidates`)."
     return list((rec.get("seed") or {}).get("candidates") or [])
+
+# %% ../../nbs/02b_tasks.ipynb #6c66032d
+HELDOUT_SOURCE = "heldout_kb"
+
+def _profile_key(condition, symptoms) -> tuple:
+    return normalize(condition), frozenset(normalize(x) for x in symptoms)
+
+def _and(names) -> str:
+    names = list(names); return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+def _round_robin(groups: dict, n: int, rng) -> list:
+    "Up to `n` entries taken one per group in turn (groups in a seeded order, each group's entries already ordered)."
+    keys = sorted(groups); rng.shuffle(keys); its = {k: iter(groups[k]) for k in keys}; out = []
+    while len(out) < n and its:
+        for k in list(its):
+            x = next(its[k], None)
+            if x is None: del its[k]; continue
+            out.append(x)
+            if len(out) >= n: break
+    return out
+
+def _balanced_letters(m: int, k: int, rng) -> list:
+    "`m` gold letters over the first `k` letters in equal shares (counts differ by at most one), shuffled."
+    lets = [LETTERS[i % k] for i in range(m)]; rng.shuffle(lets); return lets
+
+def _place(gold: str, distractors: list, letter: str, rng) -> list:
+    "Options with `gold` at `letter` and the distractors, in a seeded order, around it."
+    ds = list(distractors); rng.shuffle(ds); ds.insert(LETTERS.index(letter), gold); return ds

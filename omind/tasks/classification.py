@@ -4,17 +4,19 @@
 
 # %% ../../nbs/02b2_tasks_classification.ipynb #4625b8e8
 from __future__ import annotations
-import math, random, re
+import itertools, math, random, re
 
 from ..core import stable_hash
 from ..kb import KnowledgeBase
 from ..safety import is_crisis
+from ..text import normalize
 from .base import (TaskFamily, register, prompts_for, PROMPTS, PERSONAS, CONTROL_TOPICS, NO_DISORDER, conditions,
                               siblings, tail_name, gold_protected, labelled_generator, post_source_seeds, post_text, leakage_terms,
-                              label_eval_messages, candidates)
+                              label_eval_messages, candidates, HELDOUT_SOURCE, _profile_key, _and, _round_robin)
 
 # %% auto #0
-__all__ = ['STUDENT_CLASSIFICATION', 'CLASSIFICATION', 'classification_seeds', 'classification_capacity', 'label_leak']
+__all__ = ['STUDENT_CLASSIFICATION', 'VIGNETTE', 'CONTROL_VIGNETTE', 'CLASSIFICATION', 'classification_seeds',
+           'classification_capacity', 'label_leak', 'classification_heldout']
 
 # %% ../../nbs/02b2_tasks_classification.ipynb #b7d60b5d
 def classification_seeds(kb: KnowledgeBase, n: int, seed: int = 0, S=None) -> list:
@@ -51,6 +53,8 @@ def classification_capacity(kb: KnowledgeBase, S=None) -> int:
 STUDENT_CLASSIFICATION = ("Post: \"{post}\"\n\nWhich condition does this post most likely show? Choose one of: {labels}.\n"
                           "Answer with the label and a short explanation.")
 
+_eval_messages = label_eval_messages("Which label fits this post best?")
+
 def _classification_post(s):
     ex = PROMPTS["example_post"]
     if s["label"] == NO_DISORDER: return PROMPTS["control_post"].format(example=ex, persona=s["persona"], topic=s["topic"])
@@ -68,6 +72,46 @@ def label_leak(rec: dict) -> str:
 def _validate_classification(rec: dict) -> str:
     return "classification without label" if not rec.get("label") else ""
 
+# %% ../../nbs/02b2_tasks_classification.ipynb #cdefc1ba
+VIGNETTE = "I am {persona}. For the past few weeks I have had {symptoms}."
+CONTROL_VIGNETTE = "I am {persona}. Lately my days have been about {topic}, and I feel fine and calm."
+
+def classification_heldout(kb: KnowledgeBase, n: int, seed: int, keys: dict, control=None) -> list:
+    "Up to `n` held-out vignettes disjoint from training `keys`, with the control label when `control` (None: when training had it)."
+    seen = keys.get("labels", {}).get("classification")
+    control = control if control is not None else (NO_DISORDER in seen if seen else True)
+    rng, conds = random.Random(seed + 1), conditions(kb)
+    groups = {}
+    for c in conds:
+        syms = [tail_name(kb, t) for t in kb.triples_of(c.id, "has_symptom")]
+        cand = []
+        for combo in itertools.combinations(syms, min(2, len(syms))):
+            if _profile_key(c.name, combo) in keys["profiles"]: continue
+            order = list(combo); rng.shuffle(order)
+            txt = VIGNETTE.format(persona=rng.choice(PERSONAS), symptoms=_and(order))
+            if normalize(txt) in keys["questions"]: continue
+            cands = [c.name] + [o.name for o in siblings(kb, c, conds)[:3]] + ([NO_DISORDER] if control else [])
+            cand.append({"label": c.name, "condition": c.name, "symptoms": order, "question": txt, "candidates": cands})
+        rng.shuffle(cand)
+        if cand: groups[c.name] = cand
+    if control and conds:
+        ctrl = []
+        for persona, topic in itertools.product(PERSONAS, CONTROL_TOPICS):
+            txt = CONTROL_VIGNETTE.format(persona=persona, topic=topic)
+            if normalize(txt) in keys["questions"]: continue
+            ctrl.append({"label": NO_DISORDER, "condition": "", "symptoms": [], "question": txt,
+                         "candidates": [NO_DISORDER] + [o.name for o in rng.sample(conds, min(3, len(conds)))]})
+        rng.shuffle(ctrl); groups[NO_DISORDER] = ctrl
+    out = []
+    for x in _round_robin(groups, n, rng):
+        cands = list(x["candidates"]); rng.shuffle(cands)
+        it = {"task": "classification", "source": HELDOUT_SOURCE, "kind": "control" if x["label"] == NO_DISORDER else "vignette",
+              "question": x["question"], "options": [], "label": x["label"], "gold_letter": "", "labels": cands,
+              "condition": x["condition"], "symptoms": x["symptoms"]}
+        it["messages"] = _eval_messages({"text": x["question"], "labels": cands})
+        out.append(it)
+    return out
+
 # %% ../../nbs/02b2_tasks_classification.ipynb #0dcbef06
 # replace: `import omind.tasks` registered the library's copy before this notebook re-runs the cell; the module runs it once
 CLASSIFICATION = register(TaskFamily(
@@ -78,4 +122,4 @@ CLASSIFICATION = register(TaskFamily(
     key=lambda s: stable_hash([s["label"], s.get("persona"), s.get("symptoms"), s.get("topic"), s.get("post")]),
     source_kind="post", source_seeds=post_source_seeds("classification"),
     validate=_validate_classification, protected=gold_protected, leakage=label_leak, core_eval="label", labels=candidates,
-    eval_messages=label_eval_messages("Which label fits this post best?")), replace=True)
+    eval_messages=_eval_messages, heldout=classification_heldout, label_is_condition=True), replace=True)

@@ -4,17 +4,19 @@
 
 # %% ../../nbs/02b1_tasks_mcqa.ipynb #27306b88
 from __future__ import annotations
-import math, random, re
+import itertools, math, random, re
 from typing import Optional
 
 from ..core import stable_hash
 from ..kb import KnowledgeBase
-from ..text import LETTERS, parse_choice
+from ..text import LETTERS, parse_choice, normalize, content_words
 from .base import (TaskFamily, register, prompts_for, PROMPTS, conv, numbered, cite, tidy, check_text, options_block,
-                              conditions, siblings, tail_name, icd_code, reference_evidence, gold_protected)
+                              conditions, siblings, tail_name, icd_code, reference_evidence, gold_protected,
+                              HELDOUT_SOURCE, _profile_key, _and, _round_robin, _balanced_letters, _place)
 
 # %% auto #0
-__all__ = ['STUDENT_MCQA', 'MCQA', 'mcqa_seeds', 'mcqa_capacity', 'mcqa_source_seeds', 'gen_mcqa', 'mcqa_eval_messages']
+__all__ = ['STUDENT_MCQA', 'PROFILE_QUESTION', 'MCQA', 'mcqa_seeds', 'mcqa_capacity', 'mcqa_source_seeds', 'gen_mcqa',
+           'mcqa_eval_messages', 'mcqa_heldout']
 
 # %% ../../nbs/02b1_tasks_mcqa.ipynb #3ee8abb0
 _GENERIC = set("with such other from that this have into more than when some being feel feeling about their there using".split())
@@ -127,10 +129,50 @@ def mcqa_eval_messages(item: dict) -> list:
     "User message of an MCQA evaluation item: question, lettered options, the answer format."
     return [{"role": "user", "content": f"{item['question']}\n\n{options_block(item['options'])}\n\nAnswer with the letter of the correct option."}]
 
+# %% ../../nbs/02b1_tasks_mcqa.ipynb #0edfb958
+PROFILE_QUESTION = "A person has had {symptoms} for several weeks. Which condition fits best?"
+
+def mcqa_heldout(kb: KnowledgeBase, n: int, seed: int, keys: dict, control=None) -> list:
+    "Up to `n` held-out symptom-profile questions disjoint from training `keys` (`control` is not used: MCQA has no control label)."
+    rng, conds = random.Random(seed), conditions(kb)
+    groups = {}
+    for c in conds:
+        syms = [tail_name(kb, t) for t in kb.triples_of(c.id, "has_symptom")]
+        cw = {x: content_words(x) for x in syms}
+        sibs = siblings(kb, c, conds)
+        cand = []
+        for k in (2, 3):
+            for combo in itertools.combinations(syms, k):
+                if _profile_key(c.name, combo) in keys["profiles"]: continue
+                picked = set().union(*(cw[x] for x in combo))
+                ds = []
+                for o in sibs:
+                    osyms = [tail_name(kb, t) for t in kb.triples_of(o.id, "has_symptom")]
+                    if any(normalize(x) in {normalize(y) for y in combo} or len(content_words(x) & picked) >= 2 for x in osyms): continue
+                    ds.append(o.name)
+                    if len(ds) == 3: break
+                if len(ds) < 3: continue
+                order = list(combo); rng.shuffle(order)
+                q = PROFILE_QUESTION.format(symptoms=_and(order))
+                if normalize(q) in keys["questions"]: continue
+                cand.append({"condition": c.name, "symptoms": order, "question": q, "distractors": ds})
+        rng.shuffle(cand)
+        if cand: groups[c.name] = cand
+    picked = _round_robin(groups, n, rng)
+    out = []
+    for x, letter in zip(picked, _balanced_letters(len(picked), 4, rng)):
+        opts = _place(x["condition"], x["distractors"], letter, rng)
+        it = {"task": "mcqa", "source": HELDOUT_SOURCE, "kind": "profile", "question": x["question"], "options": opts,
+              "label": x["condition"], "gold_letter": letter, "labels": [], "condition": x["condition"], "symptoms": x["symptoms"]}
+        it["messages"] = mcqa_eval_messages(it)
+        out.append(it)
+    return out
+
 # %% ../../nbs/02b1_tasks_mcqa.ipynb #e09809c0
 # replace: `import omind.tasks` registered the library's copy before this notebook re-runs the cell; the module runs it once
 MCQA = register(TaskFamily(
     "mcqa", gen_mcqa, title="MCQA", default_n=100, prompts=prompts_for("system", "safety", "prune", "mcqa_explain"),
     student=STUDENT_MCQA, kb_seeds=mcqa_seeds, capacity=mcqa_capacity, key=lambda s: s["question"],
     source_kind="mcqa", source_seeds=mcqa_source_seeds, validate=_validate_mcqa, protected=gold_protected,
-    core_eval="choice", labels=lambda rec: list(rec.get("options") or []), eval_messages=mcqa_eval_messages), replace=True)
+    core_eval="choice", labels=lambda rec: list(rec.get("options") or []), eval_messages=mcqa_eval_messages,
+    heldout=mcqa_heldout, recall_options=4), replace=True)

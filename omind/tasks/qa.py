@@ -134,4 +134,4 @@ def gen_qa(items, chat, S):
 QA = register(TaskFamily(
     "qa", gen_qa, title="open QA", default_n=100, prompts=prompts_for("system", "safety", "prune", "qa", "qa_reference"),
     kb_seeds=qa_seeds, capacity=qa_capacity, key=lambda s: s["question"],
-    source_kind="qa", source_seeds=qa_source_seeds), replace=True)
+    source_kind="qa", source_seeds=qa_source_seeds, open_answer=True), replace=True)
