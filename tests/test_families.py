@@ -8,20 +8,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {"mcqa", "classification", "root_cause", "qa", "conversation"}
 
-# (module, count) still allowed. HOMONYMS use the word for something that is not the task family (a rubric or NLL
-# level, a source layout's name or item kind, a plan job's kind); they stay. PENDING are family names still to move
-# into their family: this list only shrinks; lower a count (or drop the module) when you remove one.
+# (module, count) still allowed, and exactly that many (a removed one must be taken off the list). HOMONYMS use the
+# word for something that is not a registry lookup and cannot change without changing a file or params format (a rubric
+# or NLL level, a source item kind or layout name, a null-control set name, a reply job's kind in its key). PENDING
+# name the family and are still to go; this list only shrinks.
 HOMONYMS = {
     "benchmark_build": 2,   # "conversation": the benchmark's per-conversation rubric level
     "eval_figures": 2,      # "conversation": the gold-turn NLL / rubric level
     "eval_nll": 1,          # "conversation": the gold-turn NLL level
     "eval_rubric": 2,       # "conversation": the rubric level
+    "eval_controls": 3,     # "qa": the name of a null-control set in params (`evaluate.controls.null_sets: [qa, turns]`)
+    "evaluate": 1,          # "qa": the same null-set name
+    "eval_wins": 2,         # "qa": the kind of a reply job in its key (`<model>|qa|<id>`), a file format
+    "plan": 4,              # "qa": the null-set name, and the reply-job kind in job keys
     "sources": 21,          # an omind.sources item kind ("mcqa", "qa", "conversation", beside "post") and the generic
                             # layouts named after it; a family's `source_kind` names the kind it takes (sources sits below tasks)
 }
 PENDING = {
-    "adapter_cards": 1, "core_controls": 1, "core_eval": 15, "eval_controls": 3, "eval_wins": 2, "evaluate": 2,
-    "heldout": 6, "plan": 6, "readme": 5, "recall_sweep": 2, "testing": 2,
+    "core_controls": 1,     # params default: `evaluate.primary.task: mcqa`
+    "core_eval": 1,         # params default: a public set's `task: mcqa`
+    "testing": 2,           # the toy dataset's rows (fixture data)
 }
 
 
