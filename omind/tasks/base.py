@@ -137,34 +137,14 @@ def task_order(names) -> list[str]:
 PROMPTS = {
     "version": "1",
     "system": "You are a careful mental-health educator. Be brief, factual and kind.",
-    "counsellor_system": "You are a warm, supportive mental-health counsellor. You listen, reflect feelings, and give "
-                         "safe, practical suggestions. You never diagnose and never give medical orders.",
     "safety": " If there is any risk of suicide or self-harm, tell the person to call or text 988 or their local "
               "emergency number. Never describe methods.",
     "prune": "Question: {query}\n\nFacts:\n{facts}\n\nWhich facts help answer the question? "
              "Reply only with fact numbers, like: F1, F3",
-    "mcqa_explain": "Facts:\n{facts}\n\nQuestion: {question}\nCorrect answer: {answer}\n\n"
-                    "Write 2 short sentences that start with \"{answer} is correct because\". Use the facts and cite them like [F1].",
     "example_post": "Example post: I have not slept properly in weeks and I keep snapping at everyone. Work feels impossible "
                     "lately. I just want to feel like myself again.\n\n",
-    "post": "{example}Now write a new post by {persona} who has {symptoms}. 3 sentences, first person, starting with \"I\". "
-            "Do not name any illness or diagnosis.",
-    "control_post": "{example}Now write a new post by {persona} about {topic}. The writer feels fine and calm. "
-                    "3 sentences, first person, starting with \"I\".",
-    "cause_post": "{example}Now write a new post by {persona} who is stressed and low because of {cause}. "
-                  "3 sentences, first person, starting with \"I\".",
     "label_explain": "Post: {post}\n\nFacts:\n{facts}\n\nThe answer is \"{label}\". Write 2 short sentences that start "
                      "with \"The post\" and say which words in the post show this. Cite facts like [F1].",
-    "qa": "Facts:\n{facts}\n\nQuestion: {question}\n\nAnswer in 3 short sentences using only the facts. "
-          "Cite facts like [F1].",
-    "qa_reference": "Facts:\n{facts}\n\nQuestion: {question}\n\nReference answer: {reference}\n\nRewrite the reference "
-                    "answer in 3 short sentences. Keep its advice, support it with the facts and cite them like [F1].",
-    "client_open": "You are {persona}. You have {symptoms}, and you are stressed about {cause}. "
-                   "Write your first message to a counsellor: 2 short sentences, first person.",
-    "client_next": "You are {persona}, talking with a counsellor about {cause}. The counsellor said: \"{last}\"\n"
-                   "Write your short reply: 1 or 2 sentences, first person.",
-    "counsellor": "Facts:\n{facts}\n\nThe client said: \"{client}\"\n\nYou are a warm counsellor. Reply in 2 or 3 "
-                  "sentences: first show empathy, then give one helpful suggestion from the facts. Cite facts like [F1].",
 }
 
 def prompts_for(*names) -> dict:

@@ -49,6 +49,14 @@ def classification_capacity(kb: KnowledgeBase, S=None) -> int:
     ctrl = len(PERSONAS) * len(CONTROL_TOPICS) if (S is None or S.control_share > 0) else 0
     return sum(math.perm(s, min(2, s)) for s in (len(kb.triples_of(c.id, "has_symptom")) for c in conditions(kb))) * len(PERSONAS) + ctrl
 
+# %% ../../nbs/02b2_tasks_classification.ipynb #40bfc53b
+PROMPTS.update({                           # the family's own teacher templates join the shared ones (prompts_for, prompt_hash)
+    "post": "{example}Now write a new post by {persona} who has {symptoms}. 3 sentences, first person, starting with \"I\". "
+            "Do not name any illness or diagnosis.",
+    "control_post": "{example}Now write a new post by {persona} about {topic}. The writer feels fine and calm. "
+                    "3 sentences, first person, starting with \"I\".",
+})
+
 # %% ../../nbs/02b2_tasks_classification.ipynb #65f89764
 STUDENT_CLASSIFICATION = ("Post: \"{post}\"\n\nWhich condition does this post most likely show? Choose one of: {labels}.\n"
                           "Answer with the label and a short explanation.")

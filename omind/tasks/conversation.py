@@ -57,6 +57,18 @@ def conversation_source_seeds(items: list, S=None, seed: int = 0) -> list:
                     "situation": str(it.get("situation") or ""), "emotion": str(it.get("emotion") or ""), "problem": str(it.get("problem") or "")})
     return out
 
+# %% ../../nbs/02b5_tasks_conversation.ipynb #996a3d7b
+PROMPTS.update({                           # the family's own teacher templates join the shared ones (prompts_for, prompt_hash)
+    "counsellor_system": "You are a warm, supportive mental-health counsellor. You listen, reflect feelings, and give "
+                         "safe, practical suggestions. You never diagnose and never give medical orders.",
+    "client_open": "You are {persona}. You have {symptoms}, and you are stressed about {cause}. "
+                   "Write your first message to a counsellor: 2 short sentences, first person.",
+    "client_next": "You are {persona}, talking with a counsellor about {cause}. The counsellor said: \"{last}\"\n"
+                   "Write your short reply: 1 or 2 sentences, first person.",
+    "counsellor": "Facts:\n{facts}\n\nThe client said: \"{client}\"\n\nYou are a warm counsellor. Reply in 2 or 3 "
+                  "sentences: first show empathy, then give one helpful suggestion from the facts. Cite facts like [F1].",
+})
+
 # %% ../../nbs/02b5_tasks_conversation.ipynb #db5024da
 def gen_conversation(items, chat, S):
     "Multi-turn counselling: client and counsellor turns alternate, each turn one batched call over the chunk's conversations."

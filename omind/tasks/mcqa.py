@@ -101,6 +101,12 @@ def mcqa_source_seeds(items: list, S=None, seed: int = 0) -> list:
                     **({"reference": ref} if ref else {}), "evidence": reference_evidence(it, ref)})
     return out
 
+# %% ../../nbs/02b1_tasks_mcqa.ipynb #bd9f419e
+PROMPTS.update({                           # the family's own teacher templates join the shared ones (prompts_for, prompt_hash)
+    "mcqa_explain": "Facts:\n{facts}\n\nQuestion: {question}\nCorrect answer: {answer}\n\n"
+                    "Write 2 short sentences that start with \"{answer} is correct because\". Use the facts and cite them like [F1].",
+})
+
 # %% ../../nbs/02b1_tasks_mcqa.ipynb #66aecd8a
 STUDENT_MCQA = "{question}\n\n{options}\n\nAnswer with the letter of the correct option and a short explanation."
 

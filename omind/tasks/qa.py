@@ -105,6 +105,14 @@ def qa_source_seeds(items: list, S=None, seed: int = 0) -> list:
                     "evidence": reference_evidence(it, ref)})
     return out
 
+# %% ../../nbs/02b4_tasks_qa.ipynb #c30ff252
+PROMPTS.update({                           # the family's own teacher templates join the shared ones (prompts_for, prompt_hash)
+    "qa": "Facts:\n{facts}\n\nQuestion: {question}\n\nAnswer in 3 short sentences using only the facts. "
+          "Cite facts like [F1].",
+    "qa_reference": "Facts:\n{facts}\n\nQuestion: {question}\n\nReference answer: {reference}\n\nRewrite the reference "
+                    "answer in 3 short sentences. Keep its advice, support it with the facts and cite them like [F1].",
+})
+
 # %% ../../nbs/02b4_tasks_qa.ipynb #6a01cdeb
 MAX_REFERENCE_CHARS = 1200                     # a source's reference answer is cut to this many characters in the prompt
 

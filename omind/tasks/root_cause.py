@@ -33,6 +33,12 @@ def root_cause_capacity(kb: KnowledgeBase, S=None) -> int:
     "At most this many distinct posts: persona x trigger (or the one description) per stressor category."
     return sum(max(1, sum(t.relation in ("typical_trigger", "example", "trigger") for t in kb.triples_of(s.id))) for s in stressors(kb)) * len(PERSONAS)
 
+# %% ../../nbs/02b3_tasks_root_cause.ipynb #7d1117fc
+PROMPTS.update({                           # the family's own teacher templates join the shared ones (prompts_for, prompt_hash)
+    "cause_post": "{example}Now write a new post by {persona} who is stressed and low because of {cause}. "
+                  "3 sentences, first person, starting with \"I\".",
+})
+
 # %% ../../nbs/02b3_tasks_root_cause.ipynb #d2387a67
 STUDENT_ROOT_CAUSE = ("Post: \"{post}\"\n\nWhat is the most likely cause of the writer's stress? Choose one of: {labels}.\n"
                       "Answer with the cause and a short explanation.")
