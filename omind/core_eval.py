@@ -7,13 +7,13 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from .stages import require_stage
 from .sources import LAYOUTS, SourceSpec, load_source
 import itertools, json, math, random
 from collections import Counter, defaultdict
 from .core import stable_hash
-from .tasks import families, get_task, find_task, conditions, siblings, tail_name, PERSONAS, CONTROL_TOPICS, NO_DISORDER, post_text
+from .tasks import families, get_task, find_task, heldout_family, conditions, siblings, tail_name, PERSONAS, CONTROL_TOPICS, NO_DISORDER, post_text
 from .tasks.base import HELDOUT_SOURCE, _profile_key, _and, _round_robin, _balanced_letters, _place
 from .tasks.mcqa import PROFILE_QUESTION
 from .tasks.classification import VIGNETTE, CONTROL_VIGNETTE
@@ -71,7 +71,7 @@ def gold_option(label, options) -> Optional[str]:
 # %% ../nbs/07c_core_eval.ipynb #bf8e2fb5
 class EvalSetSpec(SourceSpec):
     "A public evaluation set: a source dataset (omind.sources) and the core task family it evaluates."
-    task: str = "mcqa"                         # registered task family with core_eval (mcqa, classification, root_cause, ...)
+    task: str = Field(default_factory=lambda: heldout_family().name)   # registered task family with core_eval (default: MCQA)
 
     @field_validator("task")
     @classmethod
