@@ -20,3 +20,7 @@ from .conversation import *
 
 # %% ../../nbs/02b6_tasks_all.ipynb #03a4a5c5
 STUDENT_LABEL = {f.name: f.student for f in (CLASSIFICATION, ROOT_CAUSE)}
+
+# %% ../../nbs/02b6_tasks_all.ipynb #d0f25589
+from . import base as _base, mcqa as _mcqa, classification as _classification, root_cause as _root_cause, qa as _qa, conversation as _conversation
+__all__ = [n for m in (_base, _mcqa, _classification, _root_cause, _qa, _conversation) for n in m.__all__] + ["STUDENT_LABEL"]
