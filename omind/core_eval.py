@@ -182,8 +182,7 @@ def training_keys(rows_or_seeds, kb=None) -> dict:
         cond = seed.get("condition") or ""
         ent = kb.get_entity(seed.get("entity") or "") if kb is not None and seed.get("entity") else None
         if not cond and ent is not None and ent.type == "condition": cond = ent.name
-        if not cond and seed.get("kind") == "profile": cond = seed.get("answer_text") or ""
-        if not cond and fam is not None and fam.label_is_condition and seed.get("label") not in (None, "", NO_DISORDER): cond = seed["label"]
+        if not cond and fam is not None: cond = fam.condition_of(seed)          # e.g. an MCQA profile's gold, a post's label
         syms = [x for x in seed.get("symptoms") or [] if isinstance(x, str)]
         if kb is not None:
             trip = [kb.get_triple(a) for a in seed.get("anchors") or []]

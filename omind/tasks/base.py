@@ -65,7 +65,7 @@ class TaskFamily:
     eval_messages: Optional[Callable] = None    # eval_messages(item) -> user message of an evaluation item
     heldout: Optional[Callable] = None          # heldout(kb, n, seed, keys, control) -> held-out items disjoint from training `keys`
     recall_options: int = 0                     # train recall asks trained rows with this many options again (0: never)
-    label_is_condition: bool = False            # a record's label names the condition it was written for
+    condition_of: Callable = lambda seed: ""    # condition_of(seed) -> the condition it was built for when it names none ('' none)
     open_answer: bool = False                   # its test questions are the evaluation's open questions (win explanations, null control)
 
     def __post_init__(self):

@@ -77,6 +77,10 @@ def label_leak(rec: dict) -> str:
         if re.search(r"\b" + re.escape(t) + r"\b", user): return t
     return ""
 
+def _label_condition(seed: dict) -> str:
+    "The condition a classification seed was written for: its label, unless it is the control label."
+    return seed["label"] if seed.get("label") not in (None, "", NO_DISORDER) else ""
+
 def _validate_classification(rec: dict) -> str:
     return "classification without label" if not rec.get("label") else ""
 
@@ -130,4 +134,4 @@ CLASSIFICATION = register(TaskFamily(
     key=lambda s: stable_hash([s["label"], s.get("persona"), s.get("symptoms"), s.get("topic"), s.get("post")]),
     source_kind="post", source_seeds=post_source_seeds("classification"),
     validate=_validate_classification, protected=gold_protected, leakage=label_leak, core_eval="label", labels=candidates,
-    eval_messages=_eval_messages, heldout=classification_heldout, label_is_condition=True), replace=True)
+    eval_messages=_eval_messages, heldout=classification_heldout, condition_of=_label_condition), replace=True)

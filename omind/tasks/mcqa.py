@@ -131,6 +131,10 @@ def gen_mcqa(items, chat, S):
 def _validate_mcqa(rec: dict) -> str:
     return "mcqa without options or label" if not rec.get("options") or not rec.get("label") else ""
 
+def _profile_condition(seed: dict) -> str:
+    "The condition a symptom-profile seed asks for (its gold answer); '' for the other kinds."
+    return (seed.get("answer_text") or "") if seed.get("kind") == "profile" else ""
+
 def mcqa_eval_messages(item: dict) -> list:
     "User message of an MCQA evaluation item: question, lettered options, the answer format."
     return [{"role": "user", "content": f"{item['question']}\n\n{options_block(item['options'])}\n\nAnswer with the letter of the correct option."}]
@@ -181,4 +185,4 @@ MCQA = register(TaskFamily(
     student=STUDENT_MCQA, kb_seeds=mcqa_seeds, capacity=mcqa_capacity, key=lambda s: s["question"],
     source_kind="mcqa", source_seeds=mcqa_source_seeds, validate=_validate_mcqa, protected=gold_protected,
     core_eval="choice", labels=lambda rec: list(rec.get("options") or []), eval_messages=mcqa_eval_messages,
-    heldout=mcqa_heldout, recall_options=4), replace=True)
+    heldout=mcqa_heldout, recall_options=4, condition_of=_profile_condition), replace=True)
