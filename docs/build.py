@@ -12,7 +12,7 @@ def module_of(nb: dict):
     "The module a notebook exports (`#| default_exp name`), or None."
     for c in nb["cells"]:
         m = re.match(r"#\|\s*default_exp\s+(\S+)", "".join(c["source"]).strip())
-        if c["cell_type"] == "code" and m: return m.group(1)
+        if c["cell_type"] == "code" and m: return re.sub(r"\.__init__$", "", m.group(1))   # a package's notebook documents the package
     return None
 
 def module_page(src: Path, dest: Path) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .core import atomic_write, run_dir
 from .train_params import phase_args
+from .tasks import find_task
 
 # %% auto #0
 __all__ = ['CARD_HPARAMS', 'adapter_card', 'eval_results', 'card_results']
@@ -60,7 +61,8 @@ def eval_results(report: dict, model: str) -> list:
     out = []
     for r in report.get("core") or []:
         if r.get("model") != model or r.get("accuracy") is None: continue
-        kind = "multiple-choice" if r.get("task") == "mcqa" else "text-classification"
+        fam = find_task(r.get("task"))
+        kind = "multiple-choice" if fam is not None and fam.core_eval == "choice" else "text-classification"
         for m in ("accuracy", "macro_f1"):
             if r.get(m) is None: continue
             out.append(EvalResult(task_type=kind, task_name=f"{r['set']}/{r['task']}", dataset_type=f"omind/{r['set']}",
@@ -94,4 +96,3 @@ def card_results(P, report: dict) -> list[Path]:
                                       f"The held-out results of the run's evaluate stage are in `model-index` above ({len(res)} results).")
         atomic_write(f, str(card)); done.append(f)
     return done
-

@@ -9,6 +9,7 @@ from typing import Optional
 
 from pydantic import Field
 from .core import Strict
+from .tasks import heldout_family
 
 # %% auto #0
 __all__ = ['RECALL_SOURCE', 'RESHUFFLED_SOURCE', 'RECALL_SETS', 'CONTROL_FAILED', 'RecallParams', 'PrimaryParams',
@@ -30,7 +31,7 @@ class PrimaryParams(Strict):
     "The one comparison a run is designed for (its p-value is not adjusted); every other one is Holm-adjusted."
     candidate: str = "sft"
     set: str = "heldout_kb"
-    task: str = "mcqa"
+    task: str = Field(default_factory=lambda: heldout_family().name)   # the held-out MCQA family
     method: str = "letter_calibrated"
 
 # %% ../nbs/08c_core_controls.ipynb #a3a7f602

@@ -7,24 +7,28 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from .stages import require_stage
 from .sources import LAYOUTS, SourceSpec, load_source
 import itertools, json, math, random
 from collections import Counter, defaultdict
 from .core import stable_hash
-from .tasks import families, get_task, conditions, siblings, tail_name, PERSONAS, CONTROL_TOPICS, NO_DISORDER, post_text
+from .tasks import families, get_task, find_task, heldout_family, conditions, siblings, tail_name, PERSONAS, CONTROL_TOPICS, NO_DISORDER, post_text
+from .tasks.base import HELDOUT_SOURCE, _profile_key, _and, _round_robin, _balanced_letters, _place
+from .tasks.mcqa import PROFILE_QUESTION
+from .tasks.classification import VIGNETTE, CONTROL_VIGNETTE
+_all_ = ["HELDOUT_SOURCE", "PROFILE_QUESTION", "VIGNETTE", "CONTROL_VIGNETTE"]   # defined by the families, still importable from here
 from .text import LETTERS, normalize, parse_choice, parse_label, content_words
 from .core_controls import RECALL_SOURCE, RESHUFFLED_SOURCE
 from .stats import accuracy_ci, macro_f1_ci, paired_bootstrap, mcnemar_exact, min_detectable_effect, planned_mde
 
 # %% auto #0
-__all__ = ['UNPARSABLE', 'CORE_PREDICTION_COLUMNS', 'CORE_METRIC_COLUMNS', 'HELDOUT_SOURCE', 'PROFILE_QUESTION', 'VIGNETTE',
-           'CONTROL_VIGNETTE', 'PRED_COLUMNS', 'METHODS', 'CORE_TABLE_COLUMNS', 'PAIRED_COLUMNS', 'RECALL_FORMS',
-           'core_metrics', 'core_families', 'check_core_task', 'gold_option', 'EvalSetSpec', 'load_eval_set',
-           'dataset_items', 'predict', 'core_predictions', 'core_metrics_table', 'training_rows', 'training_keys',
-           'heldout_items', 'label_distribution', 'score_items', 'generate_items', 'core_records', 'calibrate_letters',
-           'prediction_rows', 'core_baselines', 'core_table', 'paired_table', 'train_recall_items']
+__all__ = ['UNPARSABLE', 'CORE_PREDICTION_COLUMNS', 'CORE_METRIC_COLUMNS', 'PRED_COLUMNS', 'METHODS', 'CORE_TABLE_COLUMNS',
+           'PAIRED_COLUMNS', 'RECALL_FORMS', 'core_metrics', 'core_families', 'check_core_task', 'gold_option',
+           'EvalSetSpec', 'load_eval_set', 'dataset_items', 'predict', 'core_predictions', 'core_metrics_table',
+           'training_rows', 'training_keys', 'heldout_items', 'label_distribution', 'score_items', 'generate_items',
+           'core_records', 'calibrate_letters', 'prediction_rows', 'core_baselines', 'core_table', 'paired_table',
+           'train_recall_items', 'HELDOUT_SOURCE', 'PROFILE_QUESTION', 'VIGNETTE', 'CONTROL_VIGNETTE']
 
 # %% ../nbs/07c_core_eval.ipynb #e08636df
 UNPARSABLE = "<unparsable>"
@@ -67,7 +71,7 @@ def gold_option(label, options) -> Optional[str]:
 # %% ../nbs/07c_core_eval.ipynb #bf8e2fb5
 class EvalSetSpec(SourceSpec):
     "A public evaluation set: a source dataset (omind.sources) and the core task family it evaluates."
-    task: str = "mcqa"                         # registered task family with core_eval (mcqa, classification, root_cause, ...)
+    task: str = Field(default_factory=lambda: heldout_family().name)   # registered task family with core_eval (default: MCQA)
 
     @field_validator("task")
     @classmethod
@@ -75,7 +79,7 @@ class EvalSetSpec(SourceSpec):
 
     @model_validator(mode="after")
     def _layout_fits(self):
-        want = {"choice": "mcqa", "label": "post"}[get_task(self.task).core_eval]
+        want = get_task(self.task).eval_source_kind
         if LAYOUTS[self.layout].kind != want:
             fits = [k for k, l in LAYOUTS.items() if l.kind == want]
             raise ValueError(f"layout {self.layout!r} gives {LAYOUTS[self.layout].kind} items but task {self.task!r} needs {want} items (layouts: {', '.join(fits)})")
@@ -148,8 +152,6 @@ def core_metrics_table(pred_df):
     return pd.DataFrame(rows, columns=CORE_METRIC_COLUMNS)
 
 # %% ../nbs/07c_core_eval.ipynb #ca84f8fe
-HELDOUT_SOURCE = "heldout_kb"
-
 def training_rows(P, splits: Optional[Sequence[str]] = None) -> list[dict]:
     "Every row of the dataset stage's splits (all of them unless `splits` names some): what held-out items must avoid."
     from omind.dataset import load_splits
@@ -163,27 +165,24 @@ def _seed_of(r: dict) -> dict:
     if isinstance(prov, dict) and isinstance(prov.get("seed"), dict): return prov["seed"]
     return r if "messages" not in r else {}
 
-def _profile_key(condition, symptoms) -> tuple:
-    return normalize(condition), frozenset(normalize(x) for x in symptoms)
-
 def training_keys(rows_or_seeds, kb=None) -> dict:
     """What held-out items must avoid, from dataset rows or synthesis seeds: {"questions": normalised questions and
     posts, "profiles": (condition, frozenset(symptoms)) pairs, "labels": {task: labels seen}}."""
     questions, profiles, labels = set(), set(), defaultdict(set)
     for r in rows_or_seeds:
         seed, task = _seed_of(r), r.get("task") or _seed_of(r).get("task")
+        fam = find_task(task)
         texts = [seed.get("question"), seed.get("post")]
         user = [m.get("content", "") for m in r.get("messages") or [] if m.get("role") == "user"]
         if user:
             texts += [user[0], user[0].split("\n\n")[0]]
-            if task in ("classification", "root_cause"): texts.append(post_text({"messages": r["messages"]}))
+            if fam is not None and fam.source_kind == "post": texts.append(post_text({"messages": r["messages"]}))
         questions |= {normalize(t) for t in texts if isinstance(t, str) and t.strip()}
         if r.get("label") or seed.get("label"): labels[task].add(str(r.get("label") or seed.get("label")))
         cond = seed.get("condition") or ""
         ent = kb.get_entity(seed.get("entity") or "") if kb is not None and seed.get("entity") else None
         if not cond and ent is not None and ent.type == "condition": cond = ent.name
-        if not cond and seed.get("kind") == "profile": cond = seed.get("answer_text") or ""
-        if not cond and task == "classification" and seed.get("label") not in (None, "", NO_DISORDER): cond = seed["label"]
+        if not cond and fam is not None: cond = fam.condition_of(seed)          # e.g. an MCQA profile's gold, a post's label
         syms = [x for x in seed.get("symptoms") or [] if isinstance(x, str)]
         if kb is not None:
             trip = [kb.get_triple(a) for a in seed.get("anchors") or []]
@@ -197,117 +196,21 @@ def training_keys(rows_or_seeds, kb=None) -> dict:
     return {"questions": questions, "profiles": profiles, "labels": {k: sorted(v) for k, v in labels.items()}}
 
 # %% ../nbs/07c_core_eval.ipynb #965327fd
-PROFILE_QUESTION = "A person has had {symptoms} for several weeks. Which condition fits best?"
-VIGNETTE = "I am {persona}. For the past few weeks I have had {symptoms}."
-CONTROL_VIGNETTE = "I am {persona}. Lately my days have been about {topic}, and I feel fine and calm."
-
-def _and(names) -> str:
-    names = list(names); return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-def _round_robin(groups: dict, n: int, rng) -> list:
-    "Up to `n` entries taken one per group in turn (groups in a seeded order, each group's entries already ordered)."
-    keys = sorted(groups); rng.shuffle(keys); its = {k: iter(groups[k]) for k in keys}; out = []
-    while len(out) < n and its:
-        for k in list(its):
-            x = next(its[k], None)
-            if x is None: del its[k]; continue
-            out.append(x)
-            if len(out) >= n: break
-    return out
-
-def _balanced_letters(m: int, k: int, rng) -> list:
-    "`m` gold letters over the first `k` letters in equal shares (counts differ by at most one), shuffled."
-    lets = [LETTERS[i % k] for i in range(m)]; rng.shuffle(lets); return lets
-
-def _place(gold: str, distractors: list, letter: str, rng) -> list:
-    "Options with `gold` at `letter` and the distractors, in a seeded order, around it."
-    ds = list(distractors); rng.shuffle(ds); ds.insert(LETTERS.index(letter), gold); return ds
-
 def _keys_of(exclude, kb) -> dict:
     if isinstance(exclude, dict) and "questions" in exclude and "profiles" in exclude: return exclude
     return training_keys(list(exclude or []), kb)
 
-def _heldout_mcqa(kb, n: int, seed: int, keys: dict) -> list:
-    rng, conds = random.Random(seed), conditions(kb)
-    groups = {}
-    for c in conds:
-        syms = [tail_name(kb, t) for t in kb.triples_of(c.id, "has_symptom")]
-        cw = {x: content_words(x) for x in syms}
-        sibs = siblings(kb, c, conds)
-        cand = []
-        for k in (2, 3):
-            for combo in itertools.combinations(syms, k):
-                if _profile_key(c.name, combo) in keys["profiles"]: continue
-                picked = set().union(*(cw[x] for x in combo))
-                ds = []
-                for o in sibs:
-                    osyms = [tail_name(kb, t) for t in kb.triples_of(o.id, "has_symptom")]
-                    if any(normalize(x) in {normalize(y) for y in combo} or len(content_words(x) & picked) >= 2 for x in osyms): continue
-                    ds.append(o.name)
-                    if len(ds) == 3: break
-                if len(ds) < 3: continue
-                order = list(combo); rng.shuffle(order)
-                q = PROFILE_QUESTION.format(symptoms=_and(order))
-                if normalize(q) in keys["questions"]: continue
-                cand.append({"condition": c.name, "symptoms": order, "question": q, "distractors": ds})
-        rng.shuffle(cand)
-        if cand: groups[c.name] = cand
-    picked = _round_robin(groups, n, rng)
-    fam, out = get_task("mcqa"), []
-    for x, letter in zip(picked, _balanced_letters(len(picked), 4, rng)):
-        opts = _place(x["condition"], x["distractors"], letter, rng)
-        it = {"task": "mcqa", "source": HELDOUT_SOURCE, "kind": "profile", "question": x["question"], "options": opts,
-              "label": x["condition"], "gold_letter": letter, "labels": [], "condition": x["condition"], "symptoms": x["symptoms"]}
-        it["messages"] = fam.eval_messages(it)
-        out.append(it)
-    return out
-
-def _heldout_classification(kb, n: int, seed: int, keys: dict, control: bool) -> list:
-    rng, conds = random.Random(seed + 1), conditions(kb)
-    groups = {}
-    for c in conds:
-        syms = [tail_name(kb, t) for t in kb.triples_of(c.id, "has_symptom")]
-        cand = []
-        for combo in itertools.combinations(syms, min(2, len(syms))):
-            if _profile_key(c.name, combo) in keys["profiles"]: continue
-            order = list(combo); rng.shuffle(order)
-            txt = VIGNETTE.format(persona=rng.choice(PERSONAS), symptoms=_and(order))
-            if normalize(txt) in keys["questions"]: continue
-            cands = [c.name] + [o.name for o in siblings(kb, c, conds)[:3]] + ([NO_DISORDER] if control else [])
-            cand.append({"label": c.name, "condition": c.name, "symptoms": order, "question": txt, "candidates": cands})
-        rng.shuffle(cand)
-        if cand: groups[c.name] = cand
-    if control and conds:
-        ctrl = []
-        for persona, topic in itertools.product(PERSONAS, CONTROL_TOPICS):
-            txt = CONTROL_VIGNETTE.format(persona=persona, topic=topic)
-            if normalize(txt) in keys["questions"]: continue
-            ctrl.append({"label": NO_DISORDER, "condition": "", "symptoms": [], "question": txt,
-                         "candidates": [NO_DISORDER] + [o.name for o in rng.sample(conds, min(3, len(conds)))]})
-        rng.shuffle(ctrl); groups[NO_DISORDER] = ctrl
-    fam, out = get_task("classification"), []
-    for x in _round_robin(groups, n, rng):
-        cands = list(x["candidates"]); rng.shuffle(cands)
-        it = {"task": "classification", "source": HELDOUT_SOURCE, "kind": "control" if x["label"] == NO_DISORDER else "vignette",
-              "question": x["question"], "options": [], "label": x["label"], "gold_letter": "", "labels": cands,
-              "condition": x["condition"], "symptoms": x["symptoms"]}
-        it["messages"] = fam.eval_messages({"text": x["question"], "labels": cands})
-        out.append(it)
-    return out
-
 def heldout_items(kb, task: str, n: int, seed: int = 20261129, exclude=(), control: Optional[bool] = None) -> list[dict]:
-    """Up to `n` held-out `task` items ("mcqa" or "classification") built in code from the knowledge base with their own
+    """Up to `n` held-out `task` items (a family with a `heldout` builder: MCQA, classification) built in code from the knowledge base with their own
     `seed`, disjoint from `exclude` (dataset rows, seeds, or a `training_keys` dict) by normalised question and by
     (condition, symptom set). `control` (classification): offer and ask the control label; None = when training has it
     (or when nothing is excluded). Items: id, task, source, kind, question, options, label, gold_letter, labels,
     messages, condition, symptoms."""
     keys = _keys_of(exclude, kb)
-    if task == "mcqa": out = _heldout_mcqa(kb, n, seed, keys)
-    elif task == "classification":
-        seen = keys.get("labels", {}).get("classification")
-        ctrl = control if control is not None else (NO_DISORDER in seen if seen else True)
-        out = _heldout_classification(kb, n, seed, keys, ctrl)
-    else: raise ValueError(f"heldout_items: task must be 'mcqa' or 'classification', got {task!r}")
+    fam = find_task(task)
+    if fam is None or fam.heldout is None:
+        raise ValueError(f"heldout_items: task must be {' or '.join(repr(f.name) for f in families() if f.heldout)}, got {task!r}")
+    out = fam.heldout(kb, n, seed, keys, control)
     for i, it in enumerate(out): it["id"] = f"{HELDOUT_SOURCE}-{task}-{i:04d}-{stable_hash([it['question'], it['options'], it['labels']], 8)}"
     if len(out) < n: print(f"heldout_items({task!r}): the knowledge base allows {len(out)} items disjoint from training, fewer than the {n} asked")
     return out
@@ -526,22 +429,24 @@ def paired_table(pred_rows, baseline: str, rounds: int = 2000, ci: float = 0.95,
 RECALL_FORMS = {"as_trained": RECALL_SOURCE, "reshuffled": RESHUFFLED_SOURCE}   # form -> the set its items report as (omind.core_controls)
 
 def train_recall_items(rows, n: int, seed: int = 0, form: str = "as_trained") -> list[dict]:
-    """Up to `n` four-option MCQA rows (pass the train split) asked again: `as_trained` keeps the trained option order
-    (set 'train_recall'); `reshuffled` shuffles the options with gold letters balanced (set 'train_recall_reshuffled').
+    """Up to `n` rows of each family with `recall_options` (MCQA: four options; pass the train split) asked again:
+    `as_trained` keeps the trained option order (set 'train_recall'); `reshuffled` shuffles the options with gold letters balanced (set 'train_recall_reshuffled').
     The same seeded rows are chosen in both forms."""
     if form not in RECALL_FORMS: raise ValueError(f"train_recall_items: form must be one of {sorted(RECALL_FORMS)}, not {form!r}")
-    mc = [r for r in rows if r.get("task") == "mcqa" and len(r.get("options") or []) == 4 and gold_option(r.get("label", ""), r["options"]) is not None]
-    mc = sorted(mc, key=lambda r: r["id"]); rng = random.Random(seed); rng.shuffle(mc); mc = mc[:n]
-    fam, out, st = get_task("mcqa"), [], RECALL_FORMS[form]
-    for r, letter in zip(mc, _balanced_letters(len(mc), 4, rng)):
-        gold = gold_option(r["label"], r["options"]); sd = _seed_of(r)
-        user = next((m["content"] for m in r.get("messages") or [] if m.get("role") == "user"), "")
-        q = sd.get("question") or user.split("\n\n")[0]
-        if form == "as_trained": opts = [str(o) for o in r["options"]]; letter = LETTERS[opts.index(gold)]
-        else: opts = _place(gold, [o for o in r["options"] if o != gold], letter, rng)
-        it = {"id": f"{st}-{r['id']}", "task": "mcqa", "source": st, "kind": sd.get("kind", ""), "question": q,
-              "options": opts, "label": gold, "gold_letter": letter, "labels": [], "condition": "", "symptoms": []}
-        it["messages"] = fam.eval_messages(it)
-        out.append(it)
+    out, st = [], RECALL_FORMS[form]
+    for fam in families():
+        k = fam.recall_options
+        if not k: continue
+        mc = [r for r in rows if r.get("task") == fam.name and len(r.get("options") or []) == k and gold_option(r.get("label", ""), r["options"]) is not None]
+        mc = sorted(mc, key=lambda r: r["id"]); rng = random.Random(seed); rng.shuffle(mc); mc = mc[:n]
+        for r, letter in zip(mc, _balanced_letters(len(mc), k, rng)):
+            gold = gold_option(r["label"], r["options"]); sd = _seed_of(r)
+            user = next((m["content"] for m in r.get("messages") or [] if m.get("role") == "user"), "")
+            q = sd.get("question") or user.split("\n\n")[0]
+            if form == "as_trained": opts = [str(o) for o in r["options"]]; letter = LETTERS[opts.index(gold)]
+            else: opts = _place(gold, [o for o in r["options"] if o != gold], letter, rng)
+            it = {"id": f"{st}-{r['id']}", "task": fam.name, "source": st, "kind": sd.get("kind", ""), "question": q,
+                  "options": opts, "label": gold, "gold_letter": letter, "labels": [], "condition": "", "symptoms": []}
+            it["messages"] = fam.eval_messages(it)
+            out.append(it)
     return out
-

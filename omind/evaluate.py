@@ -16,6 +16,7 @@ from .benchmark_format import seed_path
 from .benchmark import subset
 from .judge import get_scheme, rubric_schemes, JudgeGate, judge_gate, gate_label, calibrate
 from .core_eval import EvalSetSpec, check_core_task, core_families, dataset_items
+from .tasks import open_answer_tasks
 from .core_controls import RecallParams, PrimaryParams
 from .evaluate_safety import SafetyParams, DecodingParams, reply_turns, safety_metrics, safety_verdict
 from .eval_candidates import CandidateSpec, eval_models, model_fingerprint
@@ -110,7 +111,7 @@ def _inputs(P) -> tuple[list[dict], list[dict], list[dict], list[str]]:
         notes.append(f"benchmark stage not run: using the shipped seed {seed_path().name} ({e})")
     instances = subset(all_inst, E.max_instances, E.seed) if E.max_instances else all_inst
     n_qa = max(E.max_win_explanations or 0, E.controls.null_n if "qa" in E.controls.null_sets else 0)
-    try: qa = dataset_items(P, ["qa"], n_qa, E.core_split) if n_qa else []
+    try: qa = dataset_items(P, open_answer_tasks(), n_qa, E.core_split) if n_qa else []
     except FileNotFoundError as e: qa = []; notes.append(f"no dataset: {e}")
     return all_inst, instances, qa, notes
 

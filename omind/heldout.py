@@ -11,7 +11,7 @@ from typing import Optional
 from pydantic import Field
 from .core import Strict, stable_hash, atomic_write, read_jsonl, canonical_json
 from .core_eval import heldout_items, training_keys, HELDOUT_SOURCE, PROFILE_QUESTION, _profile_key, _and, _place, _balanced_letters
-from .tasks import get_task, conditions, siblings
+from .tasks import get_task, families, heldout_family, conditions, siblings
 from .text import normalize, LETTERS
 
 # %% auto #0
@@ -33,37 +33,41 @@ TRANSFER_CHECK = "Someone has had {symptoms} for several weeks. Is {condition} a
 YES_NO = ["Yes", "No"]
 
 def transfer_items(mcqa_items: list[dict], n: int, seed: int) -> list[dict]:
-    """Up to `n` transfer items from in-template held-out MCQA items (`heldout_items(kb, "mcqa", ...)`), the two forms
+    """Up to `n` transfer items from in-template held-out MCQA items (`heldout_items(kb, heldout_family().name, ...)`), the two forms
     alternating: an `account` (first person, same four conditions, reshuffled and letter-balanced) and a yes/no `check`
     (gold balanced between "Yes" and "No"). Each keeps its twin's condition and symptoms."""
-    rng, fam, out = random.Random(seed + 2), get_task("mcqa"), []
+    rng, out = random.Random(seed + 2), []
     src = list(mcqa_items)[:n]
     acc = [x for i, x in enumerate(src) if i % 2 == 0]; chk = [x for i, x in enumerate(src) if i % 2 == 1]
     for x, letter in zip(acc, _balanced_letters(len(acc), 4, rng)):
         q = TRANSFER_ACCOUNT.format(symptoms=_and(x["symptoms"]))
         opts = _place(x["condition"], [o for o in x["options"] if o != x["condition"]], letter, rng)
-        out.append({"task": "mcqa", "source": TRANSFER_SOURCE, "kind": "account", "question": q, "options": opts, "label": x["condition"],
+        out.append({"task": x["task"], "source": TRANSFER_SOURCE, "kind": "account", "question": q, "options": opts, "label": x["condition"],
                     "gold_letter": letter, "labels": [], "condition": x["condition"], "symptoms": list(x["symptoms"]), "twin": x["id"]})
     golds = ["Yes", "No"] * (len(chk) // 2 + 1); rng.shuffle(golds)
     for x, g in zip(chk, golds):
         named = x["condition"] if g == "Yes" else rng.choice([o for o in x["options"] if o != x["condition"]])
         q = TRANSFER_CHECK.format(symptoms=_and(x["symptoms"]), condition=named)
-        out.append({"task": "mcqa", "source": TRANSFER_SOURCE, "kind": "check", "question": q, "options": list(YES_NO), "label": g,
+        out.append({"task": x["task"], "source": TRANSFER_SOURCE, "kind": "check", "question": q, "options": list(YES_NO), "label": g,
                     "gold_letter": LETTERS[YES_NO.index(g)], "labels": [], "condition": x["condition"], "symptoms": list(x["symptoms"]),
                     "named": named, "twin": x["id"]})
     for i, it in enumerate(out):
-        it["messages"] = fam.eval_messages(it)
+        it["messages"] = get_task(it["task"]).eval_messages(it)
         it["id"] = f"{TRANSFER_SOURCE}-{it['kind']}-{i:04d}-{stable_hash([it['question'], it['options']], 8)}"
     return out
 
 # %% ../nbs/07d_heldout.ipynb #8b4b90c1
 def reserve_heldout(kb, H: HeldoutParams) -> list[dict]:
-    "The held-out items of knowledge base `kb` under `H`: in-template MCQA and classification items, then transfer items."
-    mc = heldout_items(kb, "mcqa", H.n_mcqa, H.seed) if H.n_mcqa or H.n_transfer else []
+    """The held-out items of knowledge base `kb` under `H`: the in-template items of every family with a held-out
+    builder (`H.n_<family>` each: MCQA, then classification with its control label), then transfer items."""
+    choice = heldout_family("choice").name
+    n_choice = getattr(H, f"n_{choice}")
+    mc = heldout_items(kb, choice, n_choice, H.seed) if n_choice or H.n_transfer else []
     # transfer items need profiles: when more are asked than in-template MCQA items, more profiles are reserved
-    pool = mc if H.n_transfer <= len(mc) else heldout_items(kb, "mcqa", max(H.n_mcqa, H.n_transfer), H.seed)
-    cl = heldout_items(kb, "classification", H.n_classification, H.seed, control=True) if H.n_classification else []
-    return mc[:H.n_mcqa] + cl + transfer_items(pool, H.n_transfer, H.seed)
+    pool = mc if H.n_transfer <= len(mc) else heldout_items(kb, choice, max(n_choice, H.n_transfer), H.seed)
+    rest = [it for f in families() if f.heldout is not None and f.name != choice and getattr(H, f"n_{f.name}", 0)
+            for it in heldout_items(kb, f.name, getattr(H, f"n_{f.name}"), H.seed, control=True)]
+    return mc[:n_choice] + rest + transfer_items(pool, H.n_transfer, H.seed)
 
 def reserved_keys(items: list[dict]) -> dict:
     "What training must not contain: {'questions': normalised questions, 'profiles': (condition, symptom set) pairs}."
@@ -81,7 +85,6 @@ def leaks(items: list[dict], rows, kb=None) -> list[dict]:
     k = training_keys(list(rows), kb)
     return [it for it in items if normalize(it.get("question") or "") in k["questions"]
             or (it.get("condition") and it.get("symptoms") and _profile_key(it["condition"], it["symptoms"]) in k["profiles"])]
-
 
 # %% ../nbs/07d_heldout.ipynb #a3d63a04
 HELDOUT_FILE = "heldout.jsonl"

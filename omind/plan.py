@@ -286,6 +286,7 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
     from omind.evaluate import reply_jobs, judged_jobs, CONTROL_DOMAINS
     from omind.judge import judge_batch, run_calibration, load_calibration, calibration_path, balanced_head
     from omind.llm import GenConfig
+    from omind.tasks import open_answer_tasks
     E, D = P.evaluate, P.dataset
     cands = [E.baseline] + list(E.candidates)
     all_inst = load_instances(None)                           # the stage's inputs (`omind.evaluate._inputs`), shaped from the dry run
@@ -293,7 +294,7 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
     if getattr(P.benchmark, "benchmark_file", None): notes.append("evaluate: costed on the shipped benchmark, not benchmark.benchmark_file")
     n_test = lambda t: int(round(len(recs[t][0]) * recs[t][1] * D.test_share)) if t in recs else 0
     n_qa = max(E.max_win_explanations or 0, E.controls.null_n if "qa" in E.controls.null_sets else 0)
-    qa = [{**it, "messages": it["messages"][:-1] or it["messages"]} for it in _items_like(recs, ["qa"], min(n_test("qa"), n_qa), first_only=False)]
+    qa = [{**it, "messages": it["messages"][:-1] or it["messages"]} for it in _items_like(recs, open_answer_tasks(), min(sum(n_test(t) for t in open_answer_tasks()), n_qa), first_only=False)]
     core_tasks = E.core_task_names()
     n_core = sum(min(n_test(t), E.max_core_items) if E.max_core_items else n_test(t) for t in core_tasks)
     H = P.synthesis.heldout                                   # the items synthesis reserves, scored by every model

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from .core_controls import CONTROL_FAILED, control_label, claim_of
+from .tasks import heldout_family
 
 # %% auto #0
 __all__ = ['DIRECTIVE', 'CORE_COLUMNS', 'TABLE', 'verdict', 'results_markdown', 'stage_times', 'table_markdown', 'expand_results']
@@ -24,10 +25,11 @@ def _pts(v, lo, hi) -> str: return f"{100 * v:+.1f} [{100 * lo:+.1f}, {100 * hi:
 
 def _p(p) -> str: return "-" if p is None or p != p else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
-CORE_COLUMNS = [("heldout_kb", "mcqa", "letter_calibrated", "held-out MCQA"), ("transfer_kb", "mcqa", "letter_calibrated", "transfer MCQA"),
-                ("heldout_kb", "classification", "label_calibrated", "held-out classification"),
-                ("train_recall", "mcqa", "letter_calibrated", "train recall (its own items, as trained)"),
-                ("train_recall_reshuffled", "mcqa", "letter_calibrated", "train recall, options reshuffled")]
+_MC, _CL = heldout_family("choice").name, heldout_family("label").name      # the held-out MCQA and classification families
+CORE_COLUMNS = [("heldout_kb", _MC, "letter_calibrated", "held-out MCQA"), ("transfer_kb", _MC, "letter_calibrated", "transfer MCQA"),
+                ("heldout_kb", _CL, "label_calibrated", "held-out classification"),
+                ("train_recall", _MC, "letter_calibrated", "train recall (its own items, as trained)"),
+                ("train_recall_reshuffled", _MC, "letter_calibrated", "train recall, options reshuffled")]
 
 # %% ../nbs/10b_readme.ipynb #2c2fccbb
 def verdict(report: dict) -> str:

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from .core import load_params, run_dir, atomic_write, set_style, save_figure, project_root
 from .stages import require_stage
+from .tasks import heldout_family
 from .core_eval import train_recall_items, heldout_items, training_keys, score_items, prediction_rows, paired_table
 
 # %% auto #0
@@ -19,13 +20,14 @@ __all__ = ['sweep_items', 'recall_sweep', 'recall_sweep_figure', 'main']
 def sweep_items(P, rows_train, rows_all, n_recall: int, n_heldout: int, seed: int = 0) -> list[dict]:
     "Train-recall items and held-out MCQA items (the run's reserved set if synthesis wrote one, else built disjoint from `rows_all`)."
     items = train_recall_items(rows_train, n_recall, seed, "as_trained") + train_recall_items(rows_train, n_recall, seed, "reshuffled")
+    mcqa = heldout_family("choice").name
     try:
         from omind.heldout import load_heldout
-        held = [it for it in load_heldout(P) if it["source"] == "heldout_kb" and it["task"] == "mcqa"][:n_heldout]
+        held = [it for it in load_heldout(P) if it["source"] == "heldout_kb" and it["task"] == mcqa][:n_heldout]
     except FileNotFoundError:
         from omind.kb_build import load_knowledge
         kb = load_knowledge(P)
-        held = heldout_items(kb, "mcqa", n_heldout, P.synthesis.heldout.seed, training_keys(rows_all, kb))
+        held = heldout_items(kb, mcqa, n_heldout, P.synthesis.heldout.seed, training_keys(rows_all, kb))
     return items + held
 
 # %% ../nbs/06b_recall_sweep.ipynb #8f0d4206

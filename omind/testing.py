@@ -123,6 +123,7 @@ def toy_dataset(n: int = 24, seed: int = 0):
     "A deterministic `DatasetDict` (train/validation/test/dpo) with the dataset stage's columns, `n` train records."
     import json, random
     from datasets import Dataset, DatasetDict
+    from omind.tasks import CONVERSATION, QA
     rng = random.Random(seed)
     def record(i, split):
         cond, sym, tx = _TOY[i % len(_TOY)]
@@ -135,11 +136,11 @@ def toy_dataset(n: int = 24, seed: int = 0):
                     {"role": "assistant", "content": f"Thank you for sharing. What have you noticed? Common signs are {sym}."},
                     {"role": "user", "content": "What can help?"}, {"role": "assistant", "content": ans.strip()}]
             if k > 2: msgs += [{"role": "user", "content": "Thanks, anything else?"}, {"role": "assistant", "content": _EXTRA[k]}]
-            task = "conversation"
+            task = CONVERSATION.name
         else:
             msgs = [{"role": "user", "content": f"What are the signs of {cond} and how is it treated? (case {i})"},
                     {"role": "assistant", "content": ans.strip()}]
-            task = "qa"
+            task = QA.name
         dm = msgs[:-1] + [{"role": "assistant", "content": (draft if msgs[-1]["content"] == ans.strip() else msgs[-1]["content"]).strip()}]
         return {"id": f"toy-{split}-{i}", "task": task, "messages": msgs, "label": "", "options": [],
                 "draft_messages": dm, "evidence": [f"{cond} has_symptom {sym}", f"{cond} first_line_treatment {tx}"],

@@ -79,3 +79,14 @@ def test_the_check_sees_function_level_and_relative_imports(tmp_path):
     assert find_cycle(g) in (["omind.high", "omind.low", "omind.high"], ["omind.low", "omind.high", "omind.low"])
     (pkg/"low.py").write_text("def f(): return 1\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+def test_task_families_build_only_on_the_base():
+    "omind.tasks.base knows no family; a family module builds on the base, never on another family or on the package."
+    g = import_graph()
+    fams = {m for m in g if m.startswith("omind.tasks.") and m != "omind.tasks.base"}
+    assert {"omind.tasks.mcqa", "omind.tasks.classification", "omind.tasks.root_cause", "omind.tasks.qa", "omind.tasks.conversation"} <= fams
+    assert not {m for m in g["omind.tasks.base"] if m.startswith("omind.tasks")}
+    for f in fams:
+        assert "omind.tasks.base" in g[f] and not ({m for m in g[f] if m.startswith("omind.tasks")} - {"omind.tasks.base"}), (f, sorted(g[f]))
+    assert fams <= g["omind.tasks"]                                    # importing omind.tasks registers every family
