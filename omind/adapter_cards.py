@@ -4,7 +4,7 @@
 
 # %% ../nbs/06f_adapter_cards.ipynb #7df18567
 from __future__ import annotations
-import json
+import functools, json
 from pathlib import Path
 
 from .core import atomic_write, run_dir
@@ -18,8 +18,8 @@ __all__ = ['CARD_HPARAMS', 'adapter_card', 'eval_results', 'card_results']
 CARD_HPARAMS = {"sft": ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora", "epochs", "learning_rate", "weight_decay",
                         "warmup", "lr_scheduler", "batch_size", "grad_accum", "max_length", "max_steps", "packing", "padding_free",
                         "assistant_only_loss", "precision", "shuffle_labels"),
-                "dpo": ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "dpo_rejected", "dpo_max_pairs", "dpo_beta",
-                        "dpo_learning_rate", "dpo_epochs", "dpo_max_steps", "dpo_batch_size", "dpo_grad_accum", "dpo_max_length", "precision")}
+                "dpo": ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "dpo.rejected", "dpo.max_pairs", "dpo.beta",
+                        "dpo.learning_rate", "dpo.epochs", "dpo.max_steps", "dpo.batch_size", "dpo.grad_accum", "dpo.max_length", "precision")}
 
 def adapter_card(P, phase: str, metrics: dict):
     """The model card (`huggingface_hub.ModelCard`) of run `P`'s `phase` adapter ("sft" or "dpo"), written beside it
@@ -29,7 +29,7 @@ def adapter_card(P, phase: str, metrics: dict):
     from omind.push import is_hub_id
     if phase not in CARD_HPARAMS: raise ValueError(f"unknown training phase {phase!r}: use 'sft' or 'dpo'")
     T, base = P.train, P.model("student").model
-    hp = {k: getattr(T, k) for k in CARD_HPARAMS[phase]}
+    hp = {k: functools.reduce(getattr, k.split("."), T) for k in CARD_HPARAMS[phase]}   # dotted: a field of a nested section
     hp.update({k: v for k, v in phase_args(T, phase).items() if k != "report_to"})
     data = ModelCardData(library_name="peft", base_model=base if is_hub_id(base) else None, pipeline_tag="text-generation",
                          tags=["omind", "lora", phase, "trl", "mental-health"])

@@ -255,9 +255,9 @@ def _plan_review(P: Params, recs: dict) -> list:
 def _plan_rejected(P: Params, recs: dict) -> list:
     "The `rejected` stage: one untuned-student reply per DPO instance (`dataset.dpo_share` of the samples) when DPO takes `base` answers."
     T, D, R = P.train, P.dataset, P.sections.get("rejected")
-    if not getattr(T, "dpo", True) or "base" not in T.dpo_rejected or (R is not None and not R.enabled): return []
+    if not T.dpo.enabled or "base" not in T.dpo.rejected or (R is not None and not R.enabled): return []
     max_new = R.max_new_tokens if R is not None else getattr(T, "rejected_max_new_tokens", 256)
-    cap = (R.max_rows if R is not None else 0) or getattr(T, "dpo_max_pairs", 0)
+    cap = (R.max_rows if R is not None else 0) or T.dpo.max_pairs
     n_dpo = int(round(sum(len(rs) * sc for rs, sc in recs.values()) * D.dpo_share))
     if cap: n_dpo = min(n_dpo, cap)
     sample = [r["messages"][:-1] for rs, _ in recs.values() for r in rs if r["messages"] and r["messages"][-1]["role"] == "assistant"]
@@ -377,13 +377,13 @@ def plan(P: Params | str, sample: int = 16) -> "pandas.DataFrame":
 
 def plan_totals(P: Params, fid: list, table: dict) -> dict:
     """Samples the run will build (every family's knowledge-base and source items), the DPO instances held out of them
-    (`dataset.dpo_share`) and the preference pairs (one per rejected kind of `train.dpo_rejected`, at most), with the paper's."""
+    (`dataset.dpo_share`) and the preference pairs (one per rejected kind of `train.dpo.rejected`, at most), with the paper's."""
     samples = sum(r["planned"] or 0 for r in fid)
     D, T = P.dataset, P.train
     dpo = int(round(samples * D.dpo_share)) if getattr(T, "dpo", True) else 0
     R = P.sections.get("rejected")
     k = getattr(R, "answers_per_prompt", 1) if R is not None and getattr(R, "enabled", True) else 0
-    kinds = (k if "base" in T.dpo_rejected else 0) + ("draft" in T.dpo_rejected) if dpo else 0
+    kinds = (k if "base" in T.dpo.rejected else 0) + ("draft" in T.dpo.rejected) if dpo else 0
     paper = table.get("paper", {})
     return {"samples": samples, "sft": samples - dpo, "dpo_instances": dpo, "rejected_per_instance": kinds, "dpo_pairs": dpo * kinds,
             "paper_samples": paper.get("samples"), "paper_dpo_instances": paper.get("dpo_instances"), "paper_dpo_pairs": paper.get("dpo_pairs")}

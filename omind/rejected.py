@@ -19,7 +19,7 @@ __all__ = ['RejectedParams', 'dpo_rows', 'rejected_prompts', 'run_rejected', 're
 class RejectedParams(Strict):
     "The untuned student's answers to the `dpo` split's prompts (DPO rejected answers of kind `base`)."
     enabled: bool = True                       # false: no answers (train then uses only `draft` rejected answers)
-    max_rows: int = Field(0, ge=0)             # dpo records answered (0: all); the same seeded subset as train.dpo_max_pairs
+    max_rows: int = Field(0, ge=0)             # dpo records answered (0: all); the same seeded subset as train.dpo.max_pairs
     max_new_tokens: int = Field(256, ge=1)     # length of the untuned student's answers
     chunk_size: int = Field(64, ge=1)          # prompts per generation call; each chunk is logged (resume granularity)
     answers_per_prompt: int = Field(1, ge=1)   # rejected answers per dpo record: the greedy one, then sampled ones (paper: 2, i.e. 20k pairs of 10k)
@@ -81,6 +81,6 @@ def read_rejected(P, ids) -> dict:
     if miss:
         R = P.rejected
         why = ("rejected.enabled is false" if not R.enabled else
-               f"rejected.max_rows is {R.max_rows}: make it 0 or at least the number of dpo records train uses (train.dpo_max_pairs)")
+               f"rejected.max_rows is {R.max_rows}: make it 0 or at least the number of dpo records train uses (train.dpo.max_pairs)")
         raise ValueError(f"{d/'answers.jsonl'}: no rejected answer for {len(miss)} of {len(ids)} dpo records (e.g. {miss[0]!r}); {why}")
     return {i: got[i] for i in ids}

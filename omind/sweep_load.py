@@ -92,7 +92,7 @@ def grid_variants(grid: dict) -> list:
     for combo in itertools.product(*(grid[k] for k in keys)):
         parts = []
         for k, v in zip(keys, combo):
-            last = k.split(".")[-1]
+            ks = k.split("."); last = ks[-2] if ks[-1] == "enabled" and len(ks) > 1 else ks[-1]   # train.dpo.enabled: dpo / no-dpo
             if isinstance(v, bool): parts.append(last if v else f"no-{last}")
             elif isinstance(v, (int, float)) or v is None: parts.append(f"{last}-{_slug(v)}")
             else: parts.append(_slug(v))
@@ -110,7 +110,7 @@ def _check_sets(sets, path: Path, keys, what: str) -> dict:
         raise SweepError(f"{_where(path, keys)}: {what} must be a mapping of dotted.key: value, got {type(sets).__name__}")
     for k in sets:
         if not isinstance(k, str) or not k or any(not p for p in k.split(".")):
-            raise SweepError(f"{_where(path, [*keys, k])}: {what}: bad key {k!r} (expected a dotted params key like train.dpo)")
+            raise SweepError(f"{_where(path, [*keys, k])}: {what}: bad key {k!r} (expected a dotted params key like train.dpo.enabled)")
         if k in ("run.name", "run") or k.startswith("run.name."):
             raise SweepError(f"{_where(path, [*keys, k])}: {what}: '{k}' is set by the sweep (runs are named <sweep>-<variant>)")
     return sets

@@ -23,7 +23,7 @@ from .adapter_cards import _write_card
 __all__ = ['PHASE_READS', 'run_sft', 'run_dpo', 'run_train', 'adapter_status', 'figures_train', 'main']
 
 # %% ../nbs/06_train.ipynb #cf61c0c2
-PHASE_READS = {"sft": (lambda k: not k.startswith("dpo"), ("dataset",)),      # every train field but the dpo* ones
+PHASE_READS = {"sft": (lambda k: k != "dpo", ("dataset",)),                   # every train field but the `dpo` section
                "dpo": (lambda k: True, ("dataset", "rejected"))}              # DPO starts from the SFT adapter: all of them
 
 def _phase_key(P, phase: str) -> str:
@@ -105,9 +105,9 @@ def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True
     _fresh(out, key)
     pf = out/"pairs.jsonl"
     if not pf.exists() and _is_main():                       # one process writes the pairs (answers: the rejected stage)
-        rows = list(dpo_rows(ds["dpo"], T.dpo_max_pairs, seed))
-        base = read_rejected(P, [r["id"] for r in rows if r["messages"] and r["messages"][-1]["role"] == "assistant"]) if "base" in T.dpo_rejected else None
-        pairs = _limit(Dataset.from_list(dpo_pairs(rows, base, T.dpo_rejected)), T.dpo_max_pairs, seed).to_list() if rows else []
+        rows = list(dpo_rows(ds["dpo"], T.dpo.max_pairs, seed))
+        base = read_rejected(P, [r["id"] for r in rows if r["messages"] and r["messages"][-1]["role"] == "assistant"]) if "base" in T.dpo.rejected else None
+        pairs = _limit(Dataset.from_list(dpo_pairs(rows, base, T.dpo.rejected)), T.dpo.max_pairs, seed).to_list() if rows else []
         atomic_write(pf, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     PartialState().wait_for_everyone()
     pairs = read_jsonl(pf)
@@ -121,9 +121,9 @@ def run_dpo(P, ds, sft_adapter: Path, out: Path, key: str, progress: bool = True
     model, tok = load_student(name, T, adapter=sft_adapter, trainable=True)
     _tb(out, T)
     args = DPOConfig(**{**_common_args(T, out/"checkpoints", seed, progress), **dict(
-        num_train_epochs=T.dpo_epochs, max_steps=T.dpo_max_steps, learning_rate=T.dpo_learning_rate, beta=T.dpo_beta,
-        per_device_train_batch_size=T.dpo_batch_size, gradient_accumulation_steps=T.dpo_grad_accum,
-        max_length=T.dpo_max_length), **phase_args(T, "dpo")})
+        num_train_epochs=T.dpo.epochs, max_steps=T.dpo.max_steps, learning_rate=T.dpo.learning_rate, beta=T.dpo.beta,
+        per_device_train_batch_size=T.dpo.batch_size, gradient_accumulation_steps=T.dpo.grad_accum,
+        max_length=T.dpo.max_length), **phase_args(T, "dpo")})
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     tr = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
     ck = last_checkpoint(out/"checkpoints")
@@ -146,7 +146,7 @@ def run_train(P, progress: bool = True) -> dict:
     from omind.core import seed_everything
     from omind.dataset import load_splits
     ds_dir = require_stage(P, "dataset")/"hf"
-    if P.train.dpo and "base" in P.train.dpo_rejected: require_stage(P, "rejected")   # before any work: a clear error
+    if P.train.dpo.enabled and "base" in P.train.dpo.rejected: require_stage(P, "rejected")   # before any work: a clear error
     out = run_dir(P, "train")
     if stage_done(P, "train") and (out/"summary.json").exists(): return read_json(out/"summary.json")
     if _is_main():
@@ -164,14 +164,14 @@ def run_train(P, progress: bool = True) -> dict:
         summary.update(heldout_loss_before=sft.get("heldout_loss_before"), heldout_loss_after=sft.get("heldout_loss_after"),
                        n_eval=sft.get("n_eval", 0))
         if T.shuffle_labels: summary["shuffled_labels"] = sft.get("shuffled_labels")
-    if T.dpo:
+    if T.dpo.enabled:
         if not (out/"sft"/"adapter"/"adapter_config.json").exists(): raise FileNotFoundError(f"{out/'sft'/'adapter'}: DPO starts from the SFT adapter; set train.sft: true")
         summary["dpo"] = run_dpo(P, ds, out/"sft"/"adapter", out/"dpo", _phase_key(P, "dpo"), progress)
         if len(ds["validation"]) and not summary["dpo"].get("skipped"):
             model, tok = load_student(name, T, adapter=out/"dpo"/"adapter", trainable=False)
             summary["dpo"]["heldout_loss_after_dpo"] = heldout_loss(model, tok, _limit(ds["validation"], T.max_eval_samples, P.run.seed), T, P.run.seed)
             del model; _free()
-    final = out/("dpo" if T.dpo and (out/"dpo"/"adapter").exists() else "sft")/"adapter"
+    final = out/("dpo" if T.dpo.enabled and (out/"dpo"/"adapter").exists() else "sft")/"adapter"
     if T.merge and final.exists() and _is_main():
         from omind.model_store import load_causal_lm
         from transformers import AutoTokenizer

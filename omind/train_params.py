@@ -6,25 +6,25 @@
 from __future__ import annotations
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from .core import Strict
 
 # %% auto #0
-__all__ = ['STAGE_SET_ARGS', 'config_fields', 'check_training_args', 'phase_args', 'TrainParams']
+__all__ = ['STAGE_SET_ARGS', 'config_fields', 'check_training_args', 'phase_args', 'DPOParams', 'nest_dpo', 'TrainParams']
 
 # %% ../nbs/06c_train_params.ipynb #b46f2c0c
 STAGE_SET_ARGS = {
     "output_dir": "the stage's own folder (results/<run>/train/<phase>/checkpoints)", "seed": "run.seed", "data_seed": "run.seed",
-    "num_train_epochs": "train.epochs / train.dpo_epochs", "max_steps": "train.max_steps / train.dpo_max_steps",
-    "learning_rate": "train.learning_rate / train.dpo_learning_rate",
-    "per_device_train_batch_size": "train.batch_size / train.dpo_batch_size", "per_device_eval_batch_size": "train.batch_size",
-    "gradient_accumulation_steps": "train.grad_accum / train.dpo_grad_accum", "max_length": "train.max_length / train.dpo_max_length",
+    "num_train_epochs": "train.epochs / train.dpo.epochs", "max_steps": "train.max_steps / train.dpo.max_steps",
+    "learning_rate": "train.learning_rate / train.dpo.learning_rate",
+    "per_device_train_batch_size": "train.batch_size / train.dpo.batch_size", "per_device_eval_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.grad_accum / train.dpo.grad_accum", "max_length": "train.max_length / train.dpo.max_length",
     "packing": "train.packing", "padding_free": "train.padding_free", "assistant_only_loss": "train.assistant_only_loss",
     "weight_decay": "train.weight_decay", "warmup_steps": "train.warmup", "lr_scheduler_type": "train.lr_scheduler",
     "logging_steps": "train.logging_steps", "save_steps": "train.save_steps", "save_total_limit": "train.save_total_limit",
     "save_strategy": "train.save_steps (step checkpoints are what a killed run resumes from)",
     "gradient_checkpointing": "train.gradient_checkpointing", "bf16": "train.precision", "fp16": "train.precision",
-    "beta": "train.dpo_beta", "eval_steps": "train.eval_steps", "eval_strategy": "train.eval_steps"}
+    "beta": "train.dpo.beta", "eval_steps": "train.eval_steps", "eval_strategy": "train.eval_steps"}
 
 def config_fields(phase: str) -> set:
     "Field names of the TRL config of `phase` ('sft': `SFTConfig`, 'dpo': `DPOConfig`; both extend `TrainingArguments`)."
@@ -52,11 +52,42 @@ def phase_args(T, phase: str) -> dict:
     names = config_fields(phase)
     return {k: v for k, v in T.training_args.items() if k in names}
 
+# %% ../nbs/06c_train_params.ipynb #026263ec
+class DPOParams(Strict):
+    "The DPO phase (the `train.dpo` section): preference pairs from the dataset's dpo split, trained on top of the SFT adapter."
+    enabled: bool = True                       # run DPO after SFT (`train.dpo: false` is short for `train.dpo.enabled: false`)
+    rejected: list[Literal["base", "draft"]] = ["base", "draft"]  # rejected answers: untuned student (the rejected stage), pre-review draft
+    max_pairs: int = Field(0, ge=0)            # cap on preference pairs (0: all)
+    beta: float = Field(0.1, gt=0)             # DPO temperature beta
+    learning_rate: float = Field(5e-6, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1                        # cap on DPO optimizer steps; -1: the epochs decide
+    batch_size: int = Field(2, ge=1)           # preference pairs per device and step
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(1024, ge=16)       # tokens of prompt + answer (truncated)
+
+def nest_dpo(raw):
+    """The `train` params mapping `raw` with the DPO settings under `dpo:`: `dpo: true|false` becomes `dpo: {enabled: ...}`
+    and the flat keys of earlier versions (`dpo_beta`, `dpo_max_pairs`, ...) move under `dpo:` (so old params files and
+    run manifests still load); a key given both ways is an error."""
+    if not isinstance(raw, dict): return raw
+    out = dict(raw)
+    d = out.get("dpo", {})
+    d = {"enabled": d} if isinstance(d, bool) else dict(d) if isinstance(d, dict) else d
+    if not isinstance(d, dict): return raw                      # let validation name the bad value
+    for k in [k for k in out if k.startswith("dpo_")]:
+        sub = k[len("dpo_"):]
+        if sub in d: raise ValueError(f"train.{k} and train.dpo.{sub} both given; keep train.dpo.{sub}")
+        d[sub] = out.pop(k)
+    if "dpo" in raw or d: out["dpo"] = d
+    return out
+
+
 # %% ../nbs/06c_train_params.ipynb #73e6438c
 class TrainParams(Strict):
     "LoRA SFT then DPO of the `student` model on the dataset stage's splits."
     sft: bool = True                           # run supervised fine-tuning on the train split
-    dpo: bool = True                           # run DPO on pairs from the dpo split, on top of the SFT adapter
+    dpo: DPOParams = Field(default_factory=DPOParams)  # the DPO phase, on top of the SFT adapter (`train.dpo: false`: SFT only)
     # LoRA adapter
     lora_r: int = Field(16, ge=1)              # LoRA rank
     lora_alpha: int = Field(32, ge=1)          # LoRA scaling alpha
@@ -89,16 +120,9 @@ class TrainParams(Strict):
     merge: bool = False                        # also save the final model merged (base + adapter) under train/merged
     training_args: dict[str, Any] = {}         # extra TrainingArguments / SFTConfig / DPOConfig fields, e.g. {report_to: [wandb]}
     shuffle_labels: bool = False               # label-shuffle control: SFT on a wrong gold answer for every choice / label item
-    # DPO
-    dpo_rejected: list[Literal["base", "draft"]] = ["base", "draft"]  # rejected: untuned student (the rejected stage), pre-review draft
-    dpo_max_pairs: int = Field(0, ge=0)        # cap on preference pairs (0: all)
-    dpo_beta: float = Field(0.1, gt=0)         # DPO temperature beta
-    dpo_learning_rate: float = Field(5e-6, gt=0)
-    dpo_epochs: float = Field(1.0, gt=0)
-    dpo_max_steps: int = -1                    # cap on DPO optimizer steps; -1: the epochs decide
-    dpo_batch_size: int = Field(2, ge=1)       # preference pairs per device and step
-    dpo_grad_accum: int = Field(1, ge=1)
-    dpo_max_length: int = Field(1024, ge=16)   # tokens of prompt + answer (truncated)
+    @model_validator(mode="before")
+    @classmethod
+    def _nested_dpo(cls, v): return nest_dpo(v)
 
     @field_validator("training_args")
     @classmethod

@@ -16,7 +16,7 @@ def tiny_plan():
     P = load_params(ROOT/"params"/"tiny.yaml", check_paths=False, sets=[
         "synthesis.retrieval=false", "synthesis.n={mcqa: 3, classification: 2, root_cause: 0, qa: 4, conversation: 2}",
         "synthesis.turns_min=3", "synthesis.turns_max=3", "review.enabled=true", "review.nli_model=''",
-        "review.nli_scoring=first_token", "dataset.dpo_share=0.5", "train.dpo_rejected=[base]",
+        "review.nli_scoring=first_token", "dataset.dpo_share=0.5", "train.dpo.rejected=[base]",
         "evaluate.max_win_explanations=0", "evaluate.max_win_conversations=2", "evaluate.schemes=[binary]",
         "evaluate.judge_mode=generate", "evaluate.max_calibration_cases=6"])
     return P, plan(P)
