@@ -82,3 +82,13 @@ def test_constraints_pin_this_environment():
         except PackageNotFoundError: continue
         if v != pins[r]: stale[r] = (pins[r], v)
     assert not stale, f"constraints.txt is not this environment (pinned, installed): {stale}; run `make constraints`"
+
+
+def test_module_docstrings_are_whole_sentences():
+    "Every module's docstring (nbdev's `> description` line of its notebook) is a whole sentence, not cut at a line break."
+    cut = []
+    for f in sorted((ROOT/"omind").rglob("*.py")):
+        if f.name in ("__init__.py", "_modidx.py"): continue
+        doc = ast.get_docstring(ast.parse(f.read_text(encoding="utf-8")))
+        if not doc or not doc.rstrip().endswith((".", ".)", "?")): cut.append((str(f.relative_to(ROOT)), (doc or "")[-40:]))
+    assert not cut, cut
