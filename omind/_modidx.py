@@ -894,7 +894,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                              'omind.sweep._reusable': ('sweep.html#_reusable', 'omind/sweep.py'),
                              'omind.sweep._rm': ('sweep.html#_rm', 'omind/sweep.py'),
                              'omind.sweep._run_variant': ('sweep.html#_run_variant', 'omind/sweep.py'),
-                             'omind.sweep._sources': ('sweep.html#_sources', 'omind/sweep.py'),
                              'omind.sweep._store_lock': ('sweep.html#_store_lock', 'omind/sweep.py'),
                              'omind.sweep._strings': ('sweep.html#_strings', 'omind/sweep.py'),
                              'omind.sweep.add_sweep_parser': ('sweep.html#add_sweep_parser', 'omind/sweep.py'),

@@ -194,6 +194,7 @@ class Stage:
     params_class: str            # the pydantic class of its params section, found in omind.<name>
     needs: tuple = ()            # upstream stages whose outputs it reads
     data: tuple = ()             # package data (paths under omind/) whose content it reads
+    roles: tuple = ()            # model roles its code calls (besides `default` and the roles its params name); ("*",): any role
 
     @property
     def module(self) -> str: return f"omind.{self.name}"
@@ -203,13 +204,14 @@ class Stage:
 # %% ../nbs/00_core.ipynb #fab84470
 STAGES = (
     Stage("knowledge", "02_knowledge.ipynb", "KnowledgeParams", (), ("data/knowledge",)),
-    Stage("synthesis", "03_synthesis.ipynb", "SynthesisParams", ("knowledge",)),
-    Stage("review", "04_review.ipynb", "ReviewParams", ("synthesis",)),
+    Stage("synthesis", "03_synthesis.ipynb", "SynthesisParams", ("knowledge",), roles=("teacher",)),
+    Stage("review", "04_review.ipynb", "ReviewParams", ("synthesis",), roles=("teacher", "nli")),
     Stage("dataset", "05_dataset.ipynb", "DatasetParams", ("review",)),
-    Stage("rejected", "06a_rejected.ipynb", "RejectedParams", ("dataset",)),
-    Stage("train", "06_train.ipynb", "TrainParams", ("dataset", "rejected")),
-    Stage("benchmark", "07_benchmark.ipynb", "BenchmarkParams", ("knowledge",), ("data/benchmark",)),
-    Stage("evaluate", "08_evaluate.ipynb", "EvaluateParams", ("knowledge", "dataset", "train", "benchmark"), ("data/calibration",)),
+    Stage("rejected", "06a_rejected.ipynb", "RejectedParams", ("dataset",), roles=("student",)),
+    Stage("train", "06_train.ipynb", "TrainParams", ("dataset", "rejected"), roles=("student",)),
+    Stage("benchmark", "07_benchmark.ipynb", "BenchmarkParams", ("knowledge",), ("data/benchmark",), roles=("teacher",)),
+    Stage("evaluate", "08_evaluate.ipynb", "EvaluateParams", ("knowledge", "dataset", "train", "benchmark"), ("data/calibration",),
+          roles=("*",)),     # candidates may name any role
     Stage("figures", "09_figures.ipynb", "FiguresParams", ("knowledge", "synthesis", "review", "dataset", "train", "benchmark", "evaluate")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -20,28 +20,6 @@ __all__ = ['MARKERS', 'stage_roles', 'share_key', 'store_dir', 'ingest', 'link_s
            'run_sweep', 'seed_cache', 'add_sweep_parser', 'sweep_main', 'sweep_figures_main']
 
 # %% ../nbs/11b_sweep.ipynb #33f751fc
-_ROLE_CALL = re.compile(r"""(?:llm_for\(\s*\w+\s*,\s*|\.model\(\s*)["']([\w\-.]+)["']""")
-_ALL_ROLES = re.compile(r"\bP\.models\b|\bparams\.models\b")
-_SRC: dict = {}
-
-def _sources(name: str) -> list:
-    "(module name, source text) of what stage `name` runs: its modules and its notebook."
-    code = project_root()/"omind"
-    if not (code/"__init__.py").exists(): code = Path(__file__).parent
-    out = []
-    for m in stage_modules(name):
-        rel = m.split(".")[1:]
-        for f in ([code.joinpath(*rel).with_suffix(".py"), code.joinpath(*rel)/"__init__.py"] if rel else [code/"__init__.py"]):
-            if f.exists(): out.append((m, f)); break
-    nb = project_root()/"nbs"/get_stage(name).notebook
-    if nb.exists(): out.append(("notebook", nb))
-    res = []
-    for m, f in out:
-        sig = (str(f), f.stat().st_mtime_ns)
-        if sig not in _SRC: _SRC[sig] = f.read_text(encoding="utf-8")
-        res.append((m, _SRC[sig]))
-    return res
-
 def _strings(o):
     if isinstance(o, str): yield o
     elif isinstance(o, dict):
@@ -50,14 +28,13 @@ def _strings(o):
         for v in o: yield from _strings(v)
 
 def stage_roles(P: Params, name: str) -> list:
-    "The model roles stage `name` can reach: named in its code or its params section, plus `default` (all, if it reads `P.models`)."
-    src = _sources(name)
-    if any(_ALL_ROLES.search(t) for m, t in src if m not in ("omind.core", "omind.stages")): return sorted(set(P.models) | {"default"})
-    roles = {r for _, t in src for r in _ROLE_CALL.findall(t)} | {"default"}
+    """The model roles stage `name` can reach: the roles its `Stage` declares (`"*"`: every role of `P.models`), the
+    roles its params section names (e.g. `benchmark.draft_role`), and `default`."""
+    st = get_stage(name)
+    if "*" in st.roles: return sorted(set(P.models) | {"default"})
     known = set(P.models) | {"student", "teacher", "judge", "nli", "default"}
     d = P.to_dict()
-    roles |= {s for sec in get_stage(name).sections for s in _strings(d.get(sec)) if s in known}
-    return sorted(roles)
+    return sorted({*st.roles, "default"} | {s for sec in st.sections for s in _strings(d.get(sec)) if s in known})
 
 def share_key(P: Params, name: str, _keys: Optional[dict] = None) -> str:
     "Stage `name`'s key without the run's identity and with only the model roles it reaches: equal share keys, equal outputs."
