@@ -200,6 +200,14 @@ class Stage:
     def module(self) -> str: return f"omind.{self.name}"
     @property
     def sections(self) -> tuple: return (self.name,)
+    @property
+    def run(self):
+        "The stage's run function, `omind.<name>.run_<name>(P) -> summary` (what its notebook calls)."
+        return getattr(importlib.import_module(self.module), f"run_{self.name}")
+    @property
+    def figures(self):
+        "The stage's figures function, `omind.<name>.figures_<name>(P) -> files`, or None when it draws none."
+        return getattr(importlib.import_module(self.module), f"figures_{self.name}", None)
 
 # %% ../nbs/00_core.ipynb #fab84470
 STAGES = (

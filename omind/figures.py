@@ -40,7 +40,7 @@ def stage_figures(P: Params, verbose: bool = True) -> tuple:
     "Call `figures_<stage>(P)` of every stage that has run; returns (files written, [(stage, what is missing)])."
     out, missing = [], []
     for st in STAGES:
-        fn = getattr(importlib.import_module(st.module), f"figures_{st.name}", None)
+        fn = st.figures
         if fn is None: continue
         if not _has_run(P, st.name):
             if verbose: print(f"figures: stage '{st.name}' has not run for run '{P.run.name}', skipped")
