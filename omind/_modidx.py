@@ -462,7 +462,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                 'omind.kb_build._fact_items': ('kb_build.html#_fact_items', 'omind/kb_build.py'),
                                 'omind.kb_build._icd_name': ('kb_build.html#_icd_name', 'omind/kb_build.py'),
                                 'omind.kb_build._icd_note_target': ('kb_build.html#_icd_note_target', 'omind/kb_build.py'),
-                                'omind.kb_build._inputs_key': ('kb_build.html#_inputs_key', 'omind/kb_build.py'),
                                 'omind.kb_build._sections': ('kb_build.html#_sections', 'omind/kb_build.py'),
                                 'omind.kb_build._triple_rows': ('kb_build.html#_triple_rows', 'omind/kb_build.py'),
                                 'omind.kb_build.build_knowledge': ('kb_build.html#build_knowledge', 'omind/kb_build.py'),

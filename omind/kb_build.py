@@ -341,13 +341,6 @@ def load_triples_file(kb: KnowledgeBase, path) -> dict:
 # %% ../nbs/01c_kb_build.ipynb #f583bc63
 _KB_CACHE: dict = {}
 
-def _inputs_key(K: KnowledgeParams) -> str:
-    "Hash of the knowledge params and the content of every input file they name."
-    from omind.core import file_hash
-    files = [*curated_files()] if K.curated else []
-    files += [resolve_path(p) for p in [*K.facts_files, *K.triples_files, *K.text_dirs] + ([K.umls_dir] if K.umls_dir else [])]
-    return stable_hash({"params": K.model_dump(mode="json"), "files": [file_hash(f) for f in files]})
-
 def build_knowledge(K: KnowledgeParams, progress: bool = False) -> KnowledgeBase:
     "Build a KnowledgeBase from a KnowledgeParams (no caching); `kb.load_info` lists what each loader added."
     kb, info = KnowledgeBase(), []
@@ -366,7 +359,15 @@ def build_knowledge(K: KnowledgeParams, progress: bool = False) -> KnowledgeBase
 
 # %% ../nbs/01c_kb_build.ipynb #f04a3dbc
 def load_knowledge(P) -> KnowledgeBase:
-    "The KnowledgeBase of experiment `P` (params `knowledge:` section), built once per process."
-    K = P.knowledge; key = _inputs_key(K)
-    if key not in _KB_CACHE: _KB_CACHE[key] = build_knowledge(K)
+    """The KnowledgeBase of experiment `P`, once per process and knowledge-stage key (`omind.stages.stage_key`: the
+    `knowledge:` params, the content of every input file they name, the shipped data and the code): the knowledge
+    stage's snapshot (`results/<run>/knowledge/`) when that stage finished under its current key, else built from
+    the inputs (as the knowledge stage itself does)."""
+    from omind.core import run_dir
+    from omind.stages import stage_key, stage_done
+    key = stage_key(P, "knowledge")
+    if key not in _KB_CACHE:
+        d = run_dir(P, "knowledge", create=False)
+        done = stage_done(P, "knowledge") and (d/"kb.json").exists()
+        _KB_CACHE[key] = KnowledgeBase.load(d) if done else build_knowledge(P.knowledge)
     return _KB_CACHE[key]
