@@ -57,18 +57,6 @@ def omind_imports(src: str, module: str = "omind") -> set:
     return {m for m in out if m == "omind" or m.startswith("omind.")}
 
 # %% ../nbs/00c_stages.ipynb #46b7cbf9
-def _code_root(root=None) -> Path:
-    "The `omind/` source folder: the project's (the one notebooks export to) or else the installed package's."
-    r = Path(root) if root else project_root()
-    return r/"omind" if (r/"omind"/"__init__.py").exists() else Path(__file__).parent
-
-def _module_file(mod: str, code: Path) -> Optional[Path]:
-    rel = mod.split(".")[1:]
-    if not rel: return code/"__init__.py"
-    for f in (code.joinpath(*rel).with_suffix(".py"), code.joinpath(*rel)/"__init__.py"):
-        if f.exists(): return f
-    return None
-
 def cell_directives(src: str) -> set:
     "nbdev directives (`#| export`, `#| slow`, ...) at the top of a cell."
     out = set()
@@ -96,6 +84,7 @@ def is_run_cell(cell, with_tests: bool = False) -> bool:
     return bool(with_tests or d & ({"default_exp", "slow"} | EXPORTED) or _only_imports(src)
                 or "parameters" in cell.get("metadata", {}).get("tags", []))
 
+# %% ../nbs/00c_stages.ipynb #b369c928
 _PARSED: dict = {}
 
 def _parsed(f: Path, kind: str, fn):
@@ -116,6 +105,19 @@ def _read_run_code(nb_path: Path) -> list:
 def _notebook_run_code(nb_path: Path) -> list:
     "The code of a stage notebook's run cells that is not exported to omind/ (that code is hashed as modules)."
     return _parsed(nb_path, "nb", _read_run_code) if nb_path.exists() else []
+
+# %% ../nbs/00c_stages.ipynb #07e65101
+def _code_root(root=None) -> Path:
+    "The `omind/` source folder: the project's (the one notebooks export to) or else the installed package's."
+    r = Path(root) if root else project_root()
+    return r/"omind" if (r/"omind"/"__init__.py").exists() else Path(__file__).parent
+
+def _module_file(mod: str, code: Path) -> Optional[Path]:
+    rel = mod.split(".")[1:]
+    if not rel: return code/"__init__.py"
+    for f in (code.joinpath(*rel).with_suffix(".py"), code.joinpath(*rel)/"__init__.py"):
+        if f.exists(): return f
+    return None
 
 def _module_facts(f: Path, mod: str) -> tuple:
     "(hash of the code without comments, omind modules it imports) of one module file."
