@@ -8,11 +8,12 @@ import random
 from pathlib import Path
 from typing import Optional
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 from .core import Strict, stable_hash, atomic_write, read_jsonl, canonical_json
 from .core_eval import heldout_items, training_keys, HELDOUT_SOURCE, PROFILE_QUESTION, _profile_key, _and, _place, _balanced_letters
 from .tasks import get_task, families, heldout_family, conditions, siblings
 from .text import normalize, LETTERS
+from .params_file import _suggest
 
 # %% auto #0
 __all__ = ['TRANSFER_SOURCE', 'TRANSFER_ACCOUNT', 'TRANSFER_CHECK', 'YES_NO', 'HELDOUT_FILE', 'HeldoutParams', 'transfer_items',
@@ -20,11 +21,38 @@ __all__ = ['TRANSFER_SOURCE', 'TRANSFER_ACCOUNT', 'TRANSFER_CHECK', 'YES_NO', 'H
 
 # %% ../nbs/07d_heldout.ipynb #a54dcd08
 class HeldoutParams(Strict):
-    "Held-out knowledge reserved before synthesis (the `synthesis.heldout` section): sizes and its own seed."
+    """Held-out knowledge reserved before synthesis (the `synthesis.heldout` section): sizes and its own seed. Besides
+    the fields, `n_<family>` is accepted for any registered family with a `heldout` builder (0 when not given; dumped
+    only when given, so params that do not name one hash as before)."""
+    model_config = ConfigDict(extra="allow")
     n_mcqa: int = Field(400, ge=0)             # in-template 4-option profile questions, gold letters balanced A-D
     n_classification: int = Field(200, ge=0)   # in-template first-person vignettes labelled among candidate conditions
     n_transfer: int = Field(200, ge=0)         # transfer items (both forms, alternating) on the reserved MCQA profiles
     seed: int = Field(7919, ge=0)              # its own seed: the same set for every variant and every run seed of a sweep
+
+    @classmethod
+    def family_keys(cls) -> list[str]:
+        "The `n_<family>` keys of the registered families with a `heldout` builder that are not fields (those may be given)."
+        return [f"n_{f.name}" for f in families() if f.heldout is not None and f"n_{f.name}" not in cls.model_fields]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_counts(cls, v):
+        "Keys other than the fields must be `n_<family>` of a registered family with held-out items, each an integer >= 0."
+        if not isinstance(v, dict): return v
+        allowed = cls.family_keys()
+        for k, x in v.items():
+            if k in cls.model_fields: continue
+            if k not in allowed:
+                keys = list(cls.model_fields) + allowed
+                raise ValueError(f"unknown key {k!r}{_suggest(k, keys)}: the keys are {', '.join(keys)} "
+                                 "(n_<family> for a registered task family with held-out items)")
+            if isinstance(x, bool) or not isinstance(x, int) or x < 0: raise ValueError(f"{k}: a count must be an integer >= 0, got {x!r}")
+        return v
+
+    def count(self, name: str) -> int:
+        "Held-out items of family `name`: `n_<name>` (0 for a family the params do not name)."
+        return int(getattr(self, f"n_{name}", 0) or 0)
 
 # %% ../nbs/07d_heldout.ipynb #77b5bf6b
 TRANSFER_SOURCE = "transfer_kb"
@@ -59,14 +87,15 @@ def transfer_items(mcqa_items: list[dict], n: int, seed: int) -> list[dict]:
 # %% ../nbs/07d_heldout.ipynb #8b4b90c1
 def reserve_heldout(kb, H: HeldoutParams) -> list[dict]:
     """The held-out items of knowledge base `kb` under `H`: the in-template items of every family with a held-out
-    builder (`H.n_<family>` each: MCQA, then classification with its control label), then transfer items."""
+    builder (`H.count(family)` each, in registry order: MCQA, then classification with its control label, then any
+    family registered after them), then transfer items."""
     choice = heldout_family("choice").name
-    n_choice = getattr(H, f"n_{choice}")
+    n_choice = H.count(choice)
     mc = heldout_items(kb, choice, n_choice, H.seed) if n_choice or H.n_transfer else []
     # transfer items need profiles: when more are asked than in-template MCQA items, more profiles are reserved
     pool = mc if H.n_transfer <= len(mc) else heldout_items(kb, choice, max(n_choice, H.n_transfer), H.seed)
-    rest = [it for f in families() if f.heldout is not None and f.name != choice and getattr(H, f"n_{f.name}", 0)
-            for it in heldout_items(kb, f.name, getattr(H, f"n_{f.name}"), H.seed, control=True)]
+    rest = [it for f in families() if f.heldout is not None and f.name != choice and H.count(f.name)
+            for it in heldout_items(kb, f.name, H.count(f.name), H.seed, control=True)]
     return mc[:n_choice] + rest + transfer_items(pool, H.n_transfer, H.seed)
 
 def reserved_keys(items: list[dict]) -> dict:

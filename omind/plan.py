@@ -286,7 +286,7 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
     from omind.evaluate import reply_jobs, judged_jobs, CONTROL_DOMAINS
     from omind.judge import judge_batch, run_calibration, load_calibration, calibration_path, balanced_head
     from omind.llm import GenConfig
-    from omind.tasks import open_answer_tasks
+    from omind.tasks import open_answer_tasks, families
     E, D = P.evaluate, P.dataset
     cands = [E.baseline] + list(E.candidates)
     all_inst = load_instances(None)                           # the stage's inputs (`omind.evaluate._inputs`), shaped from the dry run
@@ -298,7 +298,7 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
     core_tasks = E.core_task_names()
     n_core = sum(min(n_test(t), E.max_core_items) if E.max_core_items else n_test(t) for t in core_tasks)
     H = P.synthesis.heldout                                   # the items synthesis reserves, scored by every model
-    n_core += H.n_mcqa + H.n_classification + H.n_transfer + E.recall.n
+    n_core += sum(H.count(f.name) for f in families() if f.heldout is not None) + H.n_transfer + E.recall.n
     core = _items_like(recs, [t for t in core_tasks if t in recs] or list(recs), n_core)
     if E.public_sets: notes.append(f"evaluate: {len(E.public_sets)} public set(s) not costed (their size is unknown without reading them)")
     role_of = lambda c: c.model if c.model in P.models or c.model in ("student", "teacher", "judge") else "student"

@@ -4,7 +4,6 @@ with a constant "A" bias, and the paired tables."""
 import json, math, random
 from collections import Counter
 
-import numpy as np
 import pytest
 import yaml
 
@@ -14,7 +13,7 @@ from omind.core_eval import (HELDOUT_SOURCE, PRED_COLUMNS, CORE_TABLE_COLUMNS, P
                              core_baselines, core_table, paired_table)
 from omind.kb_build import data_dir
 from omind.tasks import mcqa_seeds, classification_seeds, conversation_seeds, tail_name, NO_DISORDER
-from omind.testing import toy_knowledge
+from omind.testing import toy_knowledge, FakeScorer
 from omind.text import LETTERS, normalize
 
 
@@ -80,20 +79,6 @@ def test_heldout_items_disjoint_from_the_written_dataset(kb, tmp_path):
     assert m0["question"] not in {m["question"] for m in M2}
 
 
-class FakeScorer:
-    "Letter logits: noise + a constant bias per letter + `signal` for the gold letter; log-softmax over the letters."
-    kind, fingerprint, name = "fake", "0", "fake"
-    def __init__(self, gold, signal=0.0, bias=None, seed=0): self.gold, self.signal, self.bias, self.seed = gold, signal, bias or {}, seed
-    def score_next_token(self, convs, labels, split_at=None, progress=False):
-        out = []
-        for c in convs:
-            rng = np.random.default_rng([self.seed, int(stable_hash(c, 8), 16)])
-            z = np.array([rng.normal() + self.bias.get(l, 0.0) + self.signal * (l == self.gold[c[-1]["content"]]) for l in labels])
-            out.append(dict(zip(labels, (z - np.log(np.exp(z).sum())).tolist())))
-        return out
-    def score_choices(self, convs, choices, normalize=False): raise AssertionError("letters are single tokens: no score_choices")
-
-
 def _items(n):
     lets = [LETTERS[i % 4] for i in range(n)]; random.Random(0).shuffle(lets)
     return [{"id": f"i{i}", "task": "mcqa", "source": "s", "question": f"q{i}", "options": [f"o{i}{j}" for j in range(4)],
@@ -107,7 +92,9 @@ def _acc(rows, method):
 
 def test_calibration_removes_a_constant_letter_bias():
     items = _items(1000); gold = {it["messages"][0]["content"]: it["gold_letter"] for it in items}
-    flat = prediction_rows("flat", score_items(FakeScorer(gold, 0.0, {"A": 8.0}), items, option_text=False))
+    scorer = FakeScorer(gold, 0.0, {"A": 8.0})
+    flat = prediction_rows("flat", score_items(scorer, items, option_text=False))
+    assert scorer.calls["choices"] == 0                                                   # letters are single tokens: no score_choices
     raw = [r for r in flat if r["method"] == "letter_raw"]
     assert {r["pred"] for r in raw} == {"A"} and _acc(flat, "letter_raw") == 0.25       # always-A before
     t = core_table(flat, rounds=200).set_index("method")

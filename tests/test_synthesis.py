@@ -135,15 +135,12 @@ def test_source_datasets_seed_families():
 def test_source_gold_survives_synthesis(tmp_path):
     "An augmented MCQA record's target is the source's gold answer; the record names its source and row."
     from omind.synthesis import SynthesisParams, make_seeds, synthesize_chunk
-    from omind.testing import toy_knowledge, ToyRetriever
+    from omind.testing import toy_knowledge, ToyRetriever, FakeLLM
     kb = toy_knowledge()
     S = SynthesisParams(n=_none(), k=3, k_chunks=0, sources={"mcqa": [{"path": str(FX/"medmcqa_original.jsonl"), "layout": "medmcqa"}]})
     sd, _ = make_seeds(kb, S, 0, verbose=False)
-    class Teacher:
-        name = "scripted"
-        def chat(self, convs, cfg=None, progress=False):
-            return ["F1" if "Which facts help" in c[-1]["content"] else "This is the right answer because the facts say so [F1]." for c in convs]
-    recs = synthesize_chunk(sd["mcqa"], Teacher(), ToyRetriever(kb), kb, S)
+    teacher = FakeLLM(["This is the right answer because the facts say so [F1]."], prune="F1")
+    recs = synthesize_chunk(sd["mcqa"], teacher, ToyRetriever(kb), kb, S)
     for r in recs:
         assert r["status"] == "ok", r["error"]
         assert r["messages"][-1]["content"].startswith(f"{r['seed']['answer']}. {r['seed']['answer_text']}")
@@ -343,17 +340,13 @@ def test_identical_prompts_are_one_call():
     "Identical prompts in a chunk reach the teacher once; both records get the same reply."
     import copy
     from omind.synthesis import SynthesisParams, make_seeds, synthesize_chunk
-    from omind.testing import toy_knowledge, ToyRetriever
+    from omind.testing import toy_knowledge, ToyRetriever, FakeLLM
     kb = toy_knowledge()
     S = SynthesisParams(n=_none(), k=3, k_chunks=0, sources={"mcqa": [{"path": str(FX/"medmcqa_original.jsonl"), "layout": "medmcqa", "n": 1}]})
     sd, _ = make_seeds(kb, S, 0, verbose=False)
     twin = copy.deepcopy(sd["mcqa"][0]); twin["id"] += "-twin"
-    sent = []
-    class Teacher:
-        name = "counting"
-        def chat(self, convs, cfg=None, progress=False):
-            sent.extend(json.dumps(c, sort_keys=True) for c in convs)
-            return ["F1" if "Which facts help" in c[-1]["content"] else "It is correct because the facts say so [F1]." for c in convs]
-    recs = synthesize_chunk([sd["mcqa"][0], twin], Teacher(), ToyRetriever(kb), kb, S)
+    teacher = FakeLLM(["It is correct because the facts say so [F1]."], prune="F1")
+    recs = synthesize_chunk([sd["mcqa"][0], twin], teacher, ToyRetriever(kb), kb, S)
+    sent = [json.dumps(c, sort_keys=True) for batch in teacher.sent for c in batch]
     assert len(sent) == len(set(sent)) == 2                         # one pruning and one explanation prompt, not four
     assert recs[0]["messages"] == recs[1]["messages"] and recs[0]["id"] != recs[1]["id"]
