@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_judge.ipynb #dbd792e2
 from __future__ import annotations
-import difflib, importlib.resources, json, math, re
+import importlib.resources, json, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from .core import finite_or_none, Strict, read_jsonl, resolve_path, atomic_write, stable_hash
 from .llm import GenConfig, label_probs
+from .registry import Registry
 from .stats import position_consistent
 from .text import clean_answer
 
@@ -141,27 +142,19 @@ def scale_scheme(name: str, lo: int, hi: int, ask: str, unit: str = "", title: s
                        title=title, numeric=True)
 
 # %% ../nbs/07a_judge.ipynb #8c58d6af
-SCHEMES: dict[str, JudgeScheme] = {}
+SCHEMES = Registry("judge scheme", JudgeScheme)    # name -> scheme, in registration order
 
 def register_scheme(scheme: JudgeScheme, replace: bool = False) -> JudgeScheme:
     "Add a judge scheme to the registry (error if the name is taken, unless `replace`)."
-    if not isinstance(scheme, JudgeScheme): raise TypeError(f"register_scheme needs a JudgeScheme, got {type(scheme).__name__}")
-    if scheme.name in SCHEMES and not replace: raise ValueError(f"judge scheme {scheme.name!r} is already registered (pass replace=True)")
-    SCHEMES[scheme.name] = scheme
-    return scheme
+    return SCHEMES.register(scheme, replace)
 
 def get_scheme(scheme) -> JudgeScheme:
     "The registered scheme of that name (a JudgeScheme passes through); a typo gets a suggestion."
-    if isinstance(scheme, JudgeScheme): return scheme
-    if scheme not in SCHEMES:
-        close = difflib.get_close_matches(str(scheme), list(SCHEMES), n=1)
-        raise KeyError(f"unknown judge scheme {scheme!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                       + f"; registered: {', '.join(SCHEMES)}")
-    return SCHEMES[scheme]
+    return scheme if isinstance(scheme, JudgeScheme) else SCHEMES.lookup(scheme)
 
 def unregister_scheme(name: str) -> None:
     "Remove a scheme from the registry (tests that registered one clean up with this)."
-    SCHEMES.pop(name, None)
+    SCHEMES.unregister(name)
 
 def rubric_schemes() -> list[str]:
     "Names of the registered schemes that can score rubric items."
