@@ -1080,6 +1080,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
             'omind.text': { 'omind.text._segmenter': ('text.html#_segmenter', 'omind/text.py'),
                             'omind.text.clean_answer': ('text.html#clean_answer', 'omind/text.py'),
                             'omind.text.content_words': ('text.html#content_words', 'omind/text.py'),
+                            'omind.text.lead_letter': ('text.html#lead_letter', 'omind/text.py'),
                             'omind.text.normalize': ('text.html#normalize', 'omind/text.py'),
                             'omind.text.parse_choice': ('text.html#parse_choice', 'omind/text.py'),
                             'omind.text.parse_label': ('text.html#parse_label', 'omind/text.py'),

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 # %% auto #0
 __all__ = ['STOP_WORDS', 'LETTERS', 'ANSWER_PREFIX', 'normalize', 'content_words', 'split_paragraph_sentences', 'split_sentences',
-           'parse_choice', 'clean_answer', 'parse_label']
+           'parse_choice', 'lead_letter', 'clean_answer', 'parse_label']
 
 # %% ../nbs/00a_text.ipynb #775f1660
 def normalize(s) -> str:
@@ -71,6 +71,14 @@ def parse_choice(text, options: Sequence[str]) -> tuple[Optional[int], str]:
     hits = [i for i in hits if not any(j != i and normalize(options[i]) in normalize(options[j]) for j in hits)]
     if len(hits) == 1: return hits[0], "text"
     return None, "unparsable"
+
+# %% ../nbs/00a_text.ipynb #5af4c189
+def lead_letter(text, letters: str = LETTERS, loose: bool = False) -> Optional[re.Match]:
+    "The option letter (one of `letters`) that `text` opens with, as a match (group 2 the letter), or None."
+    if not isinstance(text, str) or not letters: return None
+    if loose: return re.match(rf"^(\W*(?:answer\W*)?)([{letters}])(\s*[.):])", text, re.I)
+    return re.match(rf"^(\s*\(?)([{letters}])(\)?[.):])", text)
+
 
 # %% ../nbs/00a_text.ipynb #f905c34a
 ANSWER_PREFIX = re.compile(r"^\s*(?:the\s+)?(?:final\s+)?(?:answer|verdict|score|rating|grade|judg(?:e)?ment|output|response|label|decision)\s*(?:is)?\s*[:=\-]?\s*", re.I)

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 from ..core import stable_hash
 from ..registry import Registry
 from ..kb import KnowledgeBase, Entity, Triple
-from ..text import normalize, content_words, split_sentences, LETTERS, parse_choice
+from ..text import normalize, content_words, split_sentences, LETTERS, lead_letter, parse_choice
 from ..safety import GUIDANCE, is_crisis, method_details, crisis_resources, enforce
 
 # %% auto #0
@@ -286,7 +286,7 @@ def gold_protected(rec: dict, sent: str) -> bool:
     if opts and len(lab) == 1 and lab.isalpha():
         k = ord(lab.upper()) - ord("A")
         if 0 <= k < len(opts): texts.append(str(opts[k]))
-        if re.match(rf"^\W*(?:answer\W*)?{lab}\s*[.):]", sent, re.I): return True
+        if lead_letter(sent, lab, loose=True): return True
     return any(re.search(r"(?<!\w)" + re.escape(t.lower()) + r"(?!\w)", sent.lower()) for t in texts if len(t) > 1)
 
 # %% ../../nbs/02b_tasks.ipynb #a9877cd4
