@@ -13,7 +13,7 @@ from pydantic import Field
 from .core import (Strict, JsonlLog, atomic_write, atomic_write_json, read_jsonl, read_json, run_dir, figures_dir,
                         set_style, save_figure, save_table)
 from .stages import require_stage, open_stage, finish_stage
-from .text import split_sentences, split_paragraph_sentences
+from .text import split_sentences, split_paragraph_sentences, word_shingles
 from . import safety
 from .tasks import check_messages, get_task, task_names, task_order, unknown_task
 from .nli import NLI_LABELS, make_nli
@@ -103,10 +103,8 @@ class NearDup:
         self.lsh, self.num_perm = MinHashLSH(threshold=threshold, num_perm=num_perm), num_perm
     def _mh(self, text):
         from datasketch import MinHash
-        w = re.findall(r"\w+", text.lower())
-        sh = {" ".join(w[i:i+3]) for i in range(max(1, len(w)-2))}
         m = MinHash(num_perm=self.num_perm, seed=1)
-        for s in sh: m.update(s.encode())
+        for s in word_shingles(text, 3): m.update(s.encode())
         return m
     def check_add(self, key: str, text: str) -> str:
         m = self._mh(text)

@@ -22,8 +22,8 @@ __all__ = ['STUDENT_MCQA', 'PROFILE_QUESTION', 'MCQA', 'mcqa_seeds', 'mcqa_capac
 _GENERIC = set("with such other from that this have into more than when some being feel feeling about their there using".split())
 
 def _stems(text: str) -> set:
-    "Crude content-word stems (first 5 letters of words of 4+ letters) for near-duplicate checks."
-    return {w[:5] for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _GENERIC}
+    "Crude content-word stems (`text.content_words` cut to 5 letters, `_GENERIC` words left out) for near-duplicate checks."
+    return content_words(text, stop=_GENERIC, stem=5)
 
 def _overlaps(a: str, others, k: int = 1) -> bool:
     "True when `a` shares at least `k` content-word stems with any text in `others`."
