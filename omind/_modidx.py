@@ -652,6 +652,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                             'omind.plan.totals_rows': ('plan.html#totals_rows', 'omind/plan.py'),
                             'omind.plan.use_plan_tokenizer': ('plan.html#use_plan_tokenizer', 'omind/plan.py'),
                             'omind.plan.with_cost': ('plan.html#with_cost', 'omind/plan.py')},
+            'omind.prompts': {},
             'omind.push': { 'omind.push.PushError': ('push.html#pusherror', 'omind/push.py'),
                             'omind.push._ensure_repo': ('push.html#_ensure_repo', 'omind/push.py'),
                             'omind.push._files': ('push.html#_files', 'omind/push.py'),

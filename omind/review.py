@@ -21,10 +21,10 @@ from .core import tqdm   # text bars in stage kernels run by `omind run`, widget
 
 
 # %% auto #0
-__all__ = ['REFUSAL_PATTERNS', 'REGEN_SYSTEM', 'REGEN_PROMPT', 'FUNNEL_STAGES', 'ReviewParams', 'rebuild_text', 'format_error',
-           'final_answer', 'is_refusal', 'NearDup', 'conv_text', 'regen_conv', 'evidence_texts', 'leakage_rule',
-           'check_leakage_tasks', 'filter_record', 'review_records', 'funnel_table', 'nli_verdict_table', 'audit_rows',
-           'seeded_counts', 'load_samples', 'run_review', 'figures_review']
+__all__ = ['REFUSAL_PATTERNS', 'FUNNEL_STAGES', 'ReviewParams', 'rebuild_text', 'format_error', 'final_answer', 'is_refusal',
+           'NearDup', 'conv_text', 'regen_conv', 'evidence_texts', 'leakage_rule', 'check_leakage_tasks',
+           'filter_record', 'review_records', 'funnel_table', 'nli_verdict_table', 'audit_rows', 'seeded_counts',
+           'load_samples', 'run_review', 'figures_review']
 
 # %% ../nbs/04_review.ipynb #0a50220e
 REFUSAL_PATTERNS = [
@@ -118,13 +118,7 @@ def conv_text(messages) -> str:
     return "\n".join(m["content"] for m in messages if m.get("role") != "system")
 
 # %% ../nbs/04_review.ipynb #b30da43f
-REGEN_SYSTEM = ("You are a careful mental-health educator. You rewrite an assistant reply so that every statement is "
-                "supported by the evidence given. Do not add facts that are not in the evidence. Keep the reply's format "
-                "(for example an 'Answer:' line) and its answer. If the conversation touches on suicide or self-harm, "
-                "include crisis-support guidance (call or text 988 in the US, or your local emergency number) and never "
-                "describe methods.")
-REGEN_PROMPT = ("Evidence:\n{evidence}\n\nConversation so far:\n{history}\n\nDraft reply:\n{draft}\n\n"
-                "Statements in the draft that contradict the evidence:\n{bad}\n\nWrite the corrected reply only.")
+from .prompts import REGEN_SYSTEM, REGEN_PROMPT    # the regeneration prompt, with review's crisis instruction
 
 # %% ../nbs/04_review.ipynb #7c63776e
 def regen_conv(messages: list, turn: int, evidence: Sequence[str], bad: Sequence[str]) -> list:

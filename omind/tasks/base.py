@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from ..core import stable_hash
 from ..registry import Registry
+from ..prompts import TEACHER_PROMPTS
 from ..kb import KnowledgeBase, Entity, Triple
 from ..text import normalize, content_words, split_sentences, LETTERS, lead_letter, parse_choice
 from ..safety import GUIDANCE, is_crisis, method_details, crisis_resources, enforce
@@ -130,18 +131,7 @@ def task_order(names) -> list[str]:
     return [t for t in task_names() if t in names] + sorted(names - set(task_names()))
 
 # %% ../../nbs/02b_tasks.ipynb #e6effb16
-PROMPTS = {
-    "version": "1",
-    "system": "You are a careful mental-health educator. Be brief, factual and kind.",
-    "safety": " If there is any risk of suicide or self-harm, tell the person to call or text 988 or their local "
-              "emergency number. Never describe methods.",
-    "prune": "Question: {query}\n\nFacts:\n{facts}\n\nWhich facts help answer the question? "
-             "Reply only with fact numbers, like: F1, F3",
-    "example_post": "Example post: I have not slept properly in weeks and I keep snapping at everyone. Work feels impossible "
-                    "lately. I just want to feel like myself again.\n\n",
-    "label_explain": "Post: {post}\n\nFacts:\n{facts}\n\nThe answer is \"{label}\". Write 2 short sentences that start "
-                     "with \"The post\" and say which words in the post show this. Cite facts like [F1].",
-}
+PROMPTS = TEACHER_PROMPTS      # the shared teacher templates (omind.prompts); each family module adds its own
 
 def prompts_for(*names) -> dict:
     "The templates `names` of `PROMPTS` (a family's `prompts`)."
