@@ -12,14 +12,11 @@ from .core import Strict, ModelSpec, cache_dir, stable_hash
 from .train import adapter_status
 
 # %% auto #0
-__all__ = ['COUNSELLOR_PROMPT', 'ADAPTER_RECORD_FILES', 'CandidateSpec', 'resolve_candidate', 'fallback_label', 'with_system',
-           'file_digest', 'adapter_identity', 'model_fingerprint', 'eval_models', 'load_model']
+__all__ = ['ADAPTER_RECORD_FILES', 'CandidateSpec', 'resolve_candidate', 'fallback_label', 'with_system', 'file_digest',
+           'adapter_identity', 'model_fingerprint', 'eval_models', 'load_model']
 
 # %% ../nbs/08d_eval_candidates.ipynb #677f5782
-COUNSELLOR_PROMPT = ("You are a warm, careful mental-health support counsellor. Listen, reflect feelings, ask open "
-                     "questions, give practical evidence-based suggestions, never diagnose or prescribe. If there is "
-                     "any risk of suicide or self-harm, encourage contacting a crisis line (call or text 988 in the "
-                     "US, or the local emergency number) right away.")
+from .prompts import COUNSELLOR_PROMPT    # the prompted baseline's system prompt (text in omind.prompts)
 
 class CandidateSpec(Strict):
     "One model to evaluate: a role name, a model path / embedded name, or `train:sft` / `train:dpo`."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_judge.ipynb #dbd792e2
 from __future__ import annotations
-import difflib, importlib.resources, json, math, re
+import importlib.resources, json, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -13,14 +13,16 @@ from pydantic import Field, model_validator
 
 from .core import finite_or_none, Strict, read_jsonl, resolve_path, atomic_write, stable_hash
 from .llm import GenConfig, label_probs
+from .prompts import JUDGE_ASK, JUDGE_RETRY, JUDGE_WHAT_TURN, JUDGE_WHAT_CONVERSATION, JUDGE_LAST_REPLY, JUDGE_RUBRIC, JUDGE_PAIR
+from .registry import Registry
 from .stats import position_consistent
 from .text import clean_answer
 
 # %% auto #0
-__all__ = ['SCHEMES', 'JUDGE_SYSTEM', 'parse_binary', 'parse_scale', 'parse_pair', 'or_list', 'JudgeScheme', 'scale_scheme',
-           'register_scheme', 'get_scheme', 'unregister_scheme', 'rubric_schemes', 'clip_start', 'render_conversation',
-           'rubric_prompt', 'pair_prompt', 'judge_batch', 'calibration_path', 'load_calibration', 'balanced_head',
-           'calibration_metrics', 'run_calibration', 'JudgeGate', 'judge_gate', 'gate_label', 'calibrate', 'mark_gated']
+__all__ = ['SCHEMES', 'parse_binary', 'parse_scale', 'parse_pair', 'or_list', 'JudgeScheme', 'scale_scheme', 'register_scheme',
+           'get_scheme', 'unregister_scheme', 'rubric_schemes', 'clip_start', 'render_conversation', 'rubric_prompt',
+           'pair_prompt', 'judge_batch', 'calibration_path', 'load_calibration', 'balanced_head', 'calibration_metrics',
+           'run_calibration', 'JudgeGate', 'judge_gate', 'gate_label', 'calibrate', 'mark_gated']
 
 # %% ../nbs/07a_judge.ipynb #eea2e7e9
 def parse_binary(text) -> Optional[bool]:
@@ -136,32 +138,24 @@ def scale_scheme(name: str, lo: int, hi: int, ask: str, unit: str = "", title: s
     if not hi > lo: raise ValueError(f"scale_scheme {name!r}: hi ({hi}) must be above lo ({lo})")
     return JudgeScheme(name=name, labels=tuple(str(i) for i in range(lo, hi + 1)), ask=ask,
                        parse=lambda t: parse_scale(t, lo, hi), value=int,
-                       retry=f"Answer with exactly one integer from {lo} to {hi}.",
+                       retry=JUDGE_RETRY["scale"].format(lo=lo, hi=hi),
                        norm=lambda x: (x - lo) / (hi - lo), lo=lo, hi=hi, unit=unit or f"score {lo}-{hi}",
                        title=title, numeric=True)
 
 # %% ../nbs/07a_judge.ipynb #8c58d6af
-SCHEMES: dict[str, JudgeScheme] = {}
+SCHEMES = Registry("judge scheme", JudgeScheme)    # name -> scheme, in registration order
 
 def register_scheme(scheme: JudgeScheme, replace: bool = False) -> JudgeScheme:
     "Add a judge scheme to the registry (error if the name is taken, unless `replace`)."
-    if not isinstance(scheme, JudgeScheme): raise TypeError(f"register_scheme needs a JudgeScheme, got {type(scheme).__name__}")
-    if scheme.name in SCHEMES and not replace: raise ValueError(f"judge scheme {scheme.name!r} is already registered (pass replace=True)")
-    SCHEMES[scheme.name] = scheme
-    return scheme
+    return SCHEMES.register(scheme, replace)
 
 def get_scheme(scheme) -> JudgeScheme:
     "The registered scheme of that name (a JudgeScheme passes through); a typo gets a suggestion."
-    if isinstance(scheme, JudgeScheme): return scheme
-    if scheme not in SCHEMES:
-        close = difflib.get_close_matches(str(scheme), list(SCHEMES), n=1)
-        raise KeyError(f"unknown judge scheme {scheme!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                       + f"; registered: {', '.join(SCHEMES)}")
-    return SCHEMES[scheme]
+    return scheme if isinstance(scheme, JudgeScheme) else SCHEMES.lookup(scheme)
 
 def unregister_scheme(name: str) -> None:
     "Remove a scheme from the registry (tests that registered one clean up with this)."
-    SCHEMES.pop(name, None)
+    SCHEMES.unregister(name)
 
 def rubric_schemes() -> list[str]:
     "Names of the registered schemes that can score rubric items."
@@ -169,22 +163,21 @@ def rubric_schemes() -> list[str]:
 
 # %% ../nbs/07a_judge.ipynb #51f9e5b6
 register_scheme(JudgeScheme(
-    name="binary", labels=("yes", "no"), ask="Does {what} meet the criterion? Answer yes or no.",
-    parse=parse_binary, value=lambda l: l == "yes", retry="Answer with exactly one word: yes or no.",
+    name="binary", labels=("yes", "no"), ask=JUDGE_ASK["binary"],
+    parse=parse_binary, value=lambda l: l == "yes", retry=JUDGE_RETRY["binary"],
     norm=lambda x: float(bool(x)), lo=0, hi=100, unit="coverage %"))
 register_scheme(scale_scheme(
-    "ten", 0, 10, "How well does {what} meet the criterion, from 0 (not at all) to 10 (fully)? Answer with one number.",
+    "ten", 0, 10, JUDGE_ASK["ten"],
     unit="score 0-10"))
 register_scheme(scale_scheme(
-    "likert", 1, 5, "Rate how well {what} meets the criterion on a 1-5 scale (1 = not at all, 5 = fully). Answer with one number.",
+    "likert", 1, 5, JUDGE_ASK["likert"],
     unit="Likert 1-5"))
 register_scheme(JudgeScheme(
     name="pair", labels=("A", "B", "tie"), tie="tie",
-    ask="Which reply is more helpful, accurate, empathetic and safe? Answer with {options} only.",
-    parse=parse_pair, value=lambda l: l, retry="Answer with exactly one of: {options}."));
+    ask=JUDGE_ASK["pair"], parse=parse_pair, value=lambda l: l, retry=JUDGE_RETRY["pair"]));
 
 # %% ../nbs/07a_judge.ipynb #8d4bde92
-JUDGE_SYSTEM = "You are a strict, fair evaluator of mental-health support replies. You answer with a single word or number only."
+from .prompts import JUDGE_SYSTEM    # the texts of the judge prompts live in omind.prompts
 
 def clip_start(s: str, n: int) -> str:
     "The last `n` characters of `s`, marked with '...' when cut."
@@ -199,15 +192,15 @@ def rubric_prompt(scheme, context: str, reply: str, item: str, level: str = "tur
     "Judge conversation that asks for one rubric item in one rubric scheme (a name or a JudgeScheme)."
     S = get_scheme(scheme)
     if not S.rubric: raise ValueError(f"judge scheme {S.name!r} does not score rubric items")
-    what = "the counsellor's last reply" if level == "turn" else "the counsellor's replies in this conversation"
-    body = (f"Conversation:\n{clip_start(context, max_chars)}\n\n" + (f"Counsellor's last reply: {reply}\n\n" if level == "turn" else "")
-            + f"Criterion: {item}\n\n{S.question(what)}")
+    what = JUDGE_WHAT_TURN if level == "turn" else JUDGE_WHAT_CONVERSATION
+    body = JUDGE_RUBRIC.format(context=clip_start(context, max_chars), reply=JUDGE_LAST_REPLY.format(reply=reply) if level == "turn" else "",
+                               item=item, question=S.question(what))
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": body}]
 
 def pair_prompt(context: str, a: str, b: str, allow_tie: bool = True, max_chars: int = 4000) -> list:
     "Judge conversation comparing reply A with reply B for the same context (the `pair` scheme's question)."
-    body = (f"Context:\n{clip_start(context, max_chars)}\n\nReply A:\n{clip_start(a, max_chars // 2)}\n\nReply B:\n{clip_start(b, max_chars // 2)}\n\n"
-            + get_scheme("pair").question("", allow_tie))
+    body = JUDGE_PAIR.format(context=clip_start(context, max_chars), a=clip_start(a, max_chars // 2), b=clip_start(b, max_chars // 2),
+                             question=get_scheme("pair").question("", allow_tie))
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": body}]
 
 # %% ../nbs/07a_judge.ipynb #12f0dc46

@@ -9,7 +9,7 @@ from typing import Sequence
 from .core import tqdm   # text bars in stage kernels run by `omind run`, widgets in JupyterLab
 
 # %% auto #0
-__all__ = ['NLI_LABELS', 'NLI_SYSTEM', 'NLI_PROMPT', 'NLI_SPLIT', 'HFNLI', 'nli_convs', 'LLMNLI', 'make_nli']
+__all__ = ['NLI_LABELS', 'HFNLI', 'nli_convs', 'LLMNLI', 'make_nli']
 
 # %% ../nbs/04b_nli.ipynb #82df86e9
 NLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -49,10 +49,7 @@ class HFNLI:
         return out
 
 # %% ../nbs/04b_nli.ipynb #e673ea58
-NLI_SYSTEM = "You are a careful judge of natural language inference."
-NLI_PROMPT = ("Premise:\n{premise}\n\nIs the hypothesis below entailed, neutral, or contradicted given the premise? "
-              "Answer with one word: entailment, neutral, or contradiction.\n\nHypothesis:\n{hypothesis}")
-NLI_SPLIT = "\n\nHypothesis:\n"
+from .prompts import NLI_SYSTEM, NLI_PROMPT, NLI_SPLIT      # the texts live with every other prompt
 
 def nli_convs(pairs: Sequence[tuple[str, str]]) -> list[list[dict]]:
     "The judge conversations (system + NLI prompt) of (premise, hypothesis) pairs."

@@ -13,7 +13,7 @@ from pydantic import Field
 from .core import (Strict, JsonlLog, atomic_write, atomic_write_json, read_jsonl, read_json, run_dir, figures_dir,
                         set_style, save_figure, save_table)
 from .stages import require_stage, open_stage, finish_stage
-from .text import split_sentences, split_paragraph_sentences
+from .text import split_sentences, split_paragraph_sentences, word_shingles
 from . import safety
 from .tasks import check_messages, get_task, task_names, task_order, unknown_task
 from .nli import NLI_LABELS, make_nli
@@ -21,10 +21,10 @@ from .core import tqdm   # text bars in stage kernels run by `omind run`, widget
 
 
 # %% auto #0
-__all__ = ['REFUSAL_PATTERNS', 'REGEN_SYSTEM', 'REGEN_PROMPT', 'FUNNEL_STAGES', 'ReviewParams', 'rebuild_text', 'format_error',
-           'final_answer', 'is_refusal', 'NearDup', 'conv_text', 'regen_conv', 'evidence_texts', 'leakage_rule',
-           'check_leakage_tasks', 'filter_record', 'review_records', 'funnel_table', 'nli_verdict_table', 'audit_rows',
-           'seeded_counts', 'load_samples', 'run_review', 'figures_review']
+__all__ = ['REFUSAL_PATTERNS', 'FUNNEL_STAGES', 'ReviewParams', 'rebuild_text', 'format_error', 'final_answer', 'is_refusal',
+           'NearDup', 'conv_text', 'regen_conv', 'evidence_texts', 'leakage_rule', 'check_leakage_tasks',
+           'filter_record', 'review_records', 'funnel_table', 'nli_verdict_table', 'audit_rows', 'seeded_counts',
+           'load_samples', 'run_review', 'figures_review']
 
 # %% ../nbs/04_review.ipynb #0a50220e
 REFUSAL_PATTERNS = [
@@ -103,10 +103,8 @@ class NearDup:
         self.lsh, self.num_perm = MinHashLSH(threshold=threshold, num_perm=num_perm), num_perm
     def _mh(self, text):
         from datasketch import MinHash
-        w = re.findall(r"\w+", text.lower())
-        sh = {" ".join(w[i:i+3]) for i in range(max(1, len(w)-2))}
         m = MinHash(num_perm=self.num_perm, seed=1)
-        for s in sh: m.update(s.encode())
+        for s in word_shingles(text, 3): m.update(s.encode())
         return m
     def check_add(self, key: str, text: str) -> str:
         m = self._mh(text)
@@ -120,13 +118,7 @@ def conv_text(messages) -> str:
     return "\n".join(m["content"] for m in messages if m.get("role") != "system")
 
 # %% ../nbs/04_review.ipynb #b30da43f
-REGEN_SYSTEM = ("You are a careful mental-health educator. You rewrite an assistant reply so that every statement is "
-                "supported by the evidence given. Do not add facts that are not in the evidence. Keep the reply's format "
-                "(for example an 'Answer:' line) and its answer. If the conversation touches on suicide or self-harm, "
-                "include crisis-support guidance (call or text 988 in the US, or your local emergency number) and never "
-                "describe methods.")
-REGEN_PROMPT = ("Evidence:\n{evidence}\n\nConversation so far:\n{history}\n\nDraft reply:\n{draft}\n\n"
-                "Statements in the draft that contradict the evidence:\n{bad}\n\nWrite the corrected reply only.")
+from .prompts import REGEN_SYSTEM, REGEN_PROMPT    # the regeneration prompt, with review's crisis instruction
 
 # %% ../nbs/04_review.ipynb #7c63776e
 def regen_conv(messages: list, turn: int, evidence: Sequence[str], bad: Sequence[str]) -> list:

@@ -8,8 +8,8 @@ import re
 from typing import Optional, Sequence
 
 # %% auto #0
-__all__ = ['STOP_WORDS', 'LETTERS', 'ANSWER_PREFIX', 'normalize', 'content_words', 'split_paragraph_sentences', 'split_sentences',
-           'parse_choice', 'clean_answer', 'parse_label']
+__all__ = ['STOP_WORDS', 'LETTERS', 'ANSWER_PREFIX', 'normalize', 'content_words', 'word_shingles', 'split_paragraph_sentences',
+           'split_sentences', 'parse_choice', 'lead_letter', 'clean_answer', 'parse_label']
 
 # %% ../nbs/00a_text.ipynb #775f1660
 def normalize(s) -> str:
@@ -22,9 +22,17 @@ he her his how i if in into is it its itself just me my myself no nor not of on 
 so some such than that the their them then there these they this those through to too very was we were what when
 where which while who whom why will with would you your yours""".split())
 
-def content_words(s: str, min_len: int = 4) -> set:
-    "The set of lower-case words of `s` with at least `min_len` letters that are not in `STOP_WORDS`."
-    return {w for w in re.findall(rf"[a-z]{{{min_len},}}", (s or "").lower()) if w not in STOP_WORDS}
+def content_words(s: str, min_len: int = 4, stop=STOP_WORDS, stem: int = 0) -> set:
+    "The set of lower-case words of `s` with at least `min_len` letters that are not in `stop`, cut to their first `stem` letters when `stem` > 0."
+    ws = [w for w in re.findall(rf"[a-z]{{{min_len},}}", (s or "").lower()) if w not in stop]
+    return {w[:stem] for w in ws} if stem else set(ws)
+
+# %% ../nbs/00a_text.ipynb #33f7b4ca
+def word_shingles(text: str, n: int = 3) -> set:
+    "The set of runs of `n` consecutive words (`\\w+`, lower case) of `text`; a shorter text is one shingle."
+    w = re.findall(r"\w+", (text or "").lower())
+    return {" ".join(w[i:i+n]) for i in range(max(1, len(w)-n+1))}
+
 
 # %% ../nbs/00a_text.ipynb #aa842708
 _SEG = None
@@ -71,6 +79,14 @@ def parse_choice(text, options: Sequence[str]) -> tuple[Optional[int], str]:
     hits = [i for i in hits if not any(j != i and normalize(options[i]) in normalize(options[j]) for j in hits)]
     if len(hits) == 1: return hits[0], "text"
     return None, "unparsable"
+
+# %% ../nbs/00a_text.ipynb #5af4c189
+def lead_letter(text, letters: str = LETTERS, loose: bool = False) -> Optional[re.Match]:
+    "The option letter (one of `letters`) that `text` opens with, as a match (group 2 the letter), or None."
+    if not isinstance(text, str) or not letters: return None
+    if loose: return re.match(rf"^(\W*(?:answer\W*)?)([{letters}])(\s*[.):])", text, re.I)
+    return re.match(rf"^(\s*\(?)([{letters}])(\)?[.):])", text)
+
 
 # %% ../nbs/00a_text.ipynb #f905c34a
 ANSWER_PREFIX = re.compile(r"^\s*(?:the\s+)?(?:final\s+)?(?:answer|verdict|score|rating|grade|judg(?:e)?ment|output|response|label|decision)\s*(?:is)?\s*[:=\-]?\s*", re.I)

@@ -39,9 +39,8 @@ def _gold_re(text: str):
 
 def _swap_reply(reply: str, gold_texts: list, wrong_text: str, gold_letter: Optional[str] = None, wrong_letter: Optional[str] = None) -> str:
     "`reply` with its leading gold letter (`B.`, `(B)`, `B)`) and every occurrence of the gold texts (any case) replaced by the wrong ones."
-    import re
-    if gold_letter:
-        reply = re.sub(rf"^(\s*\(?){re.escape(gold_letter)}(\)?[.):])", lambda m: m.group(1) + wrong_letter + m.group(2), reply, count=1)
+    from omind.text import lead_letter
+    if gold_letter and (m := lead_letter(reply, gold_letter)): reply = reply[:m.start(2)] + wrong_letter + reply[m.end(2):]
     for g in sorted({t for t in gold_texts if t and len(t) > 1}, key=len, reverse=True):
         reply = _gold_re(g).sub(lambda m: wrong_text.lower() if m.group(0).islower() else wrong_text, reply)  # keeps lower case
     return reply

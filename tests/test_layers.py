@@ -6,7 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT/"omind"
 # the foundation, bottom up: modules that import no other omind module, then core and stages, which build only on them
-FOUNDATION = {"omind.params_file": set(), "omind.readers": set(), "omind.text": set(), "omind.stats": set(),
+FOUNDATION = {"omind.params_file": set(), "omind.readers": set(), "omind.text": set(), "omind.stats": set(), "omind.registry": set(), "omind.prompts": set(),
               "omind.core": {"omind.params_file"}, "omind.stages": {"omind.core", "omind.params_file"}}
 
 

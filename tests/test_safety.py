@@ -165,3 +165,32 @@ def test_text_helpers_on_model_output():
     assert split_sentences("Answer: B. Panic disorder fits. It began suddenly.\nExplanation: sudden attacks.") == \
         ["Answer: B. Panic disorder fits.", "It began suddenly.", "Explanation: sudden attacks."]
     assert parse_choice("**Answer: C** because ...", ["a", "b", "c"]) == (2, "letter")
+
+
+def test_every_prompt_for_crisis_content_names_a_crisis_resource():
+    "Each crisis instruction (omind.prompts) names a resource by the safety rules, and every prompt a model gets on crisis content carries one."
+    from omind import prompts as P
+    from omind.benchmark_build import counsellor_prompt
+    from omind.review import regen_conv
+    from omind.synthesis import SynthesisParams
+    import omind.tasks as T
+    for what, text in P.CRISIS_INSTRUCTIONS.items(): assert crisis_resources(text), what
+    has = lambda text, what: P.CRISIS_INSTRUCTIONS[what] in text and crisis_resources(text)
+    S = SynthesisParams()
+    # teacher: an open question on a crisis seed, and a counsellor turn after a client who speaks of suicide
+    ev = [{"id": "t:1", "text": "Crisis lines offer support at any hour."}]
+    p, _ = T.qa_prompt({"seed": {"question": "What helps in a crisis?", "crisis": True}, "evidence": ev}, S)
+    assert has(p, "teacher")
+    seen = []
+    def chat(convs, n):
+        seen.extend(convs); return ["I keep thinking about killing myself, every night."] * len(convs)
+    T.get_task("conversation").generate([{"seed": {"persona": "a nurse", "symptoms": ["low mood"], "cause": "work", "turns": 1},
+                                          "evidence": ev}], chat, S)
+    counsellor = [c for c in seen if c[0]["content"] == T.PROMPTS["counsellor_system"]]
+    assert counsellor and all(has(c[-1]["content"], "teacher") for c in counsellor)
+    # review's rewriter, the benchmark's gold counsellor at high and crisis risk, the evaluated prompted counsellor
+    assert has(regen_conv([{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}], 1, [], [])[0]["content"], "review")
+    s = {"persona": "a nurse", "condition": "cond:insomnia_disorder", "stressor": "stressor:relationships", "facts": []}
+    for risk in ("high", "crisis"): assert has(counsellor_prompt({**s, "risk": risk}, [])[0]["content"], "benchmark counsellor")
+    assert has(P.COUNSELLOR_PROMPT, "evaluation")
+    assert P.CRISIS_INSTRUCTIONS["benchmark rubric"] in P.CRISIS_CONV_ITEMS

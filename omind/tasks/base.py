@@ -4,13 +4,15 @@
 
 # %% ../../nbs/02b_tasks.ipynb #ea0ba741
 from __future__ import annotations
-import difflib, math, random, re
+import math, random, re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..core import stable_hash
+from ..registry import Registry
+from ..prompts import TEACHER_PROMPTS
 from ..kb import KnowledgeBase, Entity, Triple
-from ..text import normalize, content_words, split_sentences, LETTERS, parse_choice
+from ..text import normalize, content_words, split_sentences, LETTERS, lead_letter, parse_choice
 from ..safety import GUIDANCE, is_crisis, method_details, crisis_resources, enforce
 
 # %% auto #0
@@ -83,18 +85,15 @@ class TaskFamily:
         return {"choice": "mcqa", "label": "post"}.get(self.core_eval)
 
 # %% ../../nbs/02b_tasks.ipynb #e9d8bf5e
-_REGISTRY: dict[str, TaskFamily] = {}
+_REGISTRY = Registry("task family", TaskFamily, cutoff=0.5)    # every stage iterates it, in registration order
 
 def register(family: TaskFamily, replace: bool = False) -> TaskFamily:
     "Add `family` to the registry (an existing name is an error unless `replace`); returns it."
-    if not isinstance(family, TaskFamily): raise TypeError(f"register() takes a TaskFamily, got {type(family).__name__}")
-    if family.name in _REGISTRY and not replace: raise ValueError(f"task family {family.name!r} is already registered")
-    _REGISTRY[family.name] = family
-    return family
+    return _REGISTRY.register(family, replace)
 
 def unregister(name: str) -> None:
     "Remove a family from the registry (tests that registered a toy family clean up with this)."
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
 
 def find_task(name) -> Optional[TaskFamily]:
     "The registered family `name`, or None (a record of a family this run does not register)."
@@ -112,17 +111,15 @@ def open_answer_tasks() -> list[str]:
 
 def task_names() -> list[str]:
     "Names of the registered task families, in registration order."
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 def unknown_task(name, what: str = "task family") -> str:
     "The error text for an unknown family name, with a did-you-mean suggestion and the registered names."
-    m = difflib.get_close_matches(str(name), task_names(), n=1, cutoff=0.5)
-    return f"unknown {what} {name!r}" + (f" (did you mean {m[0]!r}?)" if m else "") + f"; registered: {', '.join(task_names())}"
+    return _REGISTRY.unknown(name, what)
 
 def get_task(name: str) -> TaskFamily:
     "The registered family `name` (KeyError with a did-you-mean suggestion when there is none)."
-    if name not in _REGISTRY: raise KeyError(unknown_task(name))
-    return _REGISTRY[name]
+    return _REGISTRY.lookup(name)
 
 def families() -> list[TaskFamily]:
     "The registered families, in registration order."
@@ -134,18 +131,7 @@ def task_order(names) -> list[str]:
     return [t for t in task_names() if t in names] + sorted(names - set(task_names()))
 
 # %% ../../nbs/02b_tasks.ipynb #e6effb16
-PROMPTS = {
-    "version": "1",
-    "system": "You are a careful mental-health educator. Be brief, factual and kind.",
-    "safety": " If there is any risk of suicide or self-harm, tell the person to call or text 988 or their local "
-              "emergency number. Never describe methods.",
-    "prune": "Question: {query}\n\nFacts:\n{facts}\n\nWhich facts help answer the question? "
-             "Reply only with fact numbers, like: F1, F3",
-    "example_post": "Example post: I have not slept properly in weeks and I keep snapping at everyone. Work feels impossible "
-                    "lately. I just want to feel like myself again.\n\n",
-    "label_explain": "Post: {post}\n\nFacts:\n{facts}\n\nThe answer is \"{label}\". Write 2 short sentences that start "
-                     "with \"The post\" and say which words in the post show this. Cite facts like [F1].",
-}
+PROMPTS = TEACHER_PROMPTS      # the shared teacher templates (omind.prompts); each family module adds its own
 
 def prompts_for(*names) -> dict:
     "The templates `names` of `PROMPTS` (a family's `prompts`)."
@@ -290,7 +276,7 @@ def gold_protected(rec: dict, sent: str) -> bool:
     if opts and len(lab) == 1 and lab.isalpha():
         k = ord(lab.upper()) - ord("A")
         if 0 <= k < len(opts): texts.append(str(opts[k]))
-        if re.match(rf"^\W*(?:answer\W*)?{lab}\s*[.):]", sent, re.I): return True
+        if lead_letter(sent, lab, loose=True): return True
     return any(re.search(r"(?<!\w)" + re.escape(t.lower()) + r"(?!\w)", sent.lower()) for t in texts if len(t) > 1)
 
 # %% ../../nbs/02b_tasks.ipynb #a9877cd4

@@ -9,7 +9,7 @@ from typing import Optional
 
 from ..core import stable_hash
 from ..kb import KnowledgeBase
-from ..text import LETTERS, parse_choice, normalize, content_words
+from ..text import LETTERS, lead_letter, parse_choice, normalize, content_words
 from .base import (TaskFamily, register, prompts_for, PROMPTS, conv, numbered, cite, tidy, check_text, options_block,
                               conditions, siblings, tail_name, icd_code, reference_evidence, gold_protected,
                               HELDOUT_SOURCE, _profile_key, _and, _round_robin, _balanced_letters, _place)
@@ -22,8 +22,8 @@ __all__ = ['STUDENT_MCQA', 'PROFILE_QUESTION', 'MCQA', 'mcqa_seeds', 'mcqa_capac
 _GENERIC = set("with such other from that this have into more than when some being feel feeling about their there using".split())
 
 def _stems(text: str) -> set:
-    "Crude content-word stems (first 5 letters of words of 4+ letters) for near-duplicate checks."
-    return {w[:5] for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in _GENERIC}
+    "Crude content-word stems (`text.content_words` cut to 5 letters, `_GENERIC` words left out) for near-duplicate checks."
+    return content_words(text, stop=_GENERIC, stem=5)
 
 def _overlaps(a: str, others, k: int = 1) -> bool:
     "True when `a` shares at least `k` content-word stems with any text in `others`."
@@ -117,10 +117,10 @@ def gen_mcqa(items, chat, S):
     for it, raw in zip(items, chat(convs, S.explain_max_new_tokens)):
         s = it["seed"]; it["raw"] = [raw]
         text, cited, how = cite(tidy(raw, 3), it["evidence"])
-        i = parse_choice(text[:3], s["options"])[0] if re.match(r"^\s*\(?[A-J]\)?[.):]\s", text) else None
-        said = LETTERS[i] if i is not None else None
+        m = lead_letter(text)                             # an explanation that opens with a letter must name the gold
+        said = m.group(2) if m and m.group(2) in LETTERS[:len(s["options"])] and re.match(r"\s", text[m.end():]) else None
         if said is not None and said != s["answer"]: it["error"] = f"explanation: names option {said}, gold is {s['answer']}"; continue
-        text = re.sub(r"^\s*\(?[A-J]\)?[.):]\s*", "", text).strip()
+        text = (text[m.end():] if m else text).strip()
         it["error"] = check_text(text, "explanation", 8)
         user = STUDENT_MCQA.format(question=s["question"], options=options_block(s["options"]))
         it.update(messages=[{"role": "user", "content": user},
