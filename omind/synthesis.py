@@ -8,7 +8,7 @@ import json, os, re, time
 from pathlib import Path
 from typing import Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from .core import (Strict, stable_hash, run_dir, JsonlLog, read_jsonl, atomic_write_json, figures_dir, set_style,
                         save_figure, save_table)
 from .stages import require_stage, open_stage, finish_stage, stage_done
@@ -17,14 +17,31 @@ from .sources import SourceSpec, LAYOUTS, load_source
 from .text import normalize
 from .safety import is_crisis, crisis_resources
 from .heldout import HeldoutParams, reserve_heldout, reserved_keys, conflicts, write_heldout, HELDOUT_FILE
-from .tasks import PROMPTS, task_names, get_task, unknown_task, prompt_hash, numbered, guard
+from .tasks import PROMPTS, task_names, get_task, unknown_task, prompt_hash, numbered, guard, families as registered_families
 from .core import tqdm   # text bars in stage kernels run by `omind run`, widgets in JupyterLab
 
 
 # %% auto #0
-__all__ = ['SynthesisParams', 'parse_prune', 'SeedShortfall', 'seeds_from_source', 'make_seeds', 'retrieve', 'prune_convs',
-           'apply_prune', 'evidence_for', 'synthesize_chunk', 'run_synthesis', 'shortfall_warnings', 'read_json_safe',
-           'figures_synthesis']
+__all__ = ['nest_family_settings', 'SynthesisParams', 'parse_prune', 'SeedShortfall', 'seeds_from_source', 'make_seeds',
+           'retrieve', 'prune_convs', 'apply_prune', 'evidence_for', 'synthesize_chunk', 'run_synthesis',
+           'shortfall_warnings', 'read_json_safe', 'figures_synthesis']
+
+# %% ../nbs/03_synthesis.ipynb
+def nest_family_settings(raw, own: set):
+    """The `synthesis` params mapping `raw` with every family setting under `families.<name>`: a top-level key that is
+    not one of the section's own fields (`own`) but a field of registered families' settings classes (the flat keys of
+    earlier versions: `turns_min`, `control_share`, `explain_max_new_tokens`, ...) moves to each family that has it,
+    so old params files and run manifests still load; a key given both ways is an error."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("families", {}), dict): return raw
+    out, fams, moved = dict(raw), {k: dict(v or {}) for k, v in (raw.get("families") or {}).items()}, False
+    for k in [k for k in raw if k not in own]:
+        owners = [f.name for f in registered_families() if f.settings is not None and k in f.settings.model_fields]
+        for name in owners:
+            if k in fams.get(name, {}): raise ValueError(f"synthesis.{k} and synthesis.families.{name}.{k} both given; keep synthesis.families.{name}.{k}")
+            fams.setdefault(name, {})[k] = raw[k]
+        if owners: out.pop(k); moved = True
+    if moved or "families" in raw: out["families"] = fams
+    return out
 
 # %% ../nbs/03_synthesis.ipynb #158b905b
 class SynthesisParams(Strict):
@@ -39,18 +56,28 @@ class SynthesisParams(Strict):
     max_evidence: int = Field(5, ge=1)         # most retrieved facts kept by pruning (the seed's own facts come on top)
     fallback_k: int = Field(3, ge=1)           # facts kept (top by retrieval score) when the pruning reply does not parse
     max_new_tokens: int = Field(128, ge=8)     # posts, explanations, answers, counsellor turns
-    explain_max_new_tokens: int = Field(80, ge=8)  # explanations of MCQA / classification / root-cause labels
-    client_max_new_tokens: int = Field(48, ge=8)   # client turns of conversations
     prune_max_new_tokens: int = Field(24, ge=4)    # the pruning reply (fact numbers only)
     temperature: float = Field(0.7, ge=0)      # sampling temperature of free text (pruning is always greedy)
     top_p: float = Field(0.95, gt=0, le=1)
     chunk_size: int = Field(64, ge=1, le=256)  # seeds per resumable unit (and per batched chat call)
-    turns_min: int = Field(3, ge=1)            # conversation length in client/counsellor exchanges (paper: 3-5)
-    turns_max: int = Field(5, ge=1)
-    control_share: float = Field(0.15, ge=0, le=1)  # share of classification posts written as no-disorder controls
-    crisis_share: float = Field(0.1, ge=0, le=1)    # share of knowledge-base conversations whose client also voices suicidal thoughts (the counsellor answers with crisis support)
     max_fact_chars: int = Field(220, ge=40)    # longer facts / chunks are cut in prompts
     heldout: HeldoutParams = HeldoutParams()   # held-out knowledge reserved before any seed is made (omind.heldout): scored by evaluate, never trained on
+    families: dict[str, dict] = Field(default_factory=dict, validate_default=True)  # family -> its own settings (turn counts, shares, token limits: its TaskFamily.settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_keys(cls, v): return nest_family_settings(v, set(cls.model_fields))
+
+    @field_validator("families")
+    @classmethod
+    def _family_settings(cls, v):
+        "Each family's section validated by its settings class; every registered family with settings gets its defaults."
+        out = {}
+        for k, x in v.items():
+            if k not in task_names(): raise ValueError(unknown_task(k))
+            if get_task(k).settings is None: raise ValueError(f"families.{k}: task family {k!r} has no settings of its own")
+            out[k] = get_task(k).settings(**(x or {})).model_dump()
+        return {f.name: out.get(f.name, f.settings().model_dump()) for f in registered_families() if f.settings is not None}
 
     @field_validator("n")
     @classmethod
@@ -79,6 +106,12 @@ class SynthesisParams(Strict):
                     ok = ", ".join(l for l, lay in LAYOUTS.items() if lay.kind == fam.source_kind)
                     raise ValueError(f"{k}.{j}.layout: layout {sp.layout!r} gives {kind} items, family {k!r} takes {fam.source_kind} items (layouts: {ok})")
         return v
+
+    def of(self, name: str):
+        "Family `name`'s own settings (an instance of its `TaskFamily.settings` class; its defaults when params give none)."
+        fam = get_task(name)
+        if fam.settings is None: raise ValueError(f"task family {name!r} has no settings of its own")
+        return fam.settings(**self.families.get(name, {}))
 
     def count(self, name: str) -> int:
         "Samples family `name` builds from the knowledge base: `n[name]`, else the family's `default_n`."

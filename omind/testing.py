@@ -70,7 +70,7 @@ def toy_task_family(name: str = "true_false"):
     import random
     from omind.tasks import (TaskFamily, gold_protected, conditions, tail_name, conv, numbered, cite, tidy,
                              check_text, prompts_for, HELDOUT_SOURCE)
-    from omind.tasks.base import _profile_key, _round_robin
+    from omind.tasks.base import ExplainSettings, _profile_key, _round_robin
     from omind.text import normalize
     explain = ("Facts:\n{facts}\n\nQuestion: {question}\nThe answer is \"{label}\". Write 2 short sentences that say why. "
                "Cite facts like [F1].")
@@ -96,7 +96,7 @@ def toy_task_family(name: str = "true_false"):
     def generate(items, chat, S):
         convs = [conv(explain.format(facts=numbered(it["evidence"], S.max_fact_chars), question=it["seed"]["question"],
                                      label=it["seed"]["label"])) for it in items]
-        for it, raw in zip(items, chat(convs, S.explain_max_new_tokens)):
+        for it, raw in zip(items, chat(convs, S.of(name).explain_max_new_tokens)):
             s = it["seed"]; it["raw"] = [raw]
             text, cited, how = cite(tidy(raw, 3), it["evidence"])
             it["error"] = check_text(text, "explanation", 5)
@@ -125,7 +125,8 @@ def toy_task_family(name: str = "true_false"):
     return TaskFamily(name, generate, title="true or false", prompts={**prompts_for("system", "prune"), "explain": explain},
                       student=student, kb_seeds=kb_seeds, capacity=lambda kb, S=None: len(statements(kb)),
                       key=lambda s: s["question"], validate=validate, protected=gold_protected, core_eval="label",
-                      labels=lambda rec: list(labels), eval_messages=eval_messages, heldout=heldout)
+                      labels=lambda rec: list(labels), eval_messages=eval_messages, heldout=heldout,
+                      settings=ExplainSettings)
 
 # %% ../nbs/12_testing.ipynb #h1000002
 _TOY = [("depression", "low mood, loss of interest and poor sleep", "psychotherapy such as CBT, and antidepressants"),

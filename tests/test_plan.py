@@ -15,7 +15,7 @@ def omind(*args, timeout=300):
 def tiny_plan():
     P = load_params(ROOT/"params"/"tiny.yaml", check_paths=False, sets=[
         "synthesis.retrieval=false", "synthesis.n={mcqa: 3, classification: 2, root_cause: 0, qa: 4, conversation: 2}",
-        "synthesis.turns_min=3", "synthesis.turns_max=3", "review.enabled=true", "review.nli_model=''",
+        "synthesis.families.conversation.turns_min=3", "synthesis.families.conversation.turns_max=3", "review.enabled=true", "review.nli_model=''",
         "review.nli_scoring=first_token", "dataset.dpo_share=0.5", "train.dpo.rejected=[base]",
         "evaluate.max_win_explanations=0", "evaluate.max_win_conversations=2", "evaluate.schemes=[binary]",
         "evaluate.judge_mode=generate", "evaluate.max_calibration_cases=6"])
@@ -30,12 +30,12 @@ def test_synthesis_calls_by_hand(tiny_plan):
     S, syn = P.synthesis, rows(df, "synthesis")
     assert not any(s.startswith("prune") for s in syn.index)                       # retrieval off: no pruning calls
     assert syn.loc["generate (mcqa)", "calls"] == 3
-    assert syn.loc["generate (mcqa)", "completion_tokens"] == 3 * S.explain_max_new_tokens
+    assert syn.loc["generate (mcqa)", "completion_tokens"] == 3 * S.of("mcqa").explain_max_new_tokens
     assert syn.loc["generate (qa)", "calls"] == 4 and syn.loc["generate (qa)", "completion_tokens"] == 4 * S.max_new_tokens
     assert syn.loc["generate (classification)", "calls"] == 2 * 2
-    assert syn.loc["generate (classification)", "completion_tokens"] == 2 * (S.max_new_tokens + S.explain_max_new_tokens)
+    assert syn.loc["generate (classification)", "completion_tokens"] == 2 * (S.max_new_tokens + S.of("classification").explain_max_new_tokens)
     assert syn.loc["generate (conversation)", "calls"] == 2 * 3 * 2
-    assert syn.loc["generate (conversation)", "completion_tokens"] == 2 * 3 * (S.client_max_new_tokens + S.max_new_tokens)
+    assert syn.loc["generate (conversation)", "completion_tokens"] == 2 * 3 * (S.of("conversation").client_max_new_tokens + S.max_new_tokens)
     assert (syn["role"] == "teacher").all() and (syn["prompt_tokens"] > syn["calls"] * 20).all()
     assert "root_cause" not in " ".join(syn.index)                                   # n = 0: nothing planned
 

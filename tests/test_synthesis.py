@@ -70,7 +70,7 @@ def test_params_files_validate():
     for f in ("params/smoke.yaml", "params/tiny.yaml", "params/paper.yaml"):
         P = load_params(ROOT/f, check_paths=False)
         S = P.synthesis
-        assert S.turns_min >= 1 and S.turns_min <= S.turns_max
+        C = S.of("conversation"); assert C.turns_min >= 1 and C.turns_min <= C.turns_max
         assert set(S.n) <= set(BUILTIN)
     P = load_params(ROOT/"params/smoke.yaml")
     total = sum(P.synthesis.count(t) for t in BUILTIN)

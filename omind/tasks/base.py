@@ -8,7 +8,8 @@ import math, random, re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..core import stable_hash
+from pydantic import Field
+from ..core import stable_hash, Strict
 from ..registry import Registry
 from ..prompts import TEACHER_PROMPTS
 from ..kb import KnowledgeBase, Entity, Triple
@@ -17,12 +18,12 @@ from ..safety import GUIDANCE, is_crisis, method_details, crisis_resources, enfo
 
 # %% auto #0
 __all__ = ['PROMPTS', 'PERSONAS', 'CONTROL_TOPICS', 'CAMS', 'CAMS_DESC', 'NO_DISORDER', 'HELDOUT_SOURCE', 'check_messages',
-           'TaskFamily', 'register', 'unregister', 'find_task', 'heldout_family', 'open_answer_tasks', 'task_names',
-           'unknown_task', 'get_task', 'families', 'task_order', 'prompts_for', 'prompt_hash', 'guard',
-           'extract_citations', 'tidy', 'cut', 'numbered', 'cite', 'check_text', 'conv', 'options_block', 'tail_name',
-           'conditions', 'entities_of_type', 'icd_code', 'siblings', 'stressors', 'reference_evidence',
-           'gold_protected', 'post_source_seeds', 'labelled_generator', 'leakage_terms', 'post_text',
-           'label_eval_messages', 'candidates']
+           'FamilySettings', 'ExplainSettings', 'TaskFamily', 'register', 'unregister', 'find_task', 'heldout_family',
+           'open_answer_tasks', 'task_names', 'unknown_task', 'get_task', 'families', 'task_order', 'prompts_for',
+           'prompt_hash', 'guard', 'extract_citations', 'tidy', 'cut', 'numbered', 'cite', 'check_text', 'conv',
+           'options_block', 'tail_name', 'conditions', 'entities_of_type', 'icd_code', 'siblings', 'stressors',
+           'reference_evidence', 'gold_protected', 'post_source_seeds', 'labelled_generator', 'leakage_terms',
+           'post_text', 'label_eval_messages', 'candidates']
 
 # %% ../../nbs/02b_tasks.ipynb #aaeccc69
 def check_messages(rec: dict) -> str:
@@ -39,6 +40,14 @@ def check_messages(rec: dict) -> str:
     if turns[-1]["role"] != "assistant": return "last turn is not an assistant turn"
     if any(not m["content"].strip() for m in turns): return "empty turn"
     return ""
+
+# %% ../../nbs/02b_tasks.ipynb
+class FamilySettings(Strict):
+    "Base of a task family's own params section (`synthesis.families.<name>`): unknown keys are errors."
+
+class ExplainSettings(FamilySettings):
+    "Settings of a family whose teacher explains a known answer or label (MCQA, classification, root cause)."
+    explain_max_new_tokens: int = Field(80, ge=8)   # the explanation of the known answer or label
 
 # %% ../../nbs/02b_tasks.ipynb #d7109460
 def _seed_key(seed: dict) -> str:
@@ -69,6 +78,7 @@ class TaskFamily:
     recall_options: int = 0                     # train recall asks trained rows with this many options again (0: never)
     condition_of: Callable = lambda seed: ""    # condition_of(seed) -> the condition it was built for when it names none ('' none)
     open_answer: bool = False                   # its test questions are the evaluation's open questions (win explanations, null control)
+    settings: Optional[type] = None             # its own params section `synthesis.families.<name>` (a FamilySettings class), read with S.of(name)
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name or ""): raise ValueError(f"task family name {self.name!r} must be snake_case")
@@ -297,8 +307,8 @@ def _forbidden(label: str, aliases=()) -> tuple:
     base = re.sub(r"\s*\bdisorders?\b", "", label, flags=re.I).strip()
     return tuple(sorted(x for x in {label, base, *aliases} if x and x != NO_DISORDER))
 
-def labelled_generator(head: str, post_prompt: Callable, forbid_label: bool, student: str):
-    "A `generate` for a label family: the post (from `post_prompt(seed)` unless the seed has one), then the explanation; the user turn is `student`, the target `<head>: <label>`."
+def labelled_generator(name: str, head: str, post_prompt: Callable, forbid_label: bool, student: str):
+    "A `generate` for label family `name`: the post (from `post_prompt(seed)` unless the seed has one), then the explanation (at most its settings' `explain_max_new_tokens`); the user turn is `student`, the target `<head>: <label>`."
     def gen(items, chat, S):
         todo = [it for it in items if not it["seed"].get("post")]
         for it, raw in zip(todo, chat([conv(post_prompt(it["seed"])) for it in todo], S.max_new_tokens)):
@@ -312,7 +322,7 @@ def labelled_generator(head: str, post_prompt: Callable, forbid_label: bool, stu
         ok = [it for it in items if not it["error"]]
         convs = [conv(PROMPTS["label_explain"].format(post=cut(it["post"], 500), facts=numbered(it["evidence"], S.max_fact_chars),
                                                       label=it["seed"]["label"])) for it in ok]
-        for it, raw in zip(ok, chat(convs, S.explain_max_new_tokens)):
+        for it, raw in zip(ok, chat(convs, S.of(name).explain_max_new_tokens)):
             s = it["seed"]; it["raw"].append(raw)
             text, cited, how = cite(tidy(raw, 3), it["evidence"])
             it["error"] = check_text(text, "explanation", 8)

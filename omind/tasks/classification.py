@@ -10,18 +10,24 @@ from ..core import stable_hash
 from ..kb import KnowledgeBase
 from ..safety import is_crisis
 from ..text import normalize
-from .base import (TaskFamily, register, prompts_for, PROMPTS, PERSONAS, CONTROL_TOPICS, NO_DISORDER, conditions,
+from pydantic import Field
+from .base import (TaskFamily, ExplainSettings, register, prompts_for, PROMPTS, PERSONAS, CONTROL_TOPICS, NO_DISORDER, conditions,
                               siblings, tail_name, gold_protected, labelled_generator, post_source_seeds, post_text, leakage_terms,
                               label_eval_messages, candidates, HELDOUT_SOURCE, _profile_key, _and, _round_robin)
 
 # %% auto #0
-__all__ = ['STUDENT_CLASSIFICATION', 'VIGNETTE', 'CONTROL_VIGNETTE', 'CLASSIFICATION', 'classification_seeds',
-           'classification_capacity', 'label_leak', 'classification_heldout']
+__all__ = ['STUDENT_CLASSIFICATION', 'VIGNETTE', 'CONTROL_VIGNETTE', 'CLASSIFICATION', 'ClassificationSettings',
+           'classification_seeds', 'classification_capacity', 'label_leak', 'classification_heldout']
+
+# %% ../../nbs/02b2_tasks_classification.ipynb
+class ClassificationSettings(ExplainSettings):
+    "The classification family's own settings (`synthesis.families.classification`)."
+    control_share: float = Field(0.15, ge=0, le=1)  # share of posts written as no-disorder controls
 
 # %% ../../nbs/02b2_tasks_classification.ipynb #b7d60b5d
 def classification_seeds(kb: KnowledgeBase, n: int, seed: int = 0, S=None) -> list:
     "`n` disorder-classification seeds: condition (or control), persona, symptoms, candidate labels."
-    control_share = S.control_share if S is not None else 0.15
+    control_share = (S.of("classification") if S is not None else ClassificationSettings()).control_share
     rng, conds, out = random.Random(seed + 1), conditions(kb), []
     n_ctrl, j = round(n * control_share), 0
     for i in range(n):
@@ -46,7 +52,7 @@ def classification_seeds(kb: KnowledgeBase, n: int, seed: int = 0, S=None) -> li
 
 def classification_capacity(kb: KnowledgeBase, S=None) -> int:
     "At most this many distinct posts: persona x ordered symptom pair per condition, and persona x topic for controls."
-    ctrl = len(PERSONAS) * len(CONTROL_TOPICS) if (S is None or S.control_share > 0) else 0
+    ctrl = len(PERSONAS) * len(CONTROL_TOPICS) if (S is None or S.of("classification").control_share > 0) else 0
     return sum(math.perm(s, min(2, s)) for s in (len(kb.triples_of(c.id, "has_symptom")) for c in conditions(kb))) * len(PERSONAS) + ctrl
 
 # %% ../../nbs/02b2_tasks_classification.ipynb #40bfc53b
@@ -127,11 +133,12 @@ def classification_heldout(kb: KnowledgeBase, n: int, seed: int, keys: dict, con
 # %% ../../nbs/02b2_tasks_classification.ipynb #0dcbef06
 # replace: `import omind.tasks` registered the library's copy before this notebook re-runs the cell; the module runs it once
 CLASSIFICATION = register(TaskFamily(
-    "classification", labelled_generator("Label", _classification_post, forbid_label=True,
+    "classification", labelled_generator("classification", "Label", _classification_post, forbid_label=True,
                        student=STUDENT_CLASSIFICATION), title="disorder classification",
     default_n=100, prompts=prompts_for("system", "safety", "prune", "example_post", "post", "control_post", "label_explain"),
     student=STUDENT_CLASSIFICATION, kb_seeds=classification_seeds, capacity=classification_capacity,
     key=lambda s: stable_hash([s["label"], s.get("persona"), s.get("symptoms"), s.get("topic"), s.get("post")]),
     source_kind="post", source_seeds=post_source_seeds("classification"),
     validate=_validate_classification, protected=gold_protected, leakage=label_leak, core_eval="label", labels=candidates,
-    eval_messages=_eval_messages, heldout=classification_heldout, condition_of=_label_condition), replace=True)
+    eval_messages=_eval_messages, heldout=classification_heldout, condition_of=_label_condition,
+    settings=ClassificationSettings), replace=True)

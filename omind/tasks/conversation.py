@@ -9,17 +9,32 @@ import math, random
 from ..core import stable_hash
 from ..kb import KnowledgeBase
 from ..safety import is_crisis
-from .base import (TaskFamily, register, prompts_for, PROMPTS, PERSONAS, CAMS_DESC, conv, numbered, cut, cite, tidy,
+from pydantic import Field, model_validator
+from .base import (TaskFamily, FamilySettings, register, prompts_for, PROMPTS, PERSONAS, CAMS_DESC, conv, numbered, cut, cite, tidy,
                               check_text, extract_citations, guard, conditions, entities_of_type, stressors, tail_name)
 
 # %% auto #0
-__all__ = ['CONVERSATION', 'conversation_seeds', 'conversation_capacity', 'conversation_source_seeds', 'gen_conversation']
+__all__ = ['CONVERSATION', 'ConversationSettings', 'conversation_seeds', 'conversation_capacity', 'conversation_source_seeds',
+           'gen_conversation']
+
+# %% ../../nbs/02b5_tasks_conversation.ipynb
+class ConversationSettings(FamilySettings):
+    "The conversation family's own settings (`synthesis.families.conversation`)."
+    turns_min: int = Field(3, ge=1)            # conversation length in client/counsellor exchanges (paper: 3-5)
+    turns_max: int = Field(5, ge=1)
+    crisis_share: float = Field(0.1, ge=0, le=1)    # share of knowledge-base conversations whose client also voices suicidal thoughts (the counsellor answers with crisis support)
+    client_max_new_tokens: int = Field(48, ge=8)    # client turns
+
+    @model_validator(mode="after")
+    def _turns(self):
+        if self.turns_min > self.turns_max: raise ValueError(f"turns_min ({self.turns_min}) is larger than turns_max ({self.turns_max})")
+        return self
 
 # %% ../../nbs/02b5_tasks_conversation.ipynb #ef2f31a7
 def conversation_seeds(kb: KnowledgeBase, n: int, seed: int = 0, S=None) -> list:
     "`n` conversation seeds: persona, condition, two symptoms, stressor, number of turns."
-    turns_min, turns_max = (S.turns_min, S.turns_max) if S is not None else (3, 5)
-    share = S.crisis_share if S is not None else 0.1
+    F = S.of("conversation") if S is not None else ConversationSettings()
+    turns_min, turns_max, share = F.turns_min, F.turns_max, F.crisis_share
     rng, conds, sts, out = random.Random(seed + 4), conditions(kb), stressors(kb), []
     crises = entities_of_type(kb, "crisis")
     for i in range(n):
@@ -38,14 +53,16 @@ def conversation_seeds(kb: KnowledgeBase, n: int, seed: int = 0, S=None) -> list
 
 def conversation_capacity(kb: KnowledgeBase, S=None) -> int:
     "At most this many distinct conversations: condition x ordered symptom pair x stressor x persona x number of turns."
-    turns = (S.turns_max - S.turns_min + 1) if S is not None else 3
+    F = S.of("conversation") if S is not None else ConversationSettings()
+    turns = F.turns_max - F.turns_min + 1
     pairs = sum(math.perm(s, min(2, s)) for s in (len(kb.triples_of(c.id, "has_symptom")) for c in conditions(kb)))
     return pairs * len(stressors(kb)) * len(PERSONAS) * max(1, turns)
 
 def conversation_source_seeds(items: list, S=None, seed: int = 0) -> list:
     "Conversation seeds from normalised dialogues (turns, situation, emotion, problem): the situation and the client's opening are kept."
     rng, out = random.Random(seed + 5), []
-    turns_min, turns_max = (S.turns_min, S.turns_max) if S is not None else (3, 5)
+    F = S.of("conversation") if S is not None else ConversationSettings()
+    turns_min, turns_max = F.turns_min, F.turns_max
     for it in items:
         first = next((t.get("content", "") for t in it.get("turns") or [] if t.get("role") == "user"), "")
         sit = str(it.get("situation") or first)
@@ -85,7 +102,7 @@ def gen_conversation(items, chat, S):
             s = it["seed"]
             if turn == 0: return PROMPTS["client_open"].format(persona=s["persona"], symptoms=" and ".join(s["symptoms"]), cause=s["cause"])
             return PROMPTS["client_next"].format(persona=s["persona"], cause=s["cause"], last=cut(it["messages"][-1]["content"], 300))
-        for it, raw in zip(need, chat([conv(cp(it), "You write short, realistic messages.") for it in need], S.client_max_new_tokens)):
+        for it, raw in zip(need, chat([conv(cp(it), "You write short, realistic messages.") for it in need], S.of("conversation").client_max_new_tokens)):
             it["raw"].append(raw)
             text = extract_citations(tidy(raw, 3), 99)[0]
             it["error"] = check_text(text, f"turn {turn+1} client", 3)
@@ -112,4 +129,4 @@ CONVERSATION = register(TaskFamily(
     prompts=prompts_for("system", "counsellor_system", "safety", "prune", "client_open", "client_next", "counsellor"),
     kb_seeds=conversation_seeds, capacity=conversation_capacity,
     key=lambda s: stable_hash([s["persona"], s["entity"], s["symptoms"], s["stressor"], s["cause"], s["turns"], s.get("opening")]),
-    source_kind="conversation", source_seeds=conversation_source_seeds), replace=True)
+    source_kind="conversation", source_seeds=conversation_source_seeds, settings=ConversationSettings), replace=True)

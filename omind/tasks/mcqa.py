@@ -10,7 +10,7 @@ from typing import Optional
 from ..core import stable_hash
 from ..kb import KnowledgeBase
 from ..text import LETTERS, lead_letter, parse_choice, normalize, content_words
-from .base import (TaskFamily, register, prompts_for, PROMPTS, conv, numbered, cite, tidy, check_text, options_block,
+from .base import (TaskFamily, ExplainSettings, register, prompts_for, PROMPTS, conv, numbered, cite, tidy, check_text, options_block,
                               conditions, siblings, tail_name, icd_code, reference_evidence, gold_protected,
                               HELDOUT_SOURCE, _profile_key, _and, _round_robin, _balanced_letters, _place)
 
@@ -114,7 +114,7 @@ def gen_mcqa(items, chat, S):
     "MCQA: stem, options and gold are given; the teacher explains the gold answer."
     convs = [conv(PROMPTS["mcqa_explain"].format(facts=numbered(it["evidence"], S.max_fact_chars), question=it["seed"]["question"],
                                                 answer=it["seed"]["answer_text"])) for it in items]
-    for it, raw in zip(items, chat(convs, S.explain_max_new_tokens)):
+    for it, raw in zip(items, chat(convs, S.of("mcqa").explain_max_new_tokens)):
         s = it["seed"]; it["raw"] = [raw]
         text, cited, how = cite(tidy(raw, 3), it["evidence"])
         m = lead_letter(text)                             # an explanation that opens with a letter must name the gold
@@ -185,4 +185,4 @@ MCQA = register(TaskFamily(
     student=STUDENT_MCQA, kb_seeds=mcqa_seeds, capacity=mcqa_capacity, key=lambda s: s["question"],
     source_kind="mcqa", source_seeds=mcqa_source_seeds, validate=_validate_mcqa, protected=gold_protected,
     core_eval="choice", labels=lambda rec: list(rec.get("options") or []), eval_messages=mcqa_eval_messages,
-    heldout=mcqa_heldout, recall_options=4, condition_of=_profile_condition), replace=True)
+    heldout=mcqa_heldout, recall_options=4, condition_of=_profile_condition, settings=ExplainSettings), replace=True)

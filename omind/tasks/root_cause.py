@@ -8,7 +8,7 @@ import random
 
 from ..core import stable_hash
 from ..kb import KnowledgeBase
-from .base import (TaskFamily, register, prompts_for, PROMPTS, PERSONAS, CAMS, CAMS_DESC, stressors, tail_name,
+from .base import (TaskFamily, ExplainSettings, register, prompts_for, PROMPTS, PERSONAS, CAMS, CAMS_DESC, stressors, tail_name,
                               gold_protected, labelled_generator, post_source_seeds, label_eval_messages, candidates)
 
 # %% auto #0
@@ -48,10 +48,10 @@ def _cause_post(s): return PROMPTS["cause_post"].format(example=PROMPTS["example
 # %% ../../nbs/02b3_tasks_root_cause.ipynb #6b7d07ee
 # replace: `import omind.tasks` registered the library's copy before this notebook re-runs the cell; the module runs it once
 ROOT_CAUSE = register(TaskFamily(
-    "root_cause", labelled_generator("Cause", _cause_post, forbid_label=False, student=STUDENT_ROOT_CAUSE), title="root cause", default_n=100,
+    "root_cause", labelled_generator("root_cause", "Cause", _cause_post, forbid_label=False, student=STUDENT_ROOT_CAUSE), title="root cause", default_n=100,
     prompts=prompts_for("system", "safety", "prune", "example_post", "cause_post", "label_explain"),
     student=STUDENT_ROOT_CAUSE, kb_seeds=root_cause_seeds, capacity=root_cause_capacity,
     key=lambda s: stable_hash([s["label"], s.get("persona"), s.get("cause"), s.get("post")]),
     source_kind="post", source_seeds=post_source_seeds("root_cause"),
     protected=gold_protected, core_eval="label", labels=candidates,
-    eval_messages=label_eval_messages("What is the most likely cause of the stress in this post?")), replace=True)
+    eval_messages=label_eval_messages("What is the most likely cause of the stress in this post?"), settings=ExplainSettings), replace=True)
