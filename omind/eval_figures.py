@@ -8,6 +8,7 @@ from __future__ import annotations
 from .core_controls import claim_of, failed_claim
 from .judge import judge_gate, gate_label
 from .evaluate_safety import safety_figure
+from .eval_report import EvalReport
 
 # %% auto #0
 __all__ = ['model_order', 'core_accuracy_figure', 'paired_figure', 'nll_figure', 'gate_figure', 'judged_figure',
@@ -60,15 +61,15 @@ def _gate_block(ax, label: str, what: str):
     ax.set_xticks([]); ax.set_yticks([]); ax.set_title(f"{what}: not reported")
 
 # %% ../nbs/08l_eval_figures.ipynb #e626d699
-def model_order(report: dict):
+def model_order(report: EvalReport):
     "A sort for model names: the report's model order first, then any other name alphabetically."
-    names = [m["name"] for m in report.get("models") or []]
+    names = [m["name"] for m in report.models]
     return lambda ms: sorted(set(ms), key=lambda m: (names.index(m) if m in names else len(names), m))
 
-def core_accuracy_figure(report: dict, order):
+def core_accuracy_figure(report: EvalReport, order):
     "Core accuracy per model, one panel per (set, task), bars per scoring method, the baselines as lines; None without core rows."
     import numpy as np, matplotlib.pyplot as plt
-    core = [r for r in report.get("core") or [] if r.get("model") is not None]
+    core = [r for r in report.core if r.get("model") is not None]
     if not core: return None
     panels = sorted({(r.get("set", r.get("source", "")), r.get("task", "")) for r in core}, key=str)
     fig, axs = plt.subplots(1, len(panels), figsize=(sum(max(4.2, 1.5 * len({r.get("method") for r in core if (r.get("set", r.get("source", "")), r.get("task", "")) == pn}) + 1.5) for pn in panels), 3.9),
@@ -81,7 +82,7 @@ def core_accuracy_figure(report: dict, order):
             r = idx.get((m, s))
             return None if r is None else (r.get("accuracy"), _pick(r, "accuracy_lo", "lo"), _pick(r, "accuracy_hi", "hi"))
         _bars(ax, methods, models, get, pct=True)
-        bl = [b for b in report.get("baselines") or [] if b.get("task", task) == task and b.get("set", st) == st]
+        bl = [b for b in report.baselines if b.get("task", task) == task and b.get("set", st) == st]
         lines = {}
         for b in bl:
             v = _fnum(b.get("accuracy"))
@@ -96,10 +97,10 @@ def core_accuracy_figure(report: dict, order):
     return fig
 
 # %% ../nbs/08l_eval_figures.ipynb #53ce60ee
-def paired_figure(report: dict):
+def paired_figure(report: EvalReport):
     "Forest plot of the paired differences (candidate minus baseline) with the MDE shaded, each row labelled by `claim_of`; None without paired rows."
     import numpy as np, matplotlib.pyplot as plt
-    paired = report.get("paired") or []
+    paired = report.paired
     if not paired: return None
     fig, ax = plt.subplots(figsize=(9, 0.42 * len(paired) + 1.6), layout="constrained"); y = np.arange(len(paired))[::-1]
     for yy, r in zip(y, paired):
@@ -124,10 +125,10 @@ def paired_figure(report: dict):
     return fig
 
 # %% ../nbs/08l_eval_figures.ipynb #459774db
-def nll_figure(report: dict, order):
+def nll_figure(report: EvalReport, order):
     "Gold-turn NLL per model (turn and conversation level) and the paired differences; None without NLL rows."
     import numpy as np, matplotlib.pyplot as plt
-    nll, nlp = report.get("nll") or [], report.get("nll_paired") or []
+    nll, nlp = report.nll, report.nll_paired
     if not nll: return None
     levels = [l for l in ("turn", "conversation") if any(r.get("level") == l for r in nll)]
     fig, axs = plt.subplots(1, len(levels) + bool(nlp), figsize=(3.6 * (len(levels) + bool(nlp)), 3.6), squeeze=False, layout="constrained")
@@ -149,10 +150,10 @@ def nll_figure(report: dict, order):
     fig.suptitle("Judge-free: NLL of the benchmark's gold counsellor turns")
     return fig
 
-def gate_figure(report: dict):
+def gate_figure(report: EvalReport):
     "The judge gate: each calibration metric against its threshold; None when the report has no gate."
     import numpy as np, matplotlib.pyplot as plt, textwrap
-    g = report.get("judge_gate")
+    g = report.judge_gate
     if not g: return None
     checks = g.get("checks") or judge_gate(g.get("metrics") or {}, g.get("thresholds"))["checks"]
     fig, ax = plt.subplots(figsize=(7.2, 0.5 * len(checks) + 1.8), layout="constrained"); y = np.arange(len(checks))[::-1]
@@ -227,17 +228,17 @@ def _controls_panel(ax, ctl, gated: bool):
     ax.set_yticks(y, [_control_label(k, c) for k, c in rows], fontsize=7); ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel("win rate % (95% CI)"); ax.set_title("Controls of the win-rate judge" + (" (judge failed)" if gated else ""), fontsize=10)
 
-def judged_figure(report: dict, order):
+def judged_figure(report: EvalReport, order):
     """Rubric scores per scheme, the judged safety rate, win rates and the win-rate controls side by side; the judged
     panels grey, hatched and labelled when the judge failed its gate. None when the report has none of them."""
     import matplotlib.pyplot as plt
-    rub, wins, ctl = report.get("rubric") or [], report.get("winrates") or [], report.get("controls") or {}
+    rub, wins, ctl = report.rubric, report.winrates, report.controls
     if not (rub or wins or ctl): return None
-    g = report.get("judge_gate")
+    g = report.judge_gate or None
     gated = (g is not None and not g.get("passed")) or any(r.get("gated") for r in rub + wins)
     label = gate_label(g) if g is not None else "judge not calibrated"
     schemes = [s for s in dict.fromkeys(r.get("scheme") for r in rub) if s]
-    saf_all = report.get("safety") or {}
+    saf_all = report.safety
     saf = {m: v for m, v in (saf_all.get("by_model") or saf_all).items() if isinstance(v, dict)}
     fig, axs = plt.subplots(1, len(schemes) + bool(saf) + 2, figsize=(3.6 * (len(schemes) + bool(saf) + 2), 3.8), squeeze=False, layout="constrained"); axs = axs[0]
     for ax, s in zip(axs, schemes): _rubric_panel(ax, [r for r in rub if r.get("scheme") == s], s, order, gated, label)
@@ -249,7 +250,7 @@ def judged_figure(report: dict, order):
     return fig
 
 # %% ../nbs/08l_eval_figures.ipynb #5cf41f8a
-def evaluate_figure_set(report: dict) -> dict:
+def evaluate_figure_set(report: EvalReport) -> dict:
     """The evaluate figures drawn from a `report.json` dict: {file stem: matplotlib Figure}, each for a part the report
     has: core accuracy with baselines, paired differences (forest plot with the MDE), gold-turn NLL, the judge gate,
     rubric scores / win rates beside their controls (grey, hatched and labelled when the judge failed its gate), and the
@@ -257,5 +258,5 @@ def evaluate_figure_set(report: dict) -> dict:
     order = model_order(report)
     figs = {"evaluate_core_accuracy": core_accuracy_figure(report, order), "evaluate_paired_differences": paired_figure(report),
             "evaluate_nll": nll_figure(report, order), "evaluate_judge_gate": gate_figure(report),
-            "evaluate_rubric_scores": judged_figure(report, order), "evaluate_safety": safety_figure(report.get("safety_metrics"))}
+            "evaluate_rubric_scores": judged_figure(report, order), "evaluate_safety": safety_figure(report.safety_metrics)}
     return {k: f for k, f in figs.items() if f is not None}
