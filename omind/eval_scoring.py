@@ -9,13 +9,14 @@ from .core import JsonlLog, stable_hash
 from .core_eval import load_eval_set, dataset_items, training_rows, train_recall_items, core_table, paired_table, core_baselines
 from .heldout import load_heldout, leaks
 from .core_controls import training_control, control_label, mark_claims, null_control
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 from .eval_candidates import Candidate, with_system, load_model
 from .eval_jobs import JobRef, Job, job_key, run_jobs
 
 # %% auto #0
 __all__ = ['CORE_MODES', 'core_items', 'item_fingerprint', 'core_chunk', 'score_core', 'core_predictions_of', 'core_null_control',
-           'core_pool', 'core_results']
+           'core_pool', 'CoreResults', 'core_results']
 
 # %% ../nbs/08f_eval_scoring.ipynb #f53c323c
 CORE_MODES = {"auto": "auto", "loglik": "score", "generate": "generate"}
@@ -112,8 +113,20 @@ def core_pool(P, models: list[Candidate]):
     return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread)
 
 
+# %% ../nbs/08f_eval_scoring.ipynb #f3dd57b7
+@dataclass
+class CoreResults:
+    "The core scores of the stage: prediction rows, accuracy table, paired differences, the two controls, the no-model baselines."
+    predictions: list                          # `core_predictions_of` rows, every model
+    core: Any                                  # DataFrame: `core_table`
+    paired: Any                                # DataFrame: `paired_table`, marked by `mark_claims`
+    training_control: dict                     # candidate -> training positive control
+    null_control: dict                         # the scorer's null control (`core_null_control`)
+    baselines: list                            # `core_baselines` of the items
+
+
 # %% ../nbs/08f_eval_scoring.ipynb #05515496
-def core_results(P, log: JsonlLog, models: list[Candidate], items: list[dict]) -> dict:
+def core_results(P, log: JsonlLog, models: list[Candidate], items: list[dict]) -> CoreResults:
     """Every model scored on the core items (baseline first), then the tables: per model, set, task and method; each
     candidate minus the baseline, marked by the training positive control and the primary comparison (Holm-adjusted
     p-values for the rest); the scorer's null control; and the no-model baselines."""
@@ -131,5 +144,4 @@ def core_results(P, log: JsonlLog, models: list[Candidate], items: list[dict]) -
     core_null = core_null_control(P, log, base, items)
     if core_null["n"]: print(f"evaluate: scorer null control ({base.name} scored again on {core_null['n']} items): "
                              f"{core_null['discordant']} discordant pairs -> {'passed' if core_null['passed'] else 'FAILED'}")
-    return {"predictions": preds, "core": core_df, "paired": paired_df, "training_control": tcontrol, "null_control": core_null,
-            "baselines": core_baselines(items) if items else []}
+    return CoreResults(preds, core_df, paired_df, tcontrol, core_null, core_baselines(items) if items else [])

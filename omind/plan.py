@@ -322,7 +322,7 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
             llm.score_choices([it["messages"] for it in core], ["A", "B", "C", "D"], normalize=True)
         if convs:
             llm.step = f"gold-turn NLL ({c.name})"
-            llm._add(len(convs), sum(prompt_tokens(with_system(cv["messages"], m.system_prompt)) for cv in convs), 0)
+            llm._add(len(convs), sum(prompt_tokens(with_system(cv.messages, m.system_prompt)) for cv in convs), 0)
         rows += [{**x, "role": c.name, "model": c.model} for x in _rows("evaluate", llm, role_of(c), P, len(own) + len(core), 1.0,
                  f"{n_turns} benchmark turns, {n_qa_own} open answers, {len(core)} core items")]
     ctl = [j for j in jobs[models[0].name] if j.ref.kind not in ("turn", "qa")]
