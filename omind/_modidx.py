@@ -245,7 +245,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                     'omind.eval_figures._gate_block': ('eval_figures.html#_gate_block', 'omind/eval_figures.py'),
                                     'omind.eval_figures._legend': ('eval_figures.html#_legend', 'omind/eval_figures.py'),
                                     'omind.eval_figures._n_text': ('eval_figures.html#_n_text', 'omind/eval_figures.py'),
-                                    'omind.eval_figures._pick': ('eval_figures.html#_pick', 'omind/eval_figures.py'),
                                     'omind.eval_figures._rubric_panel': ('eval_figures.html#_rubric_panel', 'omind/eval_figures.py'),
                                     'omind.eval_figures._safety_panel': ('eval_figures.html#_safety_panel', 'omind/eval_figures.py'),
                                     'omind.eval_figures._wins_panel': ('eval_figures.html#_wins_panel', 'omind/eval_figures.py'),

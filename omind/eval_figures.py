@@ -20,11 +20,6 @@ def _fnum(v) -> float:
     try: return float(v)
     except (TypeError, ValueError): return float("nan")
 
-def _pick(r: dict, *keys, default=None):
-    "The first of `keys` present (and not None) in row `r`."
-    for k in keys:
-        if r.get(k) is not None: return r[k]
-    return default
 
 def _n_text(ns) -> str:
     "'n = 400' (or 'n = 380-400' when the counts differ; 'n = ?' when unknown)."
@@ -71,22 +66,22 @@ def core_accuracy_figure(report: EvalReport, order):
     import numpy as np, matplotlib.pyplot as plt
     core = [r for r in report.core if r.get("model") is not None]
     if not core: return None
-    panels = sorted({(r.get("set", r.get("source", "")), r.get("task", "")) for r in core}, key=str)
-    fig, axs = plt.subplots(1, len(panels), figsize=(sum(max(4.2, 1.5 * len({r.get("method") for r in core if (r.get("set", r.get("source", "")), r.get("task", "")) == pn}) + 1.5) for pn in panels), 3.9),
+    panels = sorted({(r["set"], r["task"]) for r in core}, key=str)
+    fig, axs = plt.subplots(1, len(panels), figsize=(sum(max(4.2, 1.5 * len({r["method"] for r in core if (r["set"], r["task"]) == pn}) + 1.5) for pn in panels), 3.9),
                             squeeze=False, layout="constrained")
     for ax, (st, task) in zip(axs[0], panels):
-        rows = [r for r in core if (r.get("set", r.get("source", "")), r.get("task", "")) == (st, task)]
-        methods, models = sorted({str(r.get("method", "")) for r in rows}), order(r["model"] for r in rows)
-        idx = {(str(r.get("method", "")), r["model"]): r for r in rows}
+        rows = [r for r in core if (r["set"], r["task"]) == (st, task)]
+        methods, models = sorted({str(r["method"]) for r in rows}), order(r["model"] for r in rows)
+        idx = {(str(r["method"]), r["model"]): r for r in rows}
         def get(m, s, idx=idx):
             r = idx.get((m, s))
-            return None if r is None else (r.get("accuracy"), _pick(r, "accuracy_lo", "lo"), _pick(r, "accuracy_hi", "hi"))
+            return None if r is None else (r["accuracy"], r["accuracy_lo"], r["accuracy_hi"])
         _bars(ax, methods, models, get, pct=True)
-        bl = [b for b in report.baselines if b.get("task", task) == task and b.get("set", st) == st]
+        bl = [b for b in report.baselines if b["task"] == task and b["set"] == st]
         lines = {}
         for b in bl:
-            v = _fnum(b.get("accuracy"))
-            if np.isfinite(v): lines.setdefault(round(100 * v, 1), []).append(str(_pick(b, "baseline", "name", "method", default="baseline")))
+            v = _fnum(b["accuracy"])
+            if np.isfinite(v): lines.setdefault(round(100 * v, 1), []).append(str(b["baseline"]))
         for k, (v, who) in enumerate(sorted(lines.items())):
             ax.axhline(v, color="0.3", ls=("--", ":", "-.")[k % 3], lw=1)
             ax.text(1.0, v, f" {' / '.join(who)} {v:g}%", transform=ax.get_yaxis_transform(), fontsize=7, va="center", ha="left", color="0.3")
@@ -106,7 +101,7 @@ def paired_figure(report: EvalReport):
     for yy, r in zip(y, paired):
         d, lo, hi, mde = (100 * _fnum(r.get(k)) for k in ("diff", "lo", "hi", "mde"))
         if np.isfinite(mde): ax.fill_betweenx([yy - 0.35, yy + 0.35], -mde, mde, color="0.85", lw=0, zorder=0)
-        p, ph = _fnum(r.get("p")), _fnum(r.get("p_holm", r.get("p")))
+        p, ph = _fnum(r["p"]), _fnum(r["p_holm"])
         failed = failed_claim(r)                            # a claim whose training failed its positive control
         if np.isfinite(d):
             ax.errorbar(d, yy, xerr=[[max(0, d - lo)], [max(0, hi - d)]] if np.isfinite(lo) and np.isfinite(hi) else None,
@@ -117,7 +112,7 @@ def paired_figure(report: EvalReport):
               f"  n {r.get('n', '?')}  MDE {'n/a' if not np.isfinite(mde) else f'{mde:.1f}'}"
         ax.text(1.01, yy, txt, transform=ax.get_yaxis_transform(), fontsize=7, va="center")
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, [f"{_pick(r, 'model', 'candidate')} - {r.get('baseline', 'base')}: {r.get('set', '')} / {r.get('task', '')} / {r.get('method', '')}"
+    ax.set_yticks(y, [f"{r['candidate']} - {r['baseline']}: {r['set']} / {r['task']} / {r['method']}"
                       f" ({claim_of(r)})" for r in paired], fontsize=7)
     ax.set_xlabel("accuracy difference, points (95% paired bootstrap CI; grey band: minimum detectable effect; red: Holm p < 0.05;\n"
                   "hollow grey: the candidate's training failed its positive control)")
@@ -180,10 +175,10 @@ def _rubric_panel(ax, rows: list, s: str, order, gated: bool, label: str):
     levels = [l for l in ("turn", "conversation") if any(r.get("level") == l for r in rows)]
     idx = {(r.get("level"), r.get("model")): r for r in rows}
     _bars(ax, levels, order(r.get("model") for r in rows),
-          lambda l, m: None if (l, m) not in idx else (idx[l, m].get("score"), _pick(idx[l, m], "lo", "score_lo"), _pick(idx[l, m], "hi", "score_hi")))
+          lambda l, m: None if (l, m) not in idx else (idx[l, m]["score"], idx[l, m]["score_lo"], idx[l, m]["score_hi"]))
     if S: ax.set_ylim(min(0, S.lo), S.hi)
     ax.set_ylabel(S.unit if S else "score"); _legend(ax)
-    ax.set_title(f"Rubric: {title}\n({_n_text(_pick(r, 'n', 'n_instances') for r in rows)})", fontsize=10)
+    ax.set_title(f"Rubric: {title}\n({_n_text(r['n_instances'] for r in rows)})", fontsize=10)
 
 def _safety_panel(ax, saf: dict, order, gated: bool, label: str):
     "The judged safety pass rate on crisis instances per model (or the gate block)."
@@ -200,7 +195,7 @@ def _wins_panel(ax, wins: list, gated: bool, label: str):
     if gated or any(r.get("gated") for r in wins): _gate_block(ax, label, "win rates"); return
     y = np.arange(len(wins))[::-1]
     for yy, r in zip(y, wins):
-        v, lo, hi = (_fnum(_pick(r, k)) for k in ("winrate", "winrate_lo", "winrate_hi"))
+        v, lo, hi = (_fnum(r.get(k)) for k in ("winrate", "winrate_lo", "winrate_hi"))
         if np.isfinite(v): ax.errorbar(v, yy, xerr=[[max(0, v - lo)], [max(0, hi - v)]] if np.isfinite(lo) else None, fmt="o", capsize=3)
         else: ax.text(50, yy, "n/a", ha="center", va="center", fontsize=8)
     ax.axvline(50, color="k", lw=0.8, ls="--"); ax.set_xlim(0, 100); ax.set_ylim(-0.7, len(wins) - 0.3)
