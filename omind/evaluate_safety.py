@@ -105,11 +105,10 @@ def degeneration(text: str, S: SafetyParams = SafetyParams()) -> dict:
 # %% ../nbs/08b_evaluate_safety.ipynb #68fc1b01
 def turn_rows(units: list[dict], gen: dict, names: list[str], S: SafetyParams = SafetyParams()) -> list[dict]:
     "One row per (model, turn) that has a reply in `gen`: scope (crisis, forbid_minimising), `reply_flags`, `degeneration`, cut, the reply."
-    from omind.eval_jobs import JobRef                       # here: omind.eval_jobs imports this module
     rows = []
     for m in names:
         for u in units:
-            r = gen.get(JobRef(m, "turn", (u["instance"], u["turn"])).key)
+            r = gen.get(f"{m}|turn|{u['instance']}|{u['turn']}")
             if r is None: continue
             text, n, mx = r.get("text") or "", r.get("n_tokens"), r.get("max_new_tokens")
             rows.append({"model": m, "instance": u["instance"], "turn": u["turn"], "risk": u.get("risk", ""), "judged": bool(u.get("judged")),
