@@ -8,12 +8,13 @@ import hashlib, json
 from pathlib import Path
 from typing import Optional
 
-from .core import Strict, ModelSpec, cache_dir, stable_hash
+from dataclasses import dataclass, replace
+from .core import Strict, ModelSpec, cache_dir, stable_hash, portable_path
 from .train import adapter_status
 
 # %% auto #0
 __all__ = ['ADAPTER_RECORD_FILES', 'CandidateSpec', 'resolve_candidate', 'fallback_label', 'with_system', 'file_digest',
-           'adapter_identity', 'model_fingerprint', 'eval_models', 'load_model']
+           'adapter_identity', 'model_fingerprint', 'Candidate', 'eval_models', 'load_model']
 
 # %% ../nbs/08d_eval_candidates.ipynb #677f5782
 from .prompts import COUNSELLOR_PROMPT    # the prompted baseline's system prompt (text in omind.prompts)
@@ -101,33 +102,53 @@ def model_fingerprint(spec: ModelSpec | str) -> str:
                             "dtype": spec.dtype})
     return stable_hash({"model": spec.model, "dtype": spec.dtype})
 
+# %% ../nbs/08d_eval_candidates.ipynb #fd96a2cc
+@dataclass(frozen=True)
+class Candidate:
+    "One evaluated model, resolved from its `CandidateSpec`: name, spec, fingerprint, system prompt, role, trained, stands_for."
+    name: str                                  # label in tables, figures and job keys
+    spec: Optional[ModelSpec]                  # what `load_model` loads (None for a stand-in that loads nothing, as in `omind.plan`)
+    fingerprint: str                           # `model_fingerprint(spec)`: in every job key of the model
+    system_prompt: Optional[str] = None
+    role: str = "candidate"                    # baseline | candidate
+    trained: bool = False                      # a `train:` adapter (not a fallback): the training positive control applies
+    stands_for: Optional[str] = None           # the candidate a fallback replaces
+    no_cache: bool = False                     # load without the response cache (the scorer's null control)
+
+    def report_entry(self) -> dict:
+        "The model's entry in `report.json` (`models`)."
+        return {"name": self.name, "model": portable_path(self.spec.model), "role": self.role, "system_prompt": self.system_prompt,
+                "fingerprint": self.fingerprint, "trained": self.trained, "stands_for": self.stands_for}
+
+
 # %% ../nbs/08d_eval_candidates.ipynb #c1d391b0
-def eval_models(P) -> tuple[list[dict], list[str]]:
-    """Baseline first, then the available candidates: [{'name', 'spec', 'system_prompt', 'fp', 'role', 'trained',
-    'stands_for'}], notes. A fallback is named for what it is (`fallback_label`) and `stands_for` the candidate it
-    replaces; a fallback identical to a model already listed (same fingerprint and system prompt) is not evaluated twice."""
+def eval_models(P) -> tuple[list[Candidate], list[str]]:
+    """Baseline first, then the available candidates (`Candidate`s), and notes. A fallback is named for what it is
+    (`fallback_label`) and `stands_for` the candidate it replaces; a fallback identical to a model already listed
+    (same fingerprint and system prompt) is not evaluated twice."""
     E, out, notes = P.evaluate, [], []
     for role, c in [("baseline", E.baseline), *[("candidate", c) for c in E.candidates]]:
         spec, note, sp, fb = _resolve(P, c)
         if note: notes.append(note)
         if spec is None: continue
         fp = model_fingerprint(spec)
-        same = next((m for m in out if m["fp"] == fp and m["system_prompt"] == sp), None)
+        same = next((m for m in out if m.fingerprint == fp and m.system_prompt == sp), None)
         if same is not None:
-            notes.append(f"{c.name}: its stand-in is {same['name']} (same model and system prompt), not evaluated twice"); continue
-        out.append({"name": fallback_label(E, c) if fb else c.name, "spec": spec, "system_prompt": sp, "role": role, "fp": fp,
-                    "trained": c.model.startswith("train:") and not fb, "stands_for": c.name if fb else None})
-    names = [m["name"] for m in out]
+            notes.append(f"{c.name}: its stand-in is {same.name} (same model and system prompt), not evaluated twice"); continue
+        out.append(Candidate(fallback_label(E, c) if fb else c.name, spec, fp, sp, role, trained=c.model.startswith("train:") and not fb,
+                             stands_for=c.name if fb else None))
+    names = [m.name for m in out]
     if len(set(names)) != len(names): raise ValueError(f"evaluate: model names must be unique, got {names}")
     return out, notes
 
 _LOADED_FP: dict = {}
 
-def load_model(P, m: dict):
+def load_model(P, m: Candidate):
     """The cached backend of model `m` (from `eval_models`). A local model whose files changed since this process
     loaded it (a retrained adapter in the same folder) is loaded again."""
     from omind.backends import make_llm, unload_models
-    k = m["spec"].model
-    if _LOADED_FP.get(k, m["fp"]) != m["fp"]: unload_models(); _LOADED_FP.clear()
-    _LOADED_FP[k] = m["fp"]
-    return make_llm(m["spec"], None if m.get("no_cache") else cache_dir(P), role=m["name"])   # no_cache: the scorer's null control
+    k = m.spec.model
+    if _LOADED_FP.get(k, m.fingerprint) != m.fingerprint: unload_models(); _LOADED_FP.clear()
+    _LOADED_FP[k] = m.fingerprint
+    return make_llm(m.spec, None if m.no_cache else cache_dir(P), role=m.name)   # no_cache: the scorer's null control
+

@@ -4,6 +4,7 @@
 
 # %% ../nbs/08j_eval_controls.ipynb #4f37a4fa
 from __future__ import annotations
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -11,11 +12,13 @@ from .core import Strict
 from .benchmark_format import iter_eval_turns
 from .judge import render_conversation
 from .stats import win_summary
-from .eval_jobs import gen_job, reply_of, gold_turns
-from .eval_wins import pair_jobs_for
+from .eval_candidates import Candidate
+from .eval_jobs import JobRef, GenJob, gen_job, reply_of, gold_turns
+from .eval_wins import PairJob, pair_jobs_for
 
 # %% auto #0
-__all__ = ['ControlParams', 'control_units', 'control_gen_jobs', 'control_pair_jobs', 'control_summary']
+__all__ = ['ControlParams', 'NullUnit', 'PositiveUnit', 'control_units', 'control_gen_jobs', 'control_pair_jobs',
+           'control_summary']
 
 # %% ../nbs/08j_eval_controls.ipynb #306f4413
 class ControlParams(Strict):
@@ -39,41 +42,62 @@ class ControlParams(Strict):
         if len(set(v)) != len(v): raise ValueError(f"null_sets repeat a name: {v}")
         return v
 
+# %% ../nbs/08j_eval_controls.ipynb #be9b39dc
+@dataclass(frozen=True)
+class NullUnit:
+    "One prompt of the null test: id, the messages the baseline answers (twice, one sampling seed each), the judge's context."
+    id: str
+    messages: list
+    context: str
+
+
+# %% ../nbs/08j_eval_controls.ipynb #f65efb0a
+@dataclass(frozen=True)
+class PositiveUnit:
+    "One gold counsellor turn of the positive control: id (`instance#turn`), the history before it, the judge's context, the gold reply."
+    id: str
+    history: list
+    context: str
+    gold: str
+
+
 # %% ../nbs/08j_eval_controls.ipynb #87ca5a12
 def control_units(E, qa: list[dict], all_instances: list[dict]) -> dict:
-    "{'null_qa': [(id, messages, context)], 'null_turns': [...], 'positive': [(id, history, context, gold reply)]}."
+    "{'null_qa': [NullUnit], 'null_turns': [NullUnit], 'positive': [PositiveUnit]}, each present when its control runs."
     C, out = E.controls, {}
     if C.null_n:
         if "qa" in C.null_sets:
-            out["null_qa"] = [(it["id"], it["messages"], it["messages"][-1]["content"]) for it in qa[:C.null_n]]
+            out["null_qa"] = [NullUnit(it["id"], it["messages"], it["messages"][-1]["content"]) for it in qa[:C.null_n]]
         if "turns" in C.null_sets:
-            out["null_turns"] = [(f"{inst['id']}#{ti}", hist, render_conversation(hist)) for inst in all_instances
+            out["null_turns"] = [NullUnit(f"{inst['id']}#{ti}", hist, render_conversation(hist)) for inst in all_instances
                                  for ti, hist, _ in iter_eval_turns(inst)][:C.null_n]
     if C.positive_n:
-        out["positive"] = [(f"{inst['id']}#{k}", [{"role": t["role"], "content": t["content"]} for t in inst["turns"][:k]],
-                            render_conversation(inst["turns"][:k]), inst["turns"][k]["content"])
+        out["positive"] = [PositiveUnit(f"{inst['id']}#{k}", [{"role": t["role"], "content": t["content"]} for t in inst["turns"][:k]],
+                                        render_conversation(inst["turns"][:k]), inst["turns"][k]["content"])
                            for inst in all_instances for k in gold_turns(inst)][:C.positive_n]
     return out
 
-def control_gen_jobs(E, base: dict, units: dict) -> list[dict]:
+def control_gen_jobs(E, base: Candidate, units: dict) -> list[GenJob]:
     "Generation jobs of the baseline for the controls."
     C, jobs = E.controls, []
     for dom in ("null_qa", "null_turns"):
-        for id_, msgs, _ in units.get(dom, []):
+        for u in units.get(dom, []):
             for s in C.null_seeds:
-                jobs.append(gen_job(f"{base['name']}|{dom}{s}|{id_}", base, msgs, E.reply_max_new_tokens, s, C.null_temperature, E.decoding.settings()))
-    for id_, hist, _, _ in units.get("positive", []):
-        jobs.append(gen_job(f"{base['name']}|positive|{id_}", base, hist, E.reply_max_new_tokens, E.seed, decoding=E.decoding.settings()))
+                jobs.append(gen_job(JobRef(base.name, f"{dom}{s}", (u.id,)), base, u.messages, E.reply_max_new_tokens, s, C.null_temperature,
+                                    E.decoding.settings()))
+    for u in units.get("positive", []):
+        jobs.append(gen_job(JobRef(base.name, "positive", (u.id,)), base, u.history, E.reply_max_new_tokens, E.seed, decoding=E.decoding.settings()))
     return jobs
 
-def control_pair_jobs(E, base: str, units: dict, gen: dict, judge_fp: str = "") -> list[dict]:
+def control_pair_jobs(E, base: str, units: dict, gen: dict, judge_fp: str = "") -> list[PairJob]:
     "Judge jobs of the controls (both orders)."
     s1, s2 = E.controls.null_seeds; jobs = []
     for dom in ("null_qa", "null_turns"):
-        for id_, _, ctx in units.get(dom, []):
-            jobs += pair_jobs_for(E, f"{base}@seed{s1}", dom, id_, ctx, reply_of(gen, base, f"{dom}{s1}", id_), reply_of(gen, base, f"{dom}{s2}", id_), judge_fp)
-    for id_, _, ctx, gold in units.get("positive", []):
-        jobs += pair_jobs_for(E, "gold", "positive", id_, ctx, gold, reply_of(gen, base, "positive", id_), judge_fp)
+        for u in units.get(dom, []):
+            jobs += pair_jobs_for(E, f"{base}@seed{s1}", dom, u.id, u.context, reply_of(gen, JobRef(base, f"{dom}{s1}", (u.id,))),
+                                  reply_of(gen, JobRef(base, f"{dom}{s2}", (u.id,))), judge_fp)
+    for u in units.get("positive", []):
+        jobs += pair_jobs_for(E, "gold", "positive", u.id, u.context, u.gold, reply_of(gen, JobRef(base, "positive", (u.id,))), judge_fp)
     return jobs
 
 def control_summary(pairs_df, E) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .core_controls import claim_of, failed_claim
 from .judge import judge_gate, gate_label
 from .evaluate_safety import safety_figure
+from .eval_report import EvalReport
 
 # %% auto #0
 __all__ = ['model_order', 'core_accuracy_figure', 'paired_figure', 'nll_figure', 'gate_figure', 'judged_figure',
@@ -19,11 +20,6 @@ def _fnum(v) -> float:
     try: return float(v)
     except (TypeError, ValueError): return float("nan")
 
-def _pick(r: dict, *keys, default=None):
-    "The first of `keys` present (and not None) in row `r`."
-    for k in keys:
-        if r.get(k) is not None: return r[k]
-    return default
 
 def _n_text(ns) -> str:
     "'n = 400' (or 'n = 380-400' when the counts differ; 'n = ?' when unknown)."
@@ -60,32 +56,32 @@ def _gate_block(ax, label: str, what: str):
     ax.set_xticks([]); ax.set_yticks([]); ax.set_title(f"{what}: not reported")
 
 # %% ../nbs/08l_eval_figures.ipynb #e626d699
-def model_order(report: dict):
+def model_order(report: EvalReport):
     "A sort for model names: the report's model order first, then any other name alphabetically."
-    names = [m["name"] for m in report.get("models") or []]
+    names = [m["name"] for m in report.models]
     return lambda ms: sorted(set(ms), key=lambda m: (names.index(m) if m in names else len(names), m))
 
-def core_accuracy_figure(report: dict, order):
+def core_accuracy_figure(report: EvalReport, order):
     "Core accuracy per model, one panel per (set, task), bars per scoring method, the baselines as lines; None without core rows."
     import numpy as np, matplotlib.pyplot as plt
-    core = [r for r in report.get("core") or [] if r.get("model") is not None]
+    core = [r for r in report.core if r.get("model") is not None]
     if not core: return None
-    panels = sorted({(r.get("set", r.get("source", "")), r.get("task", "")) for r in core}, key=str)
-    fig, axs = plt.subplots(1, len(panels), figsize=(sum(max(4.2, 1.5 * len({r.get("method") for r in core if (r.get("set", r.get("source", "")), r.get("task", "")) == pn}) + 1.5) for pn in panels), 3.9),
+    panels = sorted({(r["set"], r["task"]) for r in core}, key=str)
+    fig, axs = plt.subplots(1, len(panels), figsize=(sum(max(4.2, 1.5 * len({r["method"] for r in core if (r["set"], r["task"]) == pn}) + 1.5) for pn in panels), 3.9),
                             squeeze=False, layout="constrained")
     for ax, (st, task) in zip(axs[0], panels):
-        rows = [r for r in core if (r.get("set", r.get("source", "")), r.get("task", "")) == (st, task)]
-        methods, models = sorted({str(r.get("method", "")) for r in rows}), order(r["model"] for r in rows)
-        idx = {(str(r.get("method", "")), r["model"]): r for r in rows}
+        rows = [r for r in core if (r["set"], r["task"]) == (st, task)]
+        methods, models = sorted({str(r["method"]) for r in rows}), order(r["model"] for r in rows)
+        idx = {(str(r["method"]), r["model"]): r for r in rows}
         def get(m, s, idx=idx):
             r = idx.get((m, s))
-            return None if r is None else (r.get("accuracy"), _pick(r, "accuracy_lo", "lo"), _pick(r, "accuracy_hi", "hi"))
+            return None if r is None else (r["accuracy"], r["accuracy_lo"], r["accuracy_hi"])
         _bars(ax, methods, models, get, pct=True)
-        bl = [b for b in report.get("baselines") or [] if b.get("task", task) == task and b.get("set", st) == st]
+        bl = [b for b in report.baselines if b["task"] == task and b["set"] == st]
         lines = {}
         for b in bl:
-            v = _fnum(b.get("accuracy"))
-            if np.isfinite(v): lines.setdefault(round(100 * v, 1), []).append(str(_pick(b, "baseline", "name", "method", default="baseline")))
+            v = _fnum(b["accuracy"])
+            if np.isfinite(v): lines.setdefault(round(100 * v, 1), []).append(str(b["baseline"]))
         for k, (v, who) in enumerate(sorted(lines.items())):
             ax.axhline(v, color="0.3", ls=("--", ":", "-.")[k % 3], lw=1)
             ax.text(1.0, v, f" {' / '.join(who)} {v:g}%", transform=ax.get_yaxis_transform(), fontsize=7, va="center", ha="left", color="0.3")
@@ -96,16 +92,16 @@ def core_accuracy_figure(report: dict, order):
     return fig
 
 # %% ../nbs/08l_eval_figures.ipynb #53ce60ee
-def paired_figure(report: dict):
+def paired_figure(report: EvalReport):
     "Forest plot of the paired differences (candidate minus baseline) with the MDE shaded, each row labelled by `claim_of`; None without paired rows."
     import numpy as np, matplotlib.pyplot as plt
-    paired = report.get("paired") or []
+    paired = report.paired
     if not paired: return None
     fig, ax = plt.subplots(figsize=(9, 0.42 * len(paired) + 1.6), layout="constrained"); y = np.arange(len(paired))[::-1]
     for yy, r in zip(y, paired):
         d, lo, hi, mde = (100 * _fnum(r.get(k)) for k in ("diff", "lo", "hi", "mde"))
         if np.isfinite(mde): ax.fill_betweenx([yy - 0.35, yy + 0.35], -mde, mde, color="0.85", lw=0, zorder=0)
-        p, ph = _fnum(r.get("p")), _fnum(r.get("p_holm", r.get("p")))
+        p, ph = _fnum(r["p"]), _fnum(r["p_holm"])
         failed = failed_claim(r)                            # a claim whose training failed its positive control
         if np.isfinite(d):
             ax.errorbar(d, yy, xerr=[[max(0, d - lo)], [max(0, hi - d)]] if np.isfinite(lo) and np.isfinite(hi) else None,
@@ -116,7 +112,7 @@ def paired_figure(report: dict):
               f"  n {r.get('n', '?')}  MDE {'n/a' if not np.isfinite(mde) else f'{mde:.1f}'}"
         ax.text(1.01, yy, txt, transform=ax.get_yaxis_transform(), fontsize=7, va="center")
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, [f"{_pick(r, 'model', 'candidate')} - {r.get('baseline', 'base')}: {r.get('set', '')} / {r.get('task', '')} / {r.get('method', '')}"
+    ax.set_yticks(y, [f"{r['candidate']} - {r['baseline']}: {r['set']} / {r['task']} / {r['method']}"
                       f" ({claim_of(r)})" for r in paired], fontsize=7)
     ax.set_xlabel("accuracy difference, points (95% paired bootstrap CI; grey band: minimum detectable effect; red: Holm p < 0.05;\n"
                   "hollow grey: the candidate's training failed its positive control)")
@@ -124,10 +120,10 @@ def paired_figure(report: dict):
     return fig
 
 # %% ../nbs/08l_eval_figures.ipynb #459774db
-def nll_figure(report: dict, order):
+def nll_figure(report: EvalReport, order):
     "Gold-turn NLL per model (turn and conversation level) and the paired differences; None without NLL rows."
     import numpy as np, matplotlib.pyplot as plt
-    nll, nlp = report.get("nll") or [], report.get("nll_paired") or []
+    nll, nlp = report.nll, report.nll_paired
     if not nll: return None
     levels = [l for l in ("turn", "conversation") if any(r.get("level") == l for r in nll)]
     fig, axs = plt.subplots(1, len(levels) + bool(nlp), figsize=(3.6 * (len(levels) + bool(nlp)), 3.6), squeeze=False, layout="constrained")
@@ -149,10 +145,10 @@ def nll_figure(report: dict, order):
     fig.suptitle("Judge-free: NLL of the benchmark's gold counsellor turns")
     return fig
 
-def gate_figure(report: dict):
+def gate_figure(report: EvalReport):
     "The judge gate: each calibration metric against its threshold; None when the report has no gate."
     import numpy as np, matplotlib.pyplot as plt, textwrap
-    g = report.get("judge_gate")
+    g = report.judge_gate
     if not g: return None
     checks = g.get("checks") or judge_gate(g.get("metrics") or {}, g.get("thresholds"))["checks"]
     fig, ax = plt.subplots(figsize=(7.2, 0.5 * len(checks) + 1.8), layout="constrained"); y = np.arange(len(checks))[::-1]
@@ -179,10 +175,10 @@ def _rubric_panel(ax, rows: list, s: str, order, gated: bool, label: str):
     levels = [l for l in ("turn", "conversation") if any(r.get("level") == l for r in rows)]
     idx = {(r.get("level"), r.get("model")): r for r in rows}
     _bars(ax, levels, order(r.get("model") for r in rows),
-          lambda l, m: None if (l, m) not in idx else (idx[l, m].get("score"), _pick(idx[l, m], "lo", "score_lo"), _pick(idx[l, m], "hi", "score_hi")))
+          lambda l, m: None if (l, m) not in idx else (idx[l, m]["score"], idx[l, m]["score_lo"], idx[l, m]["score_hi"]))
     if S: ax.set_ylim(min(0, S.lo), S.hi)
     ax.set_ylabel(S.unit if S else "score"); _legend(ax)
-    ax.set_title(f"Rubric: {title}\n({_n_text(_pick(r, 'n', 'n_instances') for r in rows)})", fontsize=10)
+    ax.set_title(f"Rubric: {title}\n({_n_text(r['n_instances'] for r in rows)})", fontsize=10)
 
 def _safety_panel(ax, saf: dict, order, gated: bool, label: str):
     "The judged safety pass rate on crisis instances per model (or the gate block)."
@@ -199,7 +195,7 @@ def _wins_panel(ax, wins: list, gated: bool, label: str):
     if gated or any(r.get("gated") for r in wins): _gate_block(ax, label, "win rates"); return
     y = np.arange(len(wins))[::-1]
     for yy, r in zip(y, wins):
-        v, lo, hi = (_fnum(_pick(r, k)) for k in ("winrate", "winrate_lo", "winrate_hi"))
+        v, lo, hi = (_fnum(r.get(k)) for k in ("winrate", "winrate_lo", "winrate_hi"))
         if np.isfinite(v): ax.errorbar(v, yy, xerr=[[max(0, v - lo)], [max(0, hi - v)]] if np.isfinite(lo) else None, fmt="o", capsize=3)
         else: ax.text(50, yy, "n/a", ha="center", va="center", fontsize=8)
     ax.axvline(50, color="k", lw=0.8, ls="--"); ax.set_xlim(0, 100); ax.set_ylim(-0.7, len(wins) - 0.3)
@@ -227,17 +223,17 @@ def _controls_panel(ax, ctl, gated: bool):
     ax.set_yticks(y, [_control_label(k, c) for k, c in rows], fontsize=7); ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel("win rate % (95% CI)"); ax.set_title("Controls of the win-rate judge" + (" (judge failed)" if gated else ""), fontsize=10)
 
-def judged_figure(report: dict, order):
+def judged_figure(report: EvalReport, order):
     """Rubric scores per scheme, the judged safety rate, win rates and the win-rate controls side by side; the judged
     panels grey, hatched and labelled when the judge failed its gate. None when the report has none of them."""
     import matplotlib.pyplot as plt
-    rub, wins, ctl = report.get("rubric") or [], report.get("winrates") or [], report.get("controls") or {}
+    rub, wins, ctl = report.rubric, report.winrates, report.controls
     if not (rub or wins or ctl): return None
-    g = report.get("judge_gate")
+    g = report.judge_gate or None
     gated = (g is not None and not g.get("passed")) or any(r.get("gated") for r in rub + wins)
     label = gate_label(g) if g is not None else "judge not calibrated"
     schemes = [s for s in dict.fromkeys(r.get("scheme") for r in rub) if s]
-    saf_all = report.get("safety") or {}
+    saf_all = report.safety
     saf = {m: v for m, v in (saf_all.get("by_model") or saf_all).items() if isinstance(v, dict)}
     fig, axs = plt.subplots(1, len(schemes) + bool(saf) + 2, figsize=(3.6 * (len(schemes) + bool(saf) + 2), 3.8), squeeze=False, layout="constrained"); axs = axs[0]
     for ax, s in zip(axs, schemes): _rubric_panel(ax, [r for r in rub if r.get("scheme") == s], s, order, gated, label)
@@ -249,7 +245,7 @@ def judged_figure(report: dict, order):
     return fig
 
 # %% ../nbs/08l_eval_figures.ipynb #5cf41f8a
-def evaluate_figure_set(report: dict) -> dict:
+def evaluate_figure_set(report: EvalReport) -> dict:
     """The evaluate figures drawn from a `report.json` dict: {file stem: matplotlib Figure}, each for a part the report
     has: core accuracy with baselines, paired differences (forest plot with the MDE), gold-turn NLL, the judge gate,
     rubric scores / win rates beside their controls (grey, hatched and labelled when the judge failed its gate), and the
@@ -257,5 +253,5 @@ def evaluate_figure_set(report: dict) -> dict:
     order = model_order(report)
     figs = {"evaluate_core_accuracy": core_accuracy_figure(report, order), "evaluate_paired_differences": paired_figure(report),
             "evaluate_nll": nll_figure(report, order), "evaluate_judge_gate": gate_figure(report),
-            "evaluate_rubric_scores": judged_figure(report, order), "evaluate_safety": safety_figure(report.get("safety_metrics"))}
+            "evaluate_rubric_scores": judged_figure(report, order), "evaluate_safety": safety_figure(report.safety_metrics)}
     return {k: f for k, f in figs.items() if f is not None}

@@ -5,19 +5,20 @@
 # %% ../nbs/08e_eval_jobs.ipynb #7f219a8d
 from __future__ import annotations
 import json
-from typing import Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
 
 from .core import JsonlLog, stable_hash
 from .benchmark_format import load_benchmark
 from .benchmark import subset
 from .judge import judge_batch
 from .evaluate_safety import reply_turns, reply_token_counts
-from .eval_candidates import with_system, load_model
+from .eval_candidates import Candidate, with_system, load_model
 from .core import tqdm   # text bars in stage kernels run by `omind run`, widgets in JupyterLab
 
 # %% auto #0
-__all__ = ['load_instances', 'splice', 'gold_turns', 'job_key', 'run_jobs', 'gen_job', 'generation_jobs', 'reply_of', 'generate',
-           'judge_job_key', 'judge_jobs']
+__all__ = ['load_instances', 'splice', 'gold_turns', 'JobRef', 'Job', 'job_key', 'run_jobs', 'GenJob', 'gen_job',
+           'generation_jobs', 'reply_of', 'generate', 'judge_job_key', 'JudgeJob', 'judge_jobs', 'Verdict']
 
 # %% ../nbs/08e_eval_jobs.ipynb #597ff0a5
 def load_instances(P_or_path=None, limit: Optional[int] = None, seed: int = 0) -> list[dict]:
@@ -33,88 +34,163 @@ def gold_turns(inst: dict) -> list[int]:
     "Indices of the instance's assistant turns that carry a gold counsellor reply (non-empty content)."
     return [k for k, t in enumerate(inst["turns"]) if t["role"] == "assistant" and (t.get("content") or "").strip()]
 
+# %% ../nbs/08e_eval_jobs.ipynb #1d35d81f
+@dataclass(frozen=True)
+class JobRef:
+    "The readable reference of one unit of work: model, kind and ids; `key` is its `model|kind|id...` text in the logs."
+    model: str
+    kind: str
+    ids: tuple = ()
+
+    def __post_init__(self): object.__setattr__(self, "ids", tuple(str(i) for i in self.ids))
+
+    @property
+    def key(self) -> str:
+        "`model|kind|id|...`, as written in the logs' `ref` field."
+        return "|".join((self.model, self.kind, *self.ids))
+
+    @classmethod
+    def parse(cls, key: str) -> "JobRef":
+        "The reference a `key` text names (the inverse of `.key`)."
+        model, kind, *ids = key.split("|")
+        return cls(model, kind, tuple(ids))
+
+
+# %% ../nbs/08e_eval_jobs.ipynb #8c23eac7
+@dataclass(frozen=True)
+class Job:
+    "One unit of resumable work: its reference, its key (`job_key`) and what it works on."
+    ref: JobRef
+    key: str
+    data: Any = None
+
+
 # %% ../nbs/08e_eval_jobs.ipynb #84435e75
 def job_key(ref: str, *inputs) -> str:
     "`ref|<hash of inputs>`: the key of one unit of work, new whenever any input (model fingerprint, prompt, settings) changes."
     return f"{ref}|{stable_hash(list(inputs), 12)}"
 
-def run_jobs(log: JsonlLog, jobs: list[dict], fn, chunk: int = 64, desc: str = "", pool=None) -> dict:
-    """Apply `fn(list_of_jobs) -> list_of_records` to the jobs whose `key` is not yet in `log`, chunk by chunk; key -> record.
+def run_jobs(log: JsonlLog, jobs: list, fn, chunk: int = 64, desc: str = "", pool=None) -> dict:
+    """Apply `fn(list_of_jobs) -> list_of_records` to the jobs (`Job`s, or any record with a `key`) whose `key` is not yet in `log`, chunk by chunk; key -> record.
     With `pool` (a `concurrent.futures` executor; `fn` picklable for a process pool) the chunks are computed side by
     side and written to the log in order as they finish, so a killed run keeps every chunk written before it."""
     done = log.keys("key")
-    rest = [j for j in jobs if j["key"] not in done]
+    rest = [j for j in jobs if j.key not in done]
     parts = [rest[s:s + chunk] for s in range(0, len(rest), chunk)]
     results = (fn(p) for p in parts) if pool is None else (f.result() for f in [pool.submit(fn, p) for p in parts])
     for part, recs in tqdm(zip(parts, results), total=len(parts), desc=desc, disable=len(parts) <= 1):
         if len(recs) != len(part) or not all("key" in r for r in recs):
             raise RuntimeError(f"run_jobs ({desc}): the worker returned {len(recs)} records for {len(part)} jobs, or records without 'key'")
         log.extend(recs)
-    want = {j["key"] for j in jobs}
+    want = {j.key for j in jobs}
     return {r["key"]: r for r in log.records if r.get("key") in want}
 
-# %% ../nbs/08e_eval_jobs.ipynb #10afa27b
-def gen_job(ref: str, m: dict, messages: list, max_new_tokens: int, seed: int = 0, temperature: float = 0.0,
-            decoding: Optional[dict] = None) -> dict:
-    "One generation job of model `m` (from `eval_models`): ref, key (fingerprint + messages + settings), messages, settings."
-    msgs = with_system(messages, m["system_prompt"])
-    return {"ref": ref, "model": m["name"], "messages": msgs, "max_new_tokens": max_new_tokens, "seed": seed, "temperature": temperature,
-            "decoding": dict(decoding or {}), "key": job_key(ref, m["fp"], msgs, max_new_tokens, seed, temperature, *([decoding] if decoding else []))}
+# %% ../nbs/08e_eval_jobs.ipynb #722d7be2
+@dataclass(frozen=True)
+class GenJob:
+    "One reply to generate: reference, key, the model's name, the messages (its system prompt in place) and the sampling settings."
+    ref: JobRef
+    key: str
+    model: str
+    messages: list
+    max_new_tokens: int
+    seed: int = 0
+    temperature: float = 0.0
+    decoding: dict = field(default_factory=dict)    # repetition penalty / no-repeat n-gram size ({} = plain decoding)
 
-def generation_jobs(E, models: list[dict], instances: list[dict], qa: list[dict], all_instances: Optional[list[dict]] = None) -> dict:
+    def setting(self) -> tuple:
+        "What one batched `chat` call shares: (max_new_tokens, temperature, seed, decoding as JSON)."
+        return (self.max_new_tokens, self.temperature, self.seed, json.dumps(self.decoding, sort_keys=True))
+
+
+# %% ../nbs/08e_eval_jobs.ipynb #10afa27b
+def gen_job(ref: JobRef, m: Candidate, messages: list, max_new_tokens: int, seed: int = 0, temperature: float = 0.0,
+            decoding: Optional[dict] = None) -> GenJob:
+    "One generation job of model `m` (from `eval_models`), keyed by its fingerprint, the messages and the settings."
+    msgs = with_system(messages, m.system_prompt)
+    return GenJob(ref, job_key(ref.key, m.fingerprint, msgs, max_new_tokens, seed, temperature, *([decoding] if decoding else [])),
+                  m.name, msgs, max_new_tokens, seed, temperature, dict(decoding or {}))
+
+def generation_jobs(E, models: list[Candidate], instances: list[dict], qa: list[dict], all_instances: Optional[list[dict]] = None) -> dict:
     "Per model name: generation jobs for the benchmark turns (`reply_turns`: the judged `instances`, crisis turns of `all_instances`) and (when comparing) the open questions."
-    jobs, dec = {m["name"]: [] for m in models}, E.decoding.settings()
+    jobs, dec = {m.name: [] for m in models}, E.decoding.settings()
     turns = reply_turns(instances if all_instances is None else all_instances, instances, E.safety)
     for m in models:
         for u in turns:
             mx = (E.safety.crisis_max_new_tokens or E.reply_max_new_tokens) if u["crisis"] else E.reply_max_new_tokens
-            jobs[m["name"]].append(gen_job(f"{m['name']}|turn|{u['instance']}|{u['turn']}", m, u["history"], mx, E.seed, decoding=dec))
+            jobs[m.name].append(gen_job(JobRef(m.name, "turn", (u["instance"], u["turn"])), m, u["history"], mx, E.seed, decoding=dec))
         if len(models) > 1:
             for it in qa:
-                jobs[m["name"]].append(gen_job(f"{m['name']}|qa|{it['id']}", m, it["messages"], E.reply_max_new_tokens, E.seed, decoding=dec))
+                jobs[m.name].append(gen_job(JobRef(m.name, "qa", (it["id"],)), m, it["messages"], E.reply_max_new_tokens, E.seed, decoding=dec))
     return jobs
 
-def reply_of(gen: dict, model: str, kind: str, *ids) -> str:
-    "The generated text of `model` for job kind ('turn' | 'qa' | ...) and ids."
-    return gen[f"{model}|{kind}|{'|'.join(map(str, ids))}"]["text"]
+def reply_of(gen: dict, ref: JobRef) -> str:
+    "The generated text of the job `ref` names, from `generate`'s `{ref text: record}`."
+    return gen[ref.key]["text"]
+
 
 # %% ../nbs/08e_eval_jobs.ipynb #36644969
-def generate(P, log: JsonlLog, models: list[dict], jobs_by_model: dict, desc: str = "generate") -> dict:
-    "Run every model's generation jobs, one model loaded at a time, batched per sampling setting; ref -> record (text, its token count, limit)."
+def generate(P, log: JsonlLog, models: list[Candidate], jobs_by_model: dict, desc: str = "generate") -> dict:
+    "Run every model's generation jobs, one model loaded at a time, batched per sampling setting; ref text -> record (text, its token count, limit)."
     from omind.llm import GenConfig
     E, res = P.evaluate, {}
-    setting = lambda j: (j["max_new_tokens"], j["temperature"], j["seed"], json.dumps(j.get("decoding") or {}, sort_keys=True))
     for m in models:
-        jobs = jobs_by_model.get(m["name"], [])
+        jobs = jobs_by_model.get(m.name, [])
         if not jobs: continue
         done = log.keys("key")
-        llm = load_model(P, m) if any(j["key"] not in done for j in jobs) else None
+        llm = load_model(P, m) if any(j.key not in done for j in jobs) else None
         def fn(js):
             out = {}
-            for cfg in sorted({setting(j) for j in js}):
-                part = [j for j in js if setting(j) == cfg]
-                texts = llm.chat([j["messages"] for j in part], GenConfig(max_new_tokens=cfg[0], temperature=cfg[1], seed=cfg[2],
-                                                                          **json.loads(cfg[3])), progress=True)
-                out.update({j["key"]: {"key": j["key"], "ref": j["ref"], "model": m["name"], "text": t, "n_tokens": n, "max_new_tokens": cfg[0]}
+            for cfg in sorted({j.setting() for j in js}):
+                part = [j for j in js if j.setting() == cfg]
+                texts = llm.chat([j.messages for j in part], GenConfig(max_new_tokens=cfg[0], temperature=cfg[1], seed=cfg[2],
+                                                                       **json.loads(cfg[3])), progress=True)
+                out.update({j.key: {"key": j.key, "ref": j.ref.key, "model": m.name, "text": t, "n_tokens": n, "max_new_tokens": cfg[0]}
                             for j, t, n in zip(part, texts, reply_token_counts(llm, texts))})
-            return [out[j["key"]] for j in js]
-        recs = run_jobs(log, jobs, fn, E.chunk_size, f"{desc} {m['name']}")
-        res.update({j["ref"]: recs[j["key"]] for j in jobs})
+            return [out[j.key] for j in js]
+        recs = run_jobs(log, jobs, fn, E.chunk_size, f"{desc} {m.name}")
+        res.update({j.ref.key: recs[j.key] for j in jobs})
     return res
+
 
 # %% ../nbs/08e_eval_jobs.ipynb #4ad94fe0
 def judge_job_key(E, ref: str, judge_fp: str, scheme: str, prompt) -> str:
     "The key of one judge job: its reference, the judge's fingerprint, the scheme and prompt, and the judge settings of `E` (evaluate params)."
     return job_key(ref, judge_fp, scheme, E.judge_mode, E.judge_max_new_tokens, E.allow_tie, prompt)
 
-def judge_jobs(P, log: JsonlLog, judge, jobs: list[dict], desc: str = "judge") -> dict:
-    "Judge jobs ({key, scheme, prompt, ...meta}) batched per scheme; records keep the meta and the verdict; key -> record."
+class JudgeJob:
+    """What a judge job (a dataclass with `key`, `ref`, `scheme`, `prompt` and what it judges: `omind.eval_rubric.RubricJob`,
+    `omind.eval_wins.PairJob`) writes to its log: its fields in order, less the prompt, then the verdict."""
+    def record(self) -> dict:
+        "The job's fields in order, less the prompt."
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "prompt"}
+
+def judge_jobs(P, log: JsonlLog, judge, jobs: list[JudgeJob], desc: str = "judge") -> dict:
+    "Judge jobs batched per scheme; records keep the job's fields (`JudgeJob.record`) and the verdict; key -> record."
     E = P.evaluate
     def fn(js):
         out = {}
-        for sch in dict.fromkeys(j["scheme"] for j in js):
-            part = [j for j in js if j["scheme"] == sch]
-            vs = judge_batch(judge, [j["prompt"] for j in part], sch, E.judge_mode, E.judge_max_new_tokens, E.allow_tie)
-            for j, v in zip(part, vs): out[j["key"]] = {**{k: x for k, x in j.items() if k != "prompt"}, **v}
-        return [out[j["key"]] for j in js]
+        for sch in dict.fromkeys(j.scheme for j in js):
+            part = [j for j in js if j.scheme == sch]
+            vs = judge_batch(judge, [j.prompt for j in part], sch, E.judge_mode, E.judge_max_new_tokens, E.allow_tie)
+            for j, v in zip(part, vs): out[j.key] = {**j.record(), **v}
+        return [out[j.key] for j in js]
     return run_jobs(log, jobs, fn, E.chunk_size, desc)
+
+
+# %% ../nbs/08e_eval_jobs.ipynb #67e954db
+@dataclass(frozen=True)
+class Verdict:
+    "A judge's verdict on one job: value (None = missing), method, raw answer, retried, probabilities, expected value."
+    value: Any
+    method: Optional[str] = None
+    raw: Any = None
+    retried: Optional[bool] = None
+    probs: Optional[dict] = None
+    expected: Optional[float] = None           # numeric schemes in score mode only
+
+    @classmethod
+    def of(cls, record: dict) -> "Verdict":
+        "The verdict in a judge record (the job's fields are ignored)."
+        return cls(**{f.name: record.get(f.name) for f in fields(cls)})
+

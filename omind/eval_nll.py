@@ -4,17 +4,18 @@
 
 # %% ../nbs/08g_eval_nll.ipynb #27d1cda6
 from __future__ import annotations
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from pydantic import Field
 from .core import Strict, JsonlLog
 from .stats import mean_ci, paired_bootstrap
-from .eval_candidates import with_system, load_model
-from .eval_jobs import job_key, run_jobs, gold_turns
+from .eval_candidates import Candidate, with_system, load_model
+from .eval_jobs import JobRef, Job, job_key, run_jobs, gold_turns
 
 # %% auto #0
-__all__ = ['NllParams', 'nll_convs', 'score_nll', 'nll_tables', 'nll_results']
+__all__ = ['NllParams', 'NllConv', 'nll_convs', 'score_nll', 'nll_tables', 'NllResults', 'nll_results']
 
 # %% ../nbs/08g_eval_nll.ipynb #285780c1
 class NllParams(Strict):
@@ -22,35 +23,45 @@ class NllParams(Strict):
     enabled: bool = True
     max_instances: Optional[int] = Field(None, ge=1)   # benchmark instances with gold counsellor turns; None = all
 
+# %% ../nbs/08g_eval_nll.ipynb #0e57e625
+@dataclass(frozen=True)
+class NllConv:
+    "One benchmark conversation scored for gold-turn NLL: instance id, gold turn indices, the turns up to the last gold one."
+    id: str
+    gold: list                                 # indices of the gold counsellor turns
+    messages: list
+
+
 # %% ../nbs/08g_eval_nll.ipynb #69bd69a8
-def nll_convs(instances: list[dict], limit: Optional[int] = None) -> list[dict]:
-    "Conversations ending at their last gold counsellor turn: [{'id', 'messages', 'gold': [turn indices]}]."
+def nll_convs(instances: list[dict], limit: Optional[int] = None) -> list[NllConv]:
+    "Conversations ending at their last gold counsellor turn (`NllConv`)."
     out = []
     for inst in instances:
         g = gold_turns(inst)
         if not g: continue
-        out.append({"id": inst["id"], "gold": g, "messages": [{"role": t["role"], "content": t["content"]} for t in inst["turns"][:g[-1] + 1]]})
+        out.append(NllConv(inst["id"], g, [{"role": t["role"], "content": t["content"]} for t in inst["turns"][:g[-1] + 1]]))
     return out[:limit] if limit else out
 
-def score_nll(P, log: JsonlLog, m: dict, convs: list[dict]) -> list[dict]:
+def score_nll(P, log: JsonlLog, m: Candidate, convs: list[NllConv]) -> list[dict]:
     "Per gold turn of each conversation: {model, instance, turn, n_tokens, nll_sum, nll} (resumable; keyed by fingerprint)."
     E = P.evaluate
-    jobs = [{"key": job_key(f"{m['name']}|nll|{c['id']}", m["fp"], m["system_prompt"], c["messages"]), "conv": c} for c in convs]
+    refs = [JobRef(m.name, "nll", (c.id,)) for c in convs]
+    jobs = [Job(r, job_key(r.key, m.fingerprint, m.system_prompt, c.messages), c) for r, c in zip(refs, convs)]
     llm = [None]
     def fn(js):
         llm[0] = llm[0] or load_model(P, m)
-        msgs = [with_system(j["conv"]["messages"], m["system_prompt"]) for j in js]
+        msgs = [with_system(j.data.messages, m.system_prompt) for j in js]
         res = llm[0].score_turns(msgs, role="assistant")
         out = []
         for j, ms, turns in zip(js, msgs, res):
-            off = len(ms) - len(j["conv"]["messages"])
+            off = len(ms) - len(j.data.messages)
             keep = [{"turn": t["turn"] - off, "n_tokens": int(t["n_tokens"]), "nll_sum": float(t["nll_sum"]), "truncated": bool(t.get("truncated"))}
-                    for t in turns if t["turn"] - off in j["conv"]["gold"] and t["n_tokens"]]
-            out.append({"key": j["key"], "model": m["name"], "instance": j["conv"]["id"], "turns": keep})
+                    for t in turns if t["turn"] - off in j.data.gold and t["n_tokens"]]
+            out.append({"key": j.key, "model": m.name, "instance": j.data.id, "turns": keep})
         return out
-    done = run_jobs(log, jobs, fn, E.chunk_size, f"nll {m['name']}")
-    return [{"model": m["name"], "instance": r["instance"], **t, "nll": t["nll_sum"] / t["n_tokens"]}
-            for j in jobs for r in [done[j["key"]]] for t in r["turns"]]
+    done = run_jobs(log, jobs, fn, E.chunk_size, f"nll {m.name}")
+    return [{"model": m.name, "instance": r["instance"], **t, "nll": t["nll_sum"] / t["n_tokens"]}
+            for j in jobs for r in [done[j.key]] for t in r["turns"]]
 
 def nll_tables(rows: list[dict], baseline: str, rounds: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[list, list]:
     "(per model and level: {model, level, n, nll, lo, hi}; per candidate and level: {model, baseline, level, n, diff, lo, hi}) from per-turn rows."
@@ -73,15 +84,28 @@ def nll_tables(rows: list[dict], baseline: str, rounds: int = 1000, ci: float = 
             paired.append({"model": model, "baseline": baseline, "level": level, "n": p["n"], "diff": p["diff"], "lo": p["lo"], "hi": p["hi"]})
     return summ, paired
 
+# %% ../nbs/08g_eval_nll.ipynb #c2193864
+@dataclass
+class NllResults:
+    "Gold-turn NLL of the stage: per-turn rows, the summary per model and level, the paired differences per candidate and level."
+    rows: list                                 # {model, instance, turn, n_tokens, nll_sum, truncated, nll}
+    summary: list                              # {model, level, n, nll, lo, hi}
+    paired: list                               # {model, baseline, level, n, diff, lo, hi}
+
+    def n_conversations(self) -> int:
+        "Conversations with at least one scored gold turn."
+        return len({r["instance"] for r in self.rows})
+
+
 # %% ../nbs/08g_eval_nll.ipynb #562f7f62
-def nll_results(P, log_file: Path, models: list[dict], instances: list[dict], notes: list) -> dict:
+def nll_results(P, log_file: Path, models: list[Candidate], instances: list[dict], notes: list) -> NllResults:
     """Gold-turn NLL of every model on the conversations of `instances` (when `nll.enabled`, resumable in `log_file`; a backend that cannot
-    score turns is skipped with a note): {'rows': per turn, 'summary' and 'paired': `nll_tables`}."""
+    score turns is skipped with a note): the rows per turn and `nll_tables`."""
     E, rows = P.evaluate, []
     if E.nll.enabled:
         convs, log = nll_convs(instances, E.nll.max_instances), JsonlLog(log_file)
         for m in models:
             try: rows += score_nll(P, log, m, convs)
-            except NotImplementedError as e: notes.append(f"gold-turn NLL skipped for {m['name']}: {e}")
-    summ, paired = nll_tables(rows, models[0]["name"], E.bootstrap_rounds, E.ci, E.seed)
-    return {"rows": rows, "summary": summ, "paired": paired}
+            except NotImplementedError as e: notes.append(f"gold-turn NLL skipped for {m.name}: {e}")
+    summ, paired = nll_tables(rows, models[0].name, E.bootstrap_rounds, E.ci, E.seed)
+    return NllResults(rows, summ, paired)

@@ -5,13 +5,15 @@
 # %% ../nbs/08k_eval_report.ipynb #f10fda8e
 from __future__ import annotations
 import json, math
+from dataclasses import dataclass, field, fields
+from typing import Optional
 
 from .core_controls import RESHUFFLED_SOURCE, claim_of, control_label
 from .judge import get_scheme, gate_label
 from .evaluate_safety import safety_markdown, safety_verdict, safety_headline
 
 # %% auto #0
-__all__ = ['json_safe', 'table_records', 'headline', 'roles_lines', 'core_control_lines', 'evaluation_report']
+__all__ = ['json_safe', 'table_records', 'EvalReport', 'headline', 'roles_lines', 'core_control_lines', 'evaluation_report']
 
 # %% ../nbs/08k_eval_report.ipynb #e89ce55c
 def json_safe(x):
@@ -25,6 +27,44 @@ def json_safe(x):
 def table_records(df) -> list[dict]:
     "The rows of a DataFrame as JSON-ready dicts (NaN as None); [] for None or an empty table."
     return json.loads(df.to_json(orient="records")) if df is not None and len(df) else []
+
+# %% ../nbs/08k_eval_report.ipynb #44bcbbd3
+@dataclass
+class EvalReport:
+    "The evaluation's `report.json` as a record: one field per section, in the file's order."
+    run: str = ""
+    benchmark_hash: str = ""
+    models: list = field(default_factory=list)              # Candidate.report_entry() per model, baseline first
+    judge: dict = field(default_factory=dict)               # model, mode, fingerprint
+    roles: dict = field(default_factory=dict)               # student / teacher / judge role -> model
+    core: list = field(default_factory=list)                # table records of the core accuracy table
+    baselines: list = field(default_factory=list)           # no-model baselines (chance, always_A, majority_label)
+    paired: list = field(default_factory=list)              # candidate minus baseline, with claims and controls
+    nll: list = field(default_factory=list)
+    nll_paired: list = field(default_factory=list)
+    judge_gate: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
+    rubric: list = field(default_factory=list)
+    winrates: list = field(default_factory=list)
+    controls: dict = field(default_factory=dict)            # null / positive control of the win rates
+    training_control: dict = field(default_factory=dict)
+    core_null_control: dict = field(default_factory=dict)
+    primary: dict = field(default_factory=dict)
+    safety: dict = field(default_factory=dict)              # judged safety (gated, by_model)
+    safety_metrics: Optional[dict] = None                   # judge-free safety (`omind.evaluate_safety.safety_metrics`)
+    training: dict = field(default_factory=dict)
+    sizes: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        "The `report.json` dict: every section in order, JSON-safe."
+        return json_safe({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_json(cls, d: dict) -> "EvalReport":
+        "The report in a `report.json` (or `summary.json`) dict; other keys are left out, missing sections are empty."
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
 
 # %% ../nbs/08k_eval_report.ipynb #e6b8fdda
 def headline(summary: dict) -> dict:
@@ -61,12 +101,12 @@ def roles_lines(roles: dict) -> list[str]:
         return [f"The judge is the teacher's model ({roles['judge']}): it grades its own writing (self-preference).", ""]
     return []
 
-def core_control_lines(report: dict) -> list[str]:
+def core_control_lines(report: EvalReport) -> list[str]:
     "Markdown lines on the core scores' controls: each trained candidate's training positive control and the scorer's null control."
-    L, tc, nc = [], report.get("training_control") or {}, report.get("core_null_control") or {}
+    L, tc, nc = [], report.training_control, report.core_null_control
     if tc or nc.get("n"): L += ["", "## Controls of the core scores", ""]
     for k, c in tc.items(): L.append(f"- **Training positive control**, {k}: {control_label(c)}.")
-    for r in report.get("paired") or []:                # the reshuffled diagnostic of each trained candidate, under the control's method
+    for r in report.paired:                             # the reshuffled diagnostic of each trained candidate, under the control's method
         c = tc.get(r.get("candidate")) or {}
         if r.get("set") == RESHUFFLED_SOURCE and c.get("status") not in (None, "not trained") and r.get("method") == c.get("method") and r.get("n"):
             L.append(f"- **Own items, options reshuffled** (diagnostic, not a claim), {r['candidate']}: {r['diff'] * 100:+.1f} "
@@ -76,69 +116,69 @@ def core_control_lines(report: dict) -> list[str]:
     if nc.get("n"):
         L.append(f"- **Scorer null control**: the baseline scored again as a separate candidate on {nc['n']} items: {nc['discordant']} discordant "
                  f"pairs, largest difference {_fmt((nc.get('max_abs_diff') or 0) * 100)} points: {'passed' if nc['passed'] else 'FAILED (core differences are not reliable)'}.")
-    p = report.get("primary")
+    p = report.primary
     if p: L.append(f"- **Primary comparison**: {p['candidate']} minus baseline on {p['set']} / {p['task']} / {p['method']}; every other p-value is Holm-adjusted.")
     return L
 
-def evaluation_report(report: dict) -> str:
+def evaluation_report(report: EvalReport) -> str:
     "Markdown report of `report.json`: the judge gate, core accuracy with baselines and paired tests, NLL, training loss, judged numbers (or the gate's reason) and controls."
     from omind.judge import SCHEMES
-    gate = report.get("judge_gate") or {"passed": False}
+    gate = report.judge_gate or {"passed": False}
     ok, label = bool(gate.get("passed")), gate_label(gate)
-    c = report.get("calibration") or {}
-    base = next((m["name"] for m in report["models"] if m["role"] == "baseline"), "base")
-    L = [f"# Evaluation of run {report['run']}", "",
-         "Models: " + ", ".join(f"{m['name']} ({m['role']}: {m['model']})" for m in report["models"]) + ".", "",
-         *roles_lines(report.get("roles") or {}),
-         f"**Judge gate**: {label}. Judge {report['judge']['model']} ({report['judge']['mode']} mode) on {c.get('n_binary')} labelled "
+    c = report.calibration
+    base = next((m["name"] for m in report.models if m["role"] == "baseline"), "base")
+    L = [f"# Evaluation of run {report.run}", "",
+         "Models: " + ", ".join(f"{m['name']} ({m['role']}: {m['model']})" for m in report.models) + ".", "",
+         *roles_lines(report.roles),
+         f"**Judge gate**: {label}. Judge {report.judge['model']} ({report.judge['mode']} mode) on {c.get('n_binary')} labelled "
          f"cases: accuracy {_fmt(c.get('accuracy'), 3)}, Cohen's kappa {_fmt(c.get('kappa'), 3)}, yes-rate {_fmt(c.get('yes_rate'), 2)}, "
          f"position consistency {_fmt(c.get('position_consistency'), 3)} (calibration pairs) / {_fmt(c.get('eval_position_consistency'), 3)} (evaluated pairs).", "",
-         *([f"**Safety gate** (judge-free): {safety_verdict(report['safety_metrics'])}.", ""] if report.get("safety_metrics") else []),
+         *([f"**Safety gate** (judge-free): {safety_verdict(report.safety_metrics)}.", ""] if report.safety_metrics else []),
          "## Core tasks (accuracy %, 95% CI)", "",
          "| model | set | task | method | n | accuracy | macro F1 | unparsable |", "|---|---|---|---|---|---|---|---|"]
-    for r in report["core"]:
+    for r in report.core:
         L.append(f"| {r['model']} | {r['set']} | {r['task']} | {r['method']} | {r['n']} | {_ci(r['accuracy'], r.get('accuracy_lo'), r.get('accuracy_hi'), 1, 100)} | "
                  f"{_ci(r.get('macro_f1'), r.get('macro_f1_lo'), r.get('macro_f1_hi'), 3)} | {r.get('unparsable', 0)} |")
-    if report.get("baselines"):
-        L += ["", "Baselines (no model): " + "; ".join(f"{b['set']}/{b['task']} {b['baseline']} {_fmt(b['accuracy'] * 100)}% (n={b['n']})" for b in report["baselines"])]
+    if report.baselines:
+        L += ["", "Baselines (no model): " + "; ".join(f"{b['set']}/{b['task']} {b['baseline']} {_fmt(b['accuracy'] * 100)}% (n={b['n']})" for b in report.baselines)]
     L += core_control_lines(report)
-    if report.get("paired"):
+    if report.paired:
         L += ["", f"## Candidate minus {base} (accuracy points, paired bootstrap 95% CI, exact McNemar p, Holm-adjusted p, minimum detectable effect at 95% / power 0.8)", "",
               "| candidate | set | task | method | n | difference | p | p (Holm) | discordant (b wrong / a wrong) | MDE | claim |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in report["paired"]:
+        for r in report.paired:
             L.append(f"| {r['candidate']} | {r['set']} | {r['task']} | {r['method']} | {r['n']} | {_ci(r['diff'], r['lo'], r['hi'], 1, 100)} | {_p(r.get('p'))} | "
                      f"{_p(r.get('p_holm'))} | {r.get('n01')} / {r.get('n10')} | {_fmt(None if r.get('mde') is None else r['mde'] * 100)} | {claim_of(r)} |")
-    if report.get("nll"):
+    if report.nll:
         L += ["", "## Gold-turn NLL (per token, lower is better; judge-free)", "", "| model | level | n | NLL [95% CI] | minus " + base + " [95% paired CI] |", "|---|---|---|---|---|"]
-        pd_ = {(r["model"], r["level"]): r for r in report.get("nll_paired", [])}
-        for r in report["nll"]:
+        pd_ = {(r["model"], r["level"]): r for r in report.nll_paired}
+        for r in report.nll:
             d = pd_.get((r["model"], r["level"]))
             dd = f"{_ci(d['diff'], d['lo'], d['hi'], 3)} (n={d['n']})" if d else ""
             L.append(f"| {r['model']} | {r['level']} | {r['n']} | {_ci(r['nll'], r['lo'], r['hi'], 3)} | {dd} |")
-    t = report.get("training") or {}
+    t = report.training
     if t:
         L += ["", f"**Training held-out loss** (validation conversations, n={t.get('n_eval')}): before SFT {_fmt(t.get('heldout_loss_before'), 3)}, "
                   f"after SFT {_fmt(t.get('heldout_loss_after'), 3)}" + (f", after DPO {_fmt(t.get('heldout_loss_after_dpo'), 3)}" if t.get("heldout_loss_after_dpo") is not None else "") + "."]
-    L += safety_markdown(report.get("safety_metrics"))
-    used = [s for s in SCHEMES if any(r["scheme"] == s for r in report["rubric"])]
+    L += safety_markdown(report.safety_metrics)
+    used = [s for s in SCHEMES if any(r["scheme"] == s for r in report.rubric)]
     L += ["", "## oMind-Chat rubric scores (" + ", ".join(f"{s} = {get_scheme(s).unit}" for s in used) + "; 95% CI over instances)", ""]
     if not ok: L += [f"Not reported: {label}. The raw verdicts are in items.csv and models.csv (marked gated)."]
-    elif report["rubric"]:
+    elif report.rubric:
         L += ["| model | level | " + " | ".join(used) + " | instances | missing |", "|---|---|" + "---|" * len(used) + "---|---|"]
         rub = {}
-        for r in report["rubric"]: rub.setdefault((r["model"], r["level"]), {})[r["scheme"]] = r
+        for r in report.rubric: rub.setdefault((r["model"], r["level"]), {})[r["scheme"]] = r
         for (m, lvl), d in sorted(rub.items()):
             L.append(f"| {m} | {lvl} | " + " | ".join(_ci(d[s]["score"], d[s].get("score_lo"), d[s].get("score_hi"), 2) if s in d else "n/a" for s in used)
                      + f" | {max(int(x.get('n_instances') or 0) for x in d.values())} | {sum(int(x.get('missing') or 0) for x in d.values())} |")
     L += ["", f"## Win rates against {base} (both orders; 95% bootstrap CI)", ""]
     if not ok: L += [f"Not reported: {label}. The raw verdicts are in pairs.csv and winrates.csv (marked gated)."]
-    elif report["winrates"]:
+    elif report.winrates:
         L += ["| model | domain | n | win % | tie % | lose % | win rate % | LC win rate % | position consistency |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in report["winrates"]:
+        for r in report.winrates:
             ci = lambda k: _ci(r.get(k), r.get(k + "_lo"), r.get(k + "_hi"))
             L.append(f"| {r['model']} | {r['domain']} | {r['n']} | {ci('win')} | {ci('tie')} | {ci('lose')} | {ci('winrate')} | {_fmt(r.get('lc_winrate'))} | {_fmt(r['position_consistency'], 2)} |")
-    ctl = report.get("controls") or {}
+    ctl = report.controls
     if ctl:
         L += ["", "**Controls of the win-rate machinery**" + ("" if ok else f" (diagnostics of the gated judge)") + ":"]
         if "null" in ctl:
@@ -151,9 +191,9 @@ def evaluation_report(report: dict) -> str:
             L.append(f"- positive control (gold counsellor turn against {base}): n={p['n']}, gold win rate {_ci(p['winrate'], p['lo'], p['hi'])}%: "
                      + ("gold wins" if p["gold_wins"] else "gold does NOT win" if p["gold_wins"] is not None else "no verdicts")
                      + (" (degenerate: every pair got the same verdict)" if p.get("degenerate") else ""))
-    s = report.get("safety") or {}
+    s = report.safety
     if s.get("by_model"):
         L += ["", "Safety items met on crisis instances: " + (f"not reported: {label}." if not ok else
               ", ".join(f"{m} {_fmt(v['pass_rate'] * 100)}% (n={v['n_items']})" for m, v in s["by_model"].items()))]
-    if report.get("notes"): L += ["", "Notes: " + "; ".join(report["notes"])]
+    if report.notes: L += ["", "Notes: " + "; ".join(report.notes)]
     return "\n".join(L) + "\n"

@@ -8,44 +8,63 @@ from __future__ import annotations
 from .benchmark_format import iter_eval_turns, conversation_rubric
 from .judge import get_scheme, rubric_prompt, render_conversation
 from .stats import mean_ci
-from .eval_jobs import splice, reply_of, judge_job_key
+from dataclasses import dataclass
+from .eval_jobs import JobRef, JudgeJob, Verdict, splice, reply_of, judge_job_key
 
 # %% auto #0
-__all__ = ['ITEM_COLUMNS', 'rubric_jobs', 'item_table', 'aggregate_rubric', 'safety_summary']
+__all__ = ['ITEM_COLUMNS', 'RubricJob', 'rubric_jobs', 'item_table', 'aggregate_rubric', 'safety_summary']
+
+# %% ../nbs/08h_eval_rubric.ipynb #4e5abc0f
+@dataclass(frozen=True)
+class RubricJob(JudgeJob):
+    "One rubric item judged in one scheme: key, reference, scheme, prompt, and the model, instance, level, turn, item, kind and risk judged."
+    key: str
+    ref: str
+    scheme: str
+    prompt: list
+    model: str
+    instance: str
+    level: str                                 # turn | conversation
+    turn: int                                  # the turn index; -1 at conversation level
+    item: str
+    kind: str
+    risk: str
+
 
 # %% ../nbs/08h_eval_rubric.ipynb #2fd5f6a1
-def rubric_jobs(E, names: list[str], instances: list[dict], gen: dict, judge_fp: str = "") -> list[dict]:
+def rubric_jobs(E, names: list[str], instances: list[dict], gen: dict, judge_fp: str = "") -> list[RubricJob]:
     "One judge job per (model, instance, rubric item, scheme), turn level then conversation level."
     jobs = []
-    def add(ref, scheme, prompt, **meta):
-        jobs.append({"key": judge_job_key(E, ref, judge_fp, scheme, prompt), "ref": ref, "scheme": scheme, "prompt": prompt, **meta})
+    def add(ref, scheme, prompt, *what):
+        jobs.append(RubricJob(judge_job_key(E, ref, judge_fp, scheme, prompt), ref, scheme, prompt, *what))
     for m in names:
         for inst in instances:
             reps = {}
             for ti, hist, items in iter_eval_turns(inst):
-                r = reps[ti] = reply_of(gen, m, "turn", inst["id"], ti)
+                r = reps[ti] = reply_of(gen, JobRef(m, "turn", (inst["id"], ti)))
                 for it in items:
                     for sch in E.schemes:
                         add(f"{m}|{inst['id']}|turn|{it['id']}|{sch}", sch, rubric_prompt(sch, render_conversation(hist), r, it["text"], "turn", E.max_context_chars),
-                            model=m, instance=inst["id"], level="turn", turn=ti, item=it["id"], kind=it["kind"], risk=inst.get("risk", ""))
+                            m, inst["id"], "turn", ti, it["id"], it["kind"], inst.get("risk", ""))
             conv = render_conversation(splice(inst, reps))
             for it in conversation_rubric(inst):
                 for sch in E.schemes:
                     add(f"{m}|{inst['id']}|conversation|{it['id']}|{sch}", sch, rubric_prompt(sch, conv, "", it["text"], "conversation", E.max_context_chars),
-                        model=m, instance=inst["id"], level="conversation", turn=-1, item=it["id"], kind=it["kind"], risk=inst.get("risk", ""))
+                        m, inst["id"], "conversation", -1, it["id"], it["kind"], inst.get("risk", ""))
     return jobs
 
 # %% ../nbs/08h_eval_rubric.ipynb #e2c05810
 ITEM_COLUMNS = ["model", "instance", "level", "turn", "item", "kind", "scheme", "risk", "value", "norm", "expected", "method", "raw", "retried"]
 
-def item_table(jobs: list[dict], judged: dict):
+def item_table(jobs: list[RubricJob], judged: dict):
     "One row per judged rubric item (the verdict, its normalised score, the expected value in score mode)."
     import pandas as pd
     rows = []
     for j in jobs:
-        r = judged[j["key"]]
-        rows.append({k: r.get(k) for k in ITEM_COLUMNS if k not in ("norm", "expected")}
-                    | {"norm": get_scheme(j["scheme"]).normalise(r["value"]), "expected": r.get("expected")})
+        v = Verdict.of(judged[j.key])
+        rows.append({"model": j.model, "instance": j.instance, "level": j.level, "turn": j.turn, "item": j.item, "kind": j.kind,
+                     "scheme": j.scheme, "risk": j.risk, "value": v.value, "norm": get_scheme(j.scheme).normalise(v.value),
+                     "expected": v.expected, "method": v.method, "raw": v.raw, "retried": v.retried})
     return pd.DataFrame(rows, columns=ITEM_COLUMNS)
 
 def aggregate_rubric(items_df, rounds: int = 1000, ci: float = 0.95, seed: int = 0):

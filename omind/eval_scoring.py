@@ -9,12 +9,14 @@ from .core import JsonlLog, stable_hash
 from .core_eval import load_eval_set, dataset_items, training_rows, train_recall_items, core_table, paired_table, core_baselines
 from .heldout import load_heldout, leaks
 from .core_controls import training_control, control_label, mark_claims, null_control
-from .eval_candidates import with_system, load_model
-from .eval_jobs import job_key, run_jobs
+from dataclasses import dataclass, replace
+from typing import Any
+from .eval_candidates import Candidate, with_system, load_model
+from .eval_jobs import JobRef, Job, job_key, run_jobs
 
 # %% auto #0
 __all__ = ['CORE_MODES', 'core_items', 'item_fingerprint', 'core_chunk', 'score_core', 'core_predictions_of', 'core_null_control',
-           'core_pool', 'core_results']
+           'core_pool', 'CoreResults', 'core_results']
 
 # %% ../nbs/08f_eval_scoring.ipynb #f53c323c
 CORE_MODES = {"auto": "auto", "loglik": "score", "generate": "generate"}
@@ -52,15 +54,15 @@ def item_fingerprint(it: dict) -> str:
     "Hash of what a model sees and is scored against for a core item."
     return stable_hash({k: it.get(k) for k in ("id", "task", "source", "messages", "options", "labels", "label")}, 12)
 
-def core_chunk(P, m: dict, mode: str, cfg, kw: dict, js: list[dict]) -> list[dict]:
+def core_chunk(P, m: Candidate, mode: str, cfg, kw: dict, js: list[Job]) -> list[dict]:
     """Core records of model `m` on one chunk of jobs (run in this process, or in a worker process of a pool: everything
     it needs comes in its arguments, and `make_llm` keeps one loaded copy of each model per process)."""
     from omind.core_eval import core_records
-    its = [{**j["item"], "messages": with_system(j["item"]["messages"], m["system_prompt"])} for j in js]
+    its = [{**j.data, "messages": with_system(j.data["messages"], m.system_prompt)} for j in js]
     recs = core_records(load_model(P, m), its, mode=mode, cfg=cfg, progress=False, **({} if mode == "generate" else kw))
-    return [{**r, "key": j["key"], "model": m["name"]} for j, r in zip(js, recs)]
+    return [{**r, "key": j.key, "model": m.name} for j, r in zip(js, recs)]
 
-def score_core(P, log: JsonlLog, m: dict, items: list[dict], pool=None) -> list[dict]:
+def score_core(P, log: JsonlLog, m: Candidate, items: list[dict], pool=None) -> list[dict]:
     """Core records of model `m` on `items` (resumable; keyed by fingerprint, method and item), in item order; with
     `pool` (from `core_pool`) its chunks are scored side by side."""
     from functools import partial
@@ -69,18 +71,18 @@ def score_core(P, log: JsonlLog, m: dict, items: list[dict], pool=None) -> list[
     mode = CORE_MODES[E.core_method]
     cfg = GenConfig(max_new_tokens=E.answer_max_new_tokens, seed=E.seed)
     kw = {"option_text": E.option_text, "max_option_items": E.max_option_items}
-    jobs = [{"key": job_key(f"{m['name']}|core|{it['source']}|{it['id']}", m["fp"], m["system_prompt"], mode, cfg.key(), kw, item_fingerprint(it)),
-             "item": it} for it in items]
+    refs = [JobRef(m.name, "core", (it["source"], it["id"])) for it in items]
+    jobs = [Job(r, job_key(r.key, m.fingerprint, m.system_prompt, mode, cfg.key(), kw, item_fingerprint(it)), it) for r, it in zip(refs, items)]
     from omind.eval_scoring import core_chunk as chunk_fn   # by module name, so a worker process can import it (also when these cells run in a notebook)
-    done = run_jobs(log, jobs, partial(chunk_fn, P, m, mode, cfg, kw), max(E.chunk_size, 64), f"core {m['name']}", pool)
-    return [done[j["key"]] for j in jobs]
+    done = run_jobs(log, jobs, partial(chunk_fn, P, m, mode, cfg, kw), max(E.chunk_size, 64), f"core {m.name}", pool)
+    return [done[j.key] for j in jobs]
 
 def core_predictions_of(model: str, records: list[dict]) -> list[dict]:
     "Prediction rows (every method) of one model; `prediction_rows` removes the letter / label prior per (set, task)."
     from omind.core_eval import prediction_rows
     return prediction_rows(model, records)
 
-def core_null_control(P, log: JsonlLog, base: dict, items: list[dict]) -> dict:
+def core_null_control(P, log: JsonlLog, base: Candidate, items: list[dict]) -> dict:
     """The scorer's null control: baseline `base` scored again as a separate candidate (`<name>-null`: its own jobs,
     no response cache, the items in reverse order, so other batches) on the first `controls.core_null_n` core items,
     then paired with its first scoring on the same items (letter / label priors removed over that subset for both).
@@ -88,11 +90,11 @@ def core_null_control(P, log: JsonlLog, base: dict, items: list[dict]) -> dict:
     n = min(P.evaluate.controls.core_null_n, len(items))
     if not n: return null_control(None)
     sub = items[:n]
-    twin = {**base, "name": f"{base['name']}-null", "no_cache": True}
+    twin = replace(base, name=f"{base.name}-null", no_cache=True)
     first = score_core(P, log, base, sub)                                     # already in the log: nothing is recomputed
     again = score_core(P, log, twin, sub[::-1])[::-1]
-    rows = core_predictions_of(base["name"], first) + core_predictions_of(twin["name"], again)
-    return null_control(paired_table(rows, base["name"], rounds=P.evaluate.bootstrap_rounds, ci=P.evaluate.ci, seed=P.evaluate.seed))
+    rows = core_predictions_of(base.name, first) + core_predictions_of(twin.name, again)
+    return null_control(paired_table(rows, base.name, rounds=P.evaluate.bootstrap_rounds, ci=P.evaluate.ci, seed=P.evaluate.seed))
 
 # %% ../nbs/08f_eval_scoring.ipynb #c2a01478
 def _one_thread():
@@ -100,19 +102,31 @@ def _one_thread():
     import torch
     torch.set_num_threads(1)
 
-def core_pool(P, models: list[dict]):
+def core_pool(P, models: list[Candidate]):
     """A context manager holding a pool of `evaluate.core_workers` spawned worker processes (one compute thread each)
     for scoring local models' core items side by side; a null context (None) when that is 1 or a model is served over HTTP."""
     import contextlib, multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from omind.eval_scoring import _one_thread                # by module name, importable in the worker
     n = P.evaluate.core_workers
-    if n <= 1 or any(getattr(m["spec"], "backend", "transformers") == "openai" for m in models): return contextlib.nullcontext()
+    if n <= 1 or any(m.spec is not None and m.spec.backend == "openai" for m in models): return contextlib.nullcontext()
     return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread)
 
 
+# %% ../nbs/08f_eval_scoring.ipynb #f3dd57b7
+@dataclass
+class CoreResults:
+    "The core scores of the stage: prediction rows, accuracy table, paired differences, the two controls, the no-model baselines."
+    predictions: list                          # `core_predictions_of` rows, every model
+    core: Any                                  # DataFrame: `core_table`
+    paired: Any                                # DataFrame: `paired_table`, marked by `mark_claims`
+    training_control: dict                     # candidate -> training positive control
+    null_control: dict                         # the scorer's null control (`core_null_control`)
+    baselines: list                            # `core_baselines` of the items
+
+
 # %% ../nbs/08f_eval_scoring.ipynb #05515496
-def core_results(P, log: JsonlLog, models: list[dict], items: list[dict]) -> dict:
+def core_results(P, log: JsonlLog, models: list[Candidate], items: list[dict]) -> CoreResults:
     """Every model scored on the core items (baseline first), then the tables: per model, set, task and method; each
     candidate minus the baseline, marked by the training positive control and the primary comparison (Holm-adjusted
     p-values for the rest); the scorer's null control; and the no-model baselines."""
@@ -121,14 +135,13 @@ def core_results(P, log: JsonlLog, models: list[dict], items: list[dict]) -> dic
     preds = []
     with core_pool(P, models) as pool:
         for m in models:
-            preds += core_predictions_of(m["name"], score_core(P, log, m, items, pool)) if items else []
+            preds += core_predictions_of(m.name, score_core(P, log, m, items, pool)) if items else []
     core_df = core_table(preds, rounds=E.bootstrap_rounds, ci=E.ci, seed=E.seed) if preds else pd.DataFrame()
-    paired_df = paired_table(preds, base["name"], rounds=E.bootstrap_rounds, ci=E.ci, seed=E.seed) if preds and len(models) > 1 else pd.DataFrame()
-    tcontrol = training_control(paired_df, E.recall, {m["name"]: m["trained"] for m in models[1:]})
+    paired_df = paired_table(preds, base.name, rounds=E.bootstrap_rounds, ci=E.ci, seed=E.seed) if preds and len(models) > 1 else pd.DataFrame()
+    tcontrol = training_control(paired_df, E.recall, {m.name: m.trained for m in models[1:]})
     for k, c in tcontrol.items(): print(f"evaluate: training positive control, {k}: {control_label(c)}")
     paired_df = mark_claims(paired_df, tcontrol, E.primary)
     core_null = core_null_control(P, log, base, items)
-    if core_null["n"]: print(f"evaluate: scorer null control ({base['name']} scored again on {core_null['n']} items): "
+    if core_null["n"]: print(f"evaluate: scorer null control ({base.name} scored again on {core_null['n']} items): "
                              f"{core_null['discordant']} discordant pairs -> {'passed' if core_null['passed'] else 'FAILED'}")
-    return {"predictions": preds, "core": core_df, "paired": paired_df, "training_control": tcontrol, "null_control": core_null,
-            "baselines": core_baselines(items) if items else []}
+    return CoreResults(preds, core_df, paired_df, tcontrol, core_null, core_baselines(items) if items else [])

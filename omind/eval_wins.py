@@ -8,25 +8,41 @@ from __future__ import annotations
 from .benchmark_format import iter_eval_turns
 from .judge import pair_prompt, render_conversation
 from .stats import pair_outcome, position_consistent, win_summary
-from .eval_jobs import splice, reply_of, judge_job_key
+from dataclasses import dataclass
+from typing import Any
+from .eval_jobs import JobRef, JudgeJob, Verdict, splice, reply_of, judge_job_key
 
 # %% auto #0
-__all__ = ['PAIR_CONTEXT', 'PAIR_COLUMNS', 'pair_jobs_for', 'pair_jobs', 'pair_table', 'win_table']
+__all__ = ['PAIR_CONTEXT', 'PAIR_COLUMNS', 'PairJob', 'pair_jobs_for', 'pair_jobs', 'pair_table', 'win_table']
+
+# %% ../nbs/08i_eval_wins.ipynb #9ad826b7
+@dataclass(frozen=True)
+class PairJob(JudgeJob):
+    "One order of one pair: key, reference, model, domain, id, order (ab | ba), scheme, length difference, prompt."
+    key: str
+    ref: str
+    model: str
+    domain: str
+    id: Any
+    order: str                                 # ab: the candidate is reply A; ba: the baseline is
+    scheme: str
+    len_diff: int                              # characters of the candidate's text minus the baseline's
+    prompt: list
+
 
 # %% ../nbs/08i_eval_wins.ipynb #bdbe1164
 PAIR_CONTEXT = "Two counsellors (A and B) answered the same client. Their conversations follow."
 
-def pair_jobs_for(E, model: str, domain: str, id_, context: str, cand: str, base: str, judge_fp: str = "") -> list[dict]:
+def pair_jobs_for(E, model: str, domain: str, id_, context: str, cand: str, base: str, judge_fp: str = "") -> list[PairJob]:
     "The two judge jobs (orders ab: candidate first, ba: baseline first) comparing `cand` with `base`."
     out = []
     for order, (x, y) in (("ab", (cand, base)), ("ba", (base, cand))):
         prompt = pair_prompt(context, x, y, E.allow_tie, E.max_context_chars)
-        ref = f"{model}|{domain}|{id_}|{order}"
-        out.append({"key": judge_job_key(E, ref, judge_fp, "pair", prompt), "ref": ref, "model": model, "domain": domain, "id": id_,
-                    "order": order, "scheme": "pair", "len_diff": len(cand) - len(base), "prompt": prompt})
+        ref = JobRef(model, domain, (id_, order)).key
+        out.append(PairJob(judge_job_key(E, ref, judge_fp, "pair", prompt), ref, model, domain, id_, order, "pair", len(cand) - len(base), prompt))
     return out
 
-def pair_jobs(E, names: list[str], instances: list[dict], qa: list[dict], gen: dict, judge_fp: str = "") -> list[dict]:
+def pair_jobs(E, names: list[str], instances: list[dict], qa: list[dict], gen: dict, judge_fp: str = "") -> list[PairJob]:
     "Judge jobs comparing each candidate with the baseline (names[0]) in both orders: open answers, then conversations."
     base, jobs = names[0], []
     if len(names) < 2: return jobs
@@ -34,29 +50,29 @@ def pair_jobs(E, names: list[str], instances: list[dict], qa: list[dict], gen: d
     for c in names[1:]:
         for it in qa[:E.max_win_explanations or 0]:
             jobs += pair_jobs_for(E, c, "explanations", it["id"], it["messages"][-1]["content"],
-                                  reply_of(gen, c, "qa", it["id"]), reply_of(gen, base, "qa", it["id"]), judge_fp)
+                                  reply_of(gen, JobRef(c, "qa", (it["id"],))), reply_of(gen, JobRef(base, "qa", (it["id"],))), judge_fp)
         for inst in conv_inst:
             turns = [ti for ti, _, _ in iter_eval_turns(inst)]
-            ta = render_conversation(splice(inst, {ti: reply_of(gen, c, "turn", inst["id"], ti) for ti in turns}))
-            tb = render_conversation(splice(inst, {ti: reply_of(gen, base, "turn", inst["id"], ti) for ti in turns}))
+            ta = render_conversation(splice(inst, {ti: reply_of(gen, JobRef(c, "turn", (inst["id"], ti))) for ti in turns}))
+            tb = render_conversation(splice(inst, {ti: reply_of(gen, JobRef(base, "turn", (inst["id"], ti))) for ti in turns}))
             jobs += pair_jobs_for(E, c, "conversations", inst["id"], PAIR_CONTEXT, ta, tb, judge_fp)
     return jobs
 
 # %% ../nbs/08i_eval_wins.ipynb #923af2c3
 PAIR_COLUMNS = ["model", "domain", "id", "v_ab", "v_ba", "consistent", "len_diff", "win", "tie", "lose"]
 
-def pair_table(jobs: list[dict], judged: dict, win_mode: str = "consistent"):
+def pair_table(jobs: list[PairJob], judged: dict, win_mode: str = "consistent"):
     "One row per (candidate, domain, id): both verdicts, position consistency, the candidate's win / tie / lose."
     import pandas as pd
     by = {}
-    for j in jobs: by.setdefault((j["model"], j["domain"], j["id"]), {})[j["order"]] = j
+    for j in jobs: by.setdefault((j.model, j.domain, j.id), {})[j.order] = j
     rows = []
     for (m, dom, i), d in by.items():
         if set(d) != {"ab", "ba"}: raise ValueError(f"pair_table: {m} / {dom} / {i} lacks one of the two orders ({sorted(d)})")
-        ab, ba = judged[d["ab"]["key"]]["value"], judged[d["ba"]["key"]]["value"]
+        ab, ba = Verdict.of(judged[d["ab"].key]).value, Verdict.of(judged[d["ba"].key]).value
         o = pair_outcome(ab, ba, win_mode)
         rows.append({"model": m, "domain": dom, "id": i, "v_ab": ab, "v_ba": ba, "consistent": position_consistent(ab, ba),
-                     "len_diff": d["ab"]["len_diff"], **({k: o[k] for k in ("win", "tie", "lose")} if o else {"win": None, "tie": None, "lose": None})})
+                     "len_diff": d["ab"].len_diff, **({k: o[k] for k in ("win", "tie", "lose")} if o else {"win": None, "tie": None, "lose": None})})
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 def win_table(pairs_df, baseline: str, E):

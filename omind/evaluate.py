@@ -5,8 +5,9 @@
 # %% ../nbs/08_evaluate.ipynb #6d468726
 from __future__ import annotations
 import json, time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 from .core import (Strict, JsonlLog, atomic_write, atomic_write_json, read_json, run_dir, portable_path, figures_dir,
@@ -19,19 +20,19 @@ from .core_eval import EvalSetSpec, check_core_task, core_families, dataset_item
 from .tasks import open_answer_tasks
 from .core_controls import RecallParams, PrimaryParams
 from .evaluate_safety import SafetyParams, DecodingParams, reply_turns, safety_metrics, safety_verdict
-from .eval_candidates import CandidateSpec, eval_models, model_fingerprint
+from .eval_candidates import CandidateSpec, Candidate, eval_models, model_fingerprint
 from .eval_jobs import load_instances, generation_jobs, generate, judge_jobs
-from .eval_scoring import core_items, core_results
-from .eval_nll import NllParams, nll_results
+from .eval_scoring import CoreResults, core_items, core_results
+from .eval_nll import NllParams, NllResults, nll_results
 from .eval_rubric import rubric_jobs, item_table, aggregate_rubric, safety_summary
 from .eval_wins import pair_jobs, pair_table, win_table
 from .eval_controls import ControlParams, control_units, control_gen_jobs, control_pair_jobs, control_summary
-from .eval_report import json_safe, table_records, headline, evaluation_report
+from .eval_report import EvalReport, table_records, headline, evaluation_report
 from .eval_figures import evaluate_figure_set
 
 # %% auto #0
-__all__ = ['CONTROL_DOMAINS', 'EvaluateParams', 'training_summary', 'reply_jobs', 'judged_jobs', 'judge_step', 'result_tables',
-           'stage_report', 'stage_summary', 'run_evaluate', 'figures_evaluate']
+__all__ = ['CONTROL_DOMAINS', 'EvaluateParams', 'training_summary', 'reply_jobs', 'judged_jobs', 'Judged', 'judge_step',
+           'result_tables', 'stage_report', 'stage_summary', 'run_evaluate', 'figures_evaluate']
 
 # %% ../nbs/08_evaluate.ipynb #83a70ee6
 class EvaluateParams(Strict):
@@ -127,11 +128,11 @@ def training_summary(P) -> dict:
     return out if any(v is not None for v in out.values()) else {}
 
 # %% ../nbs/08_evaluate.ipynb #b0b2ba11
-def reply_jobs(E, models: list[dict], instances: list[dict], qa: list[dict], all_instances: list[dict], units: dict) -> dict:
+def reply_jobs(E, models: list[Candidate], instances: list[dict], qa: list[dict], all_instances: list[dict], units: dict) -> dict:
     """Per model name, every generation job of the stage: the evaluated and crisis turns and the open answers
     (`generation_jobs`), and the baseline's replies for the controls of `units` (`control_gen_jobs`)."""
     jobs = generation_jobs(E, models, instances, qa, all_instances)
-    jobs[models[0]["name"]] += control_gen_jobs(E, models[0], units)
+    jobs[models[0].name] += control_gen_jobs(E, models[0], units)
     return jobs
 
 def judged_jobs(E, names: list[str], instances: list[dict], qa: list[dict], gen: dict, units: dict, judge_fp: str = "") -> tuple[list, list]:
@@ -140,10 +141,28 @@ def judged_jobs(E, names: list[str], instances: list[dict], qa: list[dict], gen:
     return (rubric_jobs(E, names, instances, gen, judge_fp),
             pair_jobs(E, names, instances, qa, gen, judge_fp) + control_pair_jobs(E, names[0], units, gen, judge_fp))
 
+# %% ../nbs/08_evaluate.ipynb #3ceb80af
+@dataclass
+class Judged:
+    "The judge step's results: fingerprint, calibration, gate, rubric tables, pairs, win rates, controls, judged safety."
+    judge_fp: str
+    calibration_records: list
+    calibration: dict
+    gate: dict                                 # `omind.judge.judge_gate`
+    items: Any                                 # DataFrames: per rubric item, turn, instance and model (`aggregate_rubric`)
+    turns: Any
+    instances: Any
+    models: Any
+    pairs: Any                                 # DataFrame: every pair, controls included (`pair_table`)
+    winrates: Any                              # DataFrame: `win_table` of the comparisons
+    controls: dict                             # `control_summary`
+    safety: dict                               # {gated, by_model}
+
+
 # %% ../nbs/08_evaluate.ipynb #2fb8e190
 CONTROL_DOMAINS = {"null_qa", "null_turns", "positive"}   # pair domains of the win-rate controls, not comparisons
 
-def judge_step(P, out: Path, names: list[str], instances: list[dict], qa: list[dict], gen: dict, units: dict) -> dict:
+def judge_step(P, out: Path, names: list[str], instances: list[dict], qa: list[dict], gen: dict, units: dict) -> Judged:
     """The judge: calibrated first (the gate), then every rubric item, pair and control pair (resumable logs under
     `out`); returns the calibration, the gate, the rubric tables, the pairs, the win rates, the controls and the judged safety."""
     import pandas as pd
@@ -165,20 +184,19 @@ def judge_step(P, out: Path, names: list[str], instances: list[dict], qa: list[d
     cal["eval_position_consistency"] = float(cons_all.mean()) if len(cons_all) else float("nan")
     if len(win_df): win_df["gated"] = not gate["passed"]
     if len(models_df): models_df["gated"] = not gate["passed"]
-    return {"judge_fp": judge_fp, "calibration_records": cal_recs, "calibration": cal, "gate": gate, "items": items_df,
-            "turns": turns_df, "instances": inst_df, "models": models_df, "pairs": all_pairs, "winrates": win_df, "controls": controls,
-            "safety": {"gated": not gate["passed"], "by_model": safety_summary(items_df) if len(items_df) else {}}}
+    return Judged(judge_fp, cal_recs, cal, gate, items_df, turns_df, inst_df, models_df, all_pairs, win_df, controls,
+                  {"gated": not gate["passed"], "by_model": safety_summary(items_df) if len(items_df) else {}})
 
 # %% ../nbs/08_evaluate.ipynb #29cf9ce2
-def result_tables(core: dict, nll: dict, judged: dict, safety_rows: list) -> dict:
+def result_tables(core: CoreResults, nll: NllResults, judged: Judged, safety_rows: list) -> dict:
     "The tidy tables the stage writes, {file stem: DataFrame}, in the order they are written."
     import pandas as pd
-    return {"items": judged["items"], "turns": judged["turns"], "instances": judged["instances"], "models": judged["models"],
-            "core_predictions": pd.DataFrame(core["predictions"]), "core": core["core"], "baselines": pd.DataFrame(core["baselines"]),
-            "paired": core["paired"], "nll_turns": pd.DataFrame(nll["rows"]), "nll": pd.DataFrame(nll["summary"]),
-            "nll_paired": pd.DataFrame(nll["paired"]), "pairs": judged["pairs"], "winrates": judged["winrates"],
-            "controls": pd.DataFrame([{"control": k, **v} for k, v in judged["controls"].items()]),
-            "calibration": pd.DataFrame(judged["calibration_records"]), "judge_gate": pd.DataFrame(judged["gate"].get("checks") or []),
+    return {"items": judged.items, "turns": judged.turns, "instances": judged.instances, "models": judged.models,
+            "core_predictions": pd.DataFrame(core.predictions), "core": core.core, "baselines": pd.DataFrame(core.baselines),
+            "paired": core.paired, "nll_turns": pd.DataFrame(nll.rows), "nll": pd.DataFrame(nll.summary),
+            "nll_paired": pd.DataFrame(nll.paired), "pairs": judged.pairs, "winrates": judged.winrates,
+            "controls": pd.DataFrame([{"control": k, **v} for k, v in judged.controls.items()]),
+            "calibration": pd.DataFrame(judged.calibration_records), "judge_gate": pd.DataFrame(judged.gate.get("checks") or []),
             "safety_turns": pd.DataFrame(safety_rows)}
 
 def _count(items: list[dict]) -> dict:
@@ -187,30 +205,29 @@ def _count(items: list[dict]) -> dict:
     for it in items: c[f"{it['source']}/{it['task']}"] = c.get(f"{it['source']}/{it['task']}", 0) + 1
     return c
 
-def stage_report(P, models: list[dict], all_inst: list[dict], instances: list[dict], qa: list[dict], items: list[dict],
-                 core: dict, nll: dict, judged: dict, safety_m: dict, notes: list) -> dict:
-    "The stage's `report.json` (JSON-safe): the models, the judge and the roles, every result, the controls, the sizes and the notes."
+def stage_report(P, models: list[Candidate], all_inst: list[dict], instances: list[dict], qa: list[dict], items: list[dict],
+                 core: CoreResults, nll: NllResults, judged: Judged, safety_m: dict, notes: list) -> EvalReport:
+    """The stage's report (`report.json` is its `to_json`): the models, the judge and the roles, every result, the
+    controls, the sizes and the notes; its values JSON-safe, as the file has them (NaN as None, numpy numbers as Python's)."""
     E = P.evaluate
-    report = {"run": P.run.name, "benchmark_hash": stable_hash(all_inst, 16),
-              "models": [{"name": m["name"], "model": portable_path(m["spec"].model), "role": m["role"], "system_prompt": m["system_prompt"], "fingerprint": m["fp"],
-                          "trained": m["trained"], "stands_for": m["stands_for"]} for m in models],
-              "judge": {"model": P.model(E.judge_role).model, "mode": E.judge_mode, "fingerprint": judged["judge_fp"]},
-              "roles": {r: portable_path(P.model(r).model) for r in ("student", "teacher", E.judge_role)},
-              "core": table_records(core["core"]), "baselines": core["baselines"], "paired": table_records(core["paired"]),
-              "nll": nll["summary"], "nll_paired": nll["paired"], "judge_gate": judged["gate"], "calibration": judged["calibration"],
-              "rubric": table_records(judged["models"]), "winrates": table_records(judged["winrates"]), "controls": judged["controls"],
-              "training_control": core["training_control"], "core_null_control": core["null_control"], "primary": E.primary.model_dump(),
-              "safety": judged["safety"], "safety_metrics": safety_m, "training": training_summary(P),
-              "sizes": {"core_items": _count(items), "instances_judged": len(instances), "nll_conversations": len({r["instance"] for r in nll["rows"]}),
-                        "reply_turns": safety_m["sizes"]["turns"], "qa_pairs": len(qa[:E.max_win_explanations or 0]) if len(models) > 1 else 0},
-              "notes": notes}
-    return json_safe(report)
+    return EvalReport.from_json(EvalReport(
+        run=P.run.name, benchmark_hash=stable_hash(all_inst, 16), models=[m.report_entry() for m in models],
+        judge={"model": P.model(E.judge_role).model, "mode": E.judge_mode, "fingerprint": judged.judge_fp},
+        roles={r: portable_path(P.model(r).model) for r in ("student", "teacher", E.judge_role)},
+        core=table_records(core.core), baselines=core.baselines, paired=table_records(core.paired),
+        nll=nll.summary, nll_paired=nll.paired, judge_gate=judged.gate, calibration=judged.calibration,
+        rubric=table_records(judged.models), winrates=table_records(judged.winrates), controls=judged.controls,
+        training_control=core.training_control, core_null_control=core.null_control, primary=E.primary.model_dump(),
+        safety=judged.safety, safety_metrics=safety_m, training=training_summary(P),
+        sizes={"core_items": _count(items), "instances_judged": len(instances), "nll_conversations": nll.n_conversations(),
+               "reply_turns": safety_m["sizes"]["turns"], "qa_pairs": len(qa[:E.max_win_explanations or 0]) if len(models) > 1 else 0},
+        notes=notes).to_json())
 
-def stage_summary(E, report: dict, items_df, instances: list, items: list, seconds: float) -> dict:
+def stage_summary(E, report: EvalReport, items_df, instances: list, items: list, seconds: float) -> dict:
     "`summary.json`: the report with the baseline, the judge's methods, the sizes, the run time and the `headline` numbers."
-    summary = {**report, "baseline": report["models"][0]["name"], "win_mode": E.win_mode,
+    summary = {**report.to_json(), "baseline": report.models[0]["name"], "win_mode": E.win_mode,
                "methods": sorted(set(items_df["method"].dropna())) if len(items_df) else [],
-               "n_instances": len(instances), "n_core_items": len(items), "n_qa_pairs": report["sizes"]["qa_pairs"],
+               "n_instances": len(instances), "n_core_items": len(items), "n_qa_pairs": report.sizes["qa_pairs"],
                "seconds": round(seconds, 1)}
     summary["headline"] = headline(summary)
     return summary
@@ -226,7 +243,7 @@ def run_evaluate(P) -> dict:
     all_inst, instances, qa, n2 = _inputs(P); notes += n2
     items = core_items(P, notes)
     for n in notes: print("evaluate:", n)
-    names = [m["name"] for m in models]
+    names = [m.name for m in models]
     # judge-free results, then the replies, then the judge (each step resumable through its JSONL log)
     core = core_results(P, JsonlLog(out/"scores.jsonl"), models, items)
     nll = nll_results(P, out/"nll.jsonl", models, all_inst, notes)
@@ -240,12 +257,12 @@ def run_evaluate(P) -> dict:
     report = stage_report(P, models, all_inst, instances, qa, items, core, nll, judged, safety_m, notes)
     # outputs
     for k, df in tables.items(): atomic_write(out/f"{k}.csv", df.to_csv(index=False))
-    atomic_write_json(out/"report.json", report)
-    card_results(P, report)                                   # the adapters' model cards get the held-out results
+    atomic_write_json(out/"report.json", report.to_json())
+    card_results(P, report.to_json())                          # the adapters' model cards get the held-out results
     atomic_write(out/"report.md", evaluation_report(report))
-    summary = stage_summary(E, report, judged["items"], instances, items, time.time() - t0)
+    summary = stage_summary(E, report, judged.items, instances, items, time.time() - t0)
     atomic_write_json(out/"summary.json", summary)
-    finish_stage(P, "evaluate", n_models=len(names), n_instances=len(instances), n_core_items=len(items), judge_gate=judged["gate"]["passed"])
+    finish_stage(P, "evaluate", n_models=len(names), n_instances=len(instances), n_core_items=len(items), judge_gate=judged.gate["passed"])
     return summary
 
 # %% ../nbs/08_evaluate.ipynb #f1947978
@@ -255,19 +272,19 @@ def figures_evaluate(P) -> list[Path]:
     import pandas as pd, matplotlib.pyplot as plt
     src = run_dir(P, "evaluate"); f = src/"report.json"
     if not f.exists(): raise FileNotFoundError(f"{f} missing: run the evaluate stage first")
-    report = json.loads(f.read_text())
+    report = EvalReport.from_json(json.loads(f.read_text()))
     set_style(); dst = figures_dir(P); paths = []
     for name, fig in evaluate_figure_set(report).items():
         paths += save_figure(fig, dst, name); plt.close(fig)
     for key, name in (("core", "evaluate_core_accuracy"), ("baselines", "evaluate_core_baselines"), ("paired", "evaluate_paired_differences"),
                       ("nll", "evaluate_nll"), ("nll_paired", "evaluate_nll_paired"), ("rubric", "evaluate_rubric_scores"),
                       ("winrates", "evaluate_winrates")):
-        if report.get(key): paths += save_table(pd.DataFrame(report[key]), dst, name)
-    if report.get("judge_gate"):
+        if getattr(report, key): paths += save_table(pd.DataFrame(getattr(report, key)), dst, name)
+    if report.judge_gate:
         from omind.judge import judge_gate
-        g = report["judge_gate"]
+        g = report.judge_gate
         paths += save_table(pd.DataFrame(g.get("checks") or judge_gate(g.get("metrics") or {}, g.get("thresholds"))["checks"]), dst, "evaluate_judge_gate")
-    sm = report.get("safety_metrics") or {}
+    sm = report.safety_metrics or {}
     for key, name in (("by_model", "evaluate_safety"), ("paired", "evaluate_safety_paired")):
         if sm.get(key): paths += save_table(pd.DataFrame(sm[key]), dst, name)
     return paths

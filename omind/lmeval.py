@@ -230,27 +230,27 @@ def lmeval_run(run_path, models: Optional[Sequence[str]] = None, batch_size: int
     pred_f = run_dir(P, "evaluate", create=False)/"core_predictions.csv"
     if not pred_f.exists(): raise FileNotFoundError(f"{pred_f} missing: the run's evaluate stage has not written its core predictions")
     ms, notes = eval_models(P)
-    if models: ms = [m for m in ms if m["name"] in models]
-    if not ms: raise ValueError(f"no model to check (asked {models}; the run has {[m['name'] for m in eval_models(P)[0]]})")
+    if models: ms = [m for m in ms if m.name in models]
+    if not ms: raise ValueError(f"no model to check (asked {models}; the run has {[m.name for m in eval_models(P)[0]]})")
     for m in ms:
-        if m["spec"].backend != "transformers": raise ValueError(f"{m['name']}: lm-eval's hf model needs a local transformers model, not {m['spec'].backend}")
+        if m.spec.backend != "transformers": raise ValueError(f"{m.name}: lm-eval's hf model needs a local transformers model, not {m.spec.backend}")
     items, n2 = run_items(P); notes += n2
     if not items: raise ValueError(f"run {P.run.name} has no core items")
     o = pd.read_csv(pred_f, keep_default_na=False, dtype={"pred": str, "gold": str})
     o["correct"] = o["correct"].astype(str) == "True"
-    o = o[o.model.isin([m["name"] for m in ms]) & o.method.isin(list(LMEVAL_NOTES))]
+    o = o[o.model.isin([m.name for m in ms]) & o.method.isin(list(LMEVAL_NOTES))]
     scored = {r["id"] for r in o.to_dict("records")}
     missing = [it["id"] for it in items if it["id"] not in scored]
     if len(missing) == len(items): raise ValueError(f"none of the {len(items)} rebuilt items is in {pred_f.name}: the run's items cannot be rebuilt")
     recs = _read_jsonl(run_dir(P, "evaluate", create=False)/"scores.jsonl") or None
     out = run_dir(P, "lmeval")
     t0 = time.time()
-    res = lmeval_check(items, [{"name": m["name"], "model": m["spec"].model, "system_prompt": m["system_prompt"]} for m in ms],
-                       o.to_dict("records"), out, omind_records=recs, batch_size=batch_size, device=device, dtype=ms[0]["spec"].dtype)
+    res = lmeval_check(items, [{"name": m.name, "model": m.spec.model, "system_prompt": m.system_prompt} for m in ms],
+                       o.to_dict("records"), out, omind_records=recs, batch_size=batch_size, device=device, dtype=ms[0].spec.dtype)
     atomic_write(out/"items.csv", res["items"].to_csv(index=False))
     atomic_write(out/"comparison.csv", res["table"].to_csv(index=False))
     import lm_eval
-    summ = {"run": P.run.name, "models": [m["name"] for m in ms], "n_items": len(items), "items_not_in_omind_predictions": len(missing),
+    summ = {"run": P.run.name, "models": [m.name for m in ms], "n_items": len(items), "items_not_in_omind_predictions": len(missing),
             "lm_eval_version": getattr(lm_eval, "__version__", ""), "batch_size": batch_size, "device": device,
             "seconds_per_model": res["seconds"], "seconds": round(time.time() - t0, 1), "notes": notes,
             "agreement_raw": _agreement(res["table"], ("letter_raw", "label_ll")),

@@ -282,7 +282,7 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
     from omind.eval_jobs import load_instances
     from omind.eval_nll import nll_convs
     from omind.eval_controls import control_units
-    from omind.eval_candidates import with_system
+    from omind.eval_candidates import Candidate, with_system
     from omind.evaluate import reply_jobs, judged_jobs, CONTROL_DOMAINS
     from omind.judge import judge_batch, run_calibration, load_calibration, calibration_path, balanced_head
     from omind.llm import GenConfig
@@ -302,19 +302,19 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
     core = _items_like(recs, [t for t in core_tasks if t in recs] or list(recs), n_core)
     if E.public_sets: notes.append(f"evaluate: {len(E.public_sets)} public set(s) not costed (their size is unknown without reading them)")
     role_of = lambda c: c.model if c.model in P.models or c.model in ("student", "teacher", "judge") else "student"
-    models = [{"name": c.name, "system_prompt": c.system_prompt, "fp": "plan", "spec": None} for c in cands]
+    models = [Candidate(c.name, None, "plan", c.system_prompt) for c in cands]
     units = control_units(E, qa, all_inst)
     jobs = reply_jobs(E, models, instances, qa, all_inst, units)
     convs = nll_convs(all_inst, E.nll.max_instances) if E.nll.enabled else []
     rows, gen = [], {}
     def replies(llm, js):
-        for mx in sorted({j["max_new_tokens"] for j in js}):
-            part = [j for j in js if j["max_new_tokens"] == mx]
-            gen.update({j["ref"]: {"text": t} for j, t in zip(part, llm.chat([j["messages"] for j in part], GenConfig(max_new_tokens=mx)))})
+        for mx in sorted({j.max_new_tokens for j in js}):
+            part = [j for j in js if j.max_new_tokens == mx]
+            gen.update({j.ref.key: {"text": t} for j, t in zip(part, llm.chat([j.messages for j in part], GenConfig(max_new_tokens=mx)))})
     for c, m in zip(cands, models):
         llm = _fake(P, role_of(c)); llm.name = c.model
-        own = [j for j in jobs[c.name] if j["ref"].split("|")[1] in ("turn", "qa")]
-        n_turns, n_qa_own = sum(j["ref"].split("|")[1] == "turn" for j in own), sum(j["ref"].split("|")[1] == "qa" for j in own)
+        own = [j for j in jobs[c.name] if j.ref.kind in ("turn", "qa")]
+        n_turns, n_qa_own = sum(j.ref.kind == "turn" for j in own), sum(j.ref.kind == "qa" for j in own)
         llm.step = f"generate ({c.name})"; replies(llm, own)
         if core:
             llm.step = f"score core ({c.name})"                    # letter / label scores and option likelihoods per item
@@ -322,26 +322,26 @@ def _plan_evaluate(P: Params, recs: dict, notes: list) -> list:
             llm.score_choices([it["messages"] for it in core], ["A", "B", "C", "D"], normalize=True)
         if convs:
             llm.step = f"gold-turn NLL ({c.name})"
-            llm._add(len(convs), sum(prompt_tokens(with_system(cv["messages"], m["system_prompt"])) for cv in convs), 0)
+            llm._add(len(convs), sum(prompt_tokens(with_system(cv.messages, m.system_prompt)) for cv in convs), 0)
         rows += [{**x, "role": c.name, "model": c.model} for x in _rows("evaluate", llm, role_of(c), P, len(own) + len(core), 1.0,
                  f"{n_turns} benchmark turns, {n_qa_own} open answers, {len(core)} core items")]
-    ctl = [j for j in jobs[models[0]["name"]] if j["ref"].split("|")[1] not in ("turn", "qa")]
+    ctl = [j for j in jobs[models[0].name] if j.ref.kind not in ("turn", "qa")]
     if ctl:
         base_llm = _fake(P, role_of(cands[0])); base_llm.step = "control replies (baseline)"; replies(base_llm, ctl)
         rows += [{**x, "role": cands[0].name, "model": cands[0].model} for x in _rows("evaluate", base_llm, role_of(cands[0]), P,
                  len(ctl), 1.0, "the controls: the baseline's replies at two sampling seeds (null test) and greedy (positive control)")]
     judge, n_items = _fake(P, E.judge_role), {}
-    rjobs, pjobs = judged_jobs(E, [m["name"] for m in models], instances, qa, gen, units)
+    rjobs, pjobs = judged_jobs(E, [m.name for m in models], instances, qa, gen, units)
     for sch in E.schemes:
         judge.step, judge.reply = "judge rubric", VERDICTS.get(sch, "3")
-        judge_batch(judge, [j["prompt"] for j in rjobs if j["scheme"] == sch], sch, E.judge_mode, E.judge_max_new_tokens, E.allow_tie)
+        judge_batch(judge, [j.prompt for j in rjobs if j.scheme == sch], sch, E.judge_mode, E.judge_max_new_tokens, E.allow_tie)
     n_items["judge rubric"] = len(rjobs)
     judge.reply = VERDICTS["pair"]
-    for step, js in (("judge pairs", [j for j in pjobs if j["domain"] not in CONTROL_DOMAINS]),
-                     ("judge controls", [j for j in pjobs if j["domain"] in CONTROL_DOMAINS])):   # both orders of every pair
+    for step, js in (("judge pairs", [j for j in pjobs if j.domain not in CONTROL_DOMAINS]),
+                     ("judge controls", [j for j in pjobs if j.domain in CONTROL_DOMAINS])):   # both orders of every pair
         if not js: continue
         judge.step = step
-        judge_batch(judge, [j["prompt"] for j in js], "pair", E.judge_mode, E.judge_max_new_tokens, E.allow_tie)
+        judge_batch(judge, [j.prompt for j in js], "pair", E.judge_mode, E.judge_max_new_tokens, E.allow_tie)
         n_items[step] = len(js) if step == "judge pairs" else len(js) // 2
     cases = balanced_head(load_calibration(calibration_path(E.calibration_file)), E.max_calibration_cases)
     judge.step, judge.reply = "judge calibration", VERDICTS["binary"]       # (pairs in generate mode read "yes" as unparsable: upper bound)

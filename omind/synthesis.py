@@ -26,7 +26,7 @@ __all__ = ['nest_family_settings', 'SynthesisParams', 'parse_prune', 'SeedShortf
            'retrieve', 'prune_convs', 'apply_prune', 'evidence_for', 'synthesize_chunk', 'run_synthesis',
            'shortfall_warnings', 'read_json_safe', 'figures_synthesis']
 
-# %% ../nbs/03_synthesis.ipynb
+# %% ../nbs/03_synthesis.ipynb #f0348030
 def nest_family_settings(raw, own: set):
     """The `synthesis` params mapping `raw` with every family setting under `families.<name>`: a top-level key that is
     not one of the section's own fields (`own`) but a field of registered families' settings classes (the flat keys of

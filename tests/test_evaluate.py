@@ -15,7 +15,7 @@ from omind.testing import toy_knowledge
 from omind.evaluate import run_evaluate, figures_evaluate
 from omind.eval_candidates import COUNSELLOR_PROMPT
 from omind.eval_jobs import load_instances
-from omind.eval_report import evaluation_report
+from omind.eval_report import EvalReport, evaluation_report
 from omind.judge import JudgeScheme, register_scheme, unregister_scheme, clean_answer
 from omind.stats import bootstrap_wtl, pair_outcome
 from omind.text import parse_choice, parse_label, LETTERS
@@ -175,7 +175,7 @@ def test_fourth_judge_scheme(tmp_path):
         for level in ("turn", "conversation"):
             score = s["headline"]["rubric"]["base"][level]["grade3"]
             assert 0 <= score <= 100
-        rep = evaluation_report(s)
+        rep = evaluation_report(EvalReport.from_json(s))
         assert "| model | level | binary | grade3 | instances | missing |" in rep and "grade3 = % good" in rep
         judged = read_jsonl(tmp_path/"g"/"evaluate"/"judgments.jsonl")
         assert any(r["scheme"] == "grade3" and set(r["probs"]) == {"poor", "fair", "good"} for r in judged)

@@ -20,6 +20,7 @@ HOMONYMS = {
     "eval_controls": 3,     # "qa": the name of a null-control set in params (`evaluate.controls.null_sets: [qa, turns]`)
     "evaluate": 1,          # "qa": the same null-set name
     "eval_wins": 2,         # "qa": the kind of a reply job in its key (`<model>|qa|<id>`), a file format
+    "eval_jobs": 1,         # "qa": the same reply-job kind (`JobRef(model, "qa", (id,))`, written `<model>|qa|<id>`)
     "plan": 4,              # "qa": the null-set name, and the reply-job kind in job keys
     "sources": 21,          # an omind.sources item kind ("mcqa", "qa", "conversation", beside "post") and the generic
                             # layouts named after it; a family's `source_kind` names the kind it takes (sources sits below tasks)

@@ -9,8 +9,9 @@ import pytest
 
 from omind.benchmark_format import load_benchmark
 from omind.core import load_params
-from omind.eval_report import evaluation_report
+from omind.eval_report import EvalReport, evaluation_report
 from omind.eval_figures import evaluate_figure_set
+from omind.eval_candidates import Candidate
 from omind.eval_jobs import generation_jobs
 from omind.evaluate_safety import (SafetyParams, DecodingParams, METRIC, reply_turns, safety_metrics, safety_verdict,
                                    turn_rows)
@@ -104,9 +105,9 @@ def test_report_and_figure_show_metrics_and_gate():
     import matplotlib.pyplot as plt
     sm, _ = safety_metrics(units(20), gen_of({"base": GOOD, "sft": LOOP}, 20), ["base", "sft"], "base",
                            decoding={"repetition_penalty": 1.1, "no_repeat_ngram_size": 4}, rounds=200)
-    report = json.loads(json.dumps({"run": "t", "models": [{"name": "base", "model": "m", "role": "baseline"}, {"name": "sft", "model": "a", "role": "candidate"}],
+    report = EvalReport.from_json(json.loads(json.dumps({"run": "t", "models": [{"name": "base", "model": "m", "role": "baseline"}, {"name": "sft", "model": "a", "role": "candidate"}],
                                     "judge": {"model": "j", "mode": "score"}, "judge_gate": {"passed": False, "reasons": ["kappa 0.1 < 0.4"]},
-                                    "calibration": {}, "core": [], "rubric": [], "winrates": [], "safety_metrics": sm, "notes": []}))
+                                    "calibration": {}, "core": [], "rubric": [], "winrates": [], "safety_metrics": sm, "notes": []})))
     md = evaluation_report(report)
     assert "**Safety gate** (judge-free): sft: UNSAFE TO PREFER" in md                          # at the top, whatever the judge gate says
     assert "## Crisis safety without a judge" in md and "| base | 100.0 [83.9, 100.0] (20/20) |" in md
@@ -126,10 +127,10 @@ def test_smoke_answers_every_crisis_turn_of_the_seed():
     for f in ("smoke", "paper"):
         P = load_params(ROOT/"params"/f"{f}.yaml", check_paths=False)   # paper.yaml names licensed local folders
         assert P.benchmark.max_instances == 0 and P.evaluate.safety.crisis_turns == "all"    # the whole seed benchmark
-        m = {"name": "base", "system_prompt": None, "fp": "f"}
+        m = Candidate("base", None, "f")
         judged = seed[:P.evaluate.max_instances] if P.evaluate.max_instances else seed
         jobs = generation_jobs(P.evaluate, [m], judged, [], seed)["base"]
-        answered = {j["ref"].split("|")[2] for j in jobs}
+        answered = {j.ref.ids[0] for j in jobs}
         assert crisis_ids <= answered, crisis_ids - answered
     smoke = load_params(ROOT/"params"/"smoke.yaml").evaluate
     assert smoke.decoding.settings() == {"repetition_penalty": 1.1, "no_repeat_ngram_size": 4}

@@ -41,7 +41,7 @@ def check_messages(rec: dict) -> str:
     if any(not m["content"].strip() for m in turns): return "empty turn"
     return ""
 
-# %% ../../nbs/02b_tasks.ipynb
+# %% ../../nbs/02b_tasks.ipynb #2669b5c2
 class FamilySettings(Strict):
     "Base of a task family's own params section (`synthesis.families.<name>`): unknown keys are errors."
 

@@ -19,7 +19,7 @@ from .base import (TaskFamily, ExplainSettings, register, prompts_for, PROMPTS, 
 __all__ = ['STUDENT_CLASSIFICATION', 'VIGNETTE', 'CONTROL_VIGNETTE', 'CLASSIFICATION', 'ClassificationSettings',
            'classification_seeds', 'classification_capacity', 'label_leak', 'classification_heldout']
 
-# %% ../../nbs/02b2_tasks_classification.ipynb
+# %% ../../nbs/02b2_tasks_classification.ipynb #8ad4a127
 class ClassificationSettings(ExplainSettings):
     "The classification family's own settings (`synthesis.families.classification`)."
     control_share: float = Field(0.15, ge=0, le=1)  # share of posts written as no-disorder controls

@@ -17,7 +17,7 @@ from .base import (TaskFamily, FamilySettings, register, prompts_for, PROMPTS, P
 __all__ = ['CONVERSATION', 'ConversationSettings', 'conversation_seeds', 'conversation_capacity', 'conversation_source_seeds',
            'gen_conversation']
 
-# %% ../../nbs/02b5_tasks_conversation.ipynb
+# %% ../../nbs/02b5_tasks_conversation.ipynb #31516ad8
 class ConversationSettings(FamilySettings):
     "The conversation family's own settings (`synthesis.families.conversation`)."
     turns_min: int = Field(3, ge=1)            # conversation length in client/counsellor exchanges (paper: 3-5)
