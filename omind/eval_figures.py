@@ -113,7 +113,7 @@ def paired_figure(report: EvalReport):
         ax.text(1.01, yy, txt, transform=ax.get_yaxis_transform(), fontsize=7, va="center")
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y, [f"{r['candidate']} - {r['baseline']}: {r['set']} / {r['task']} / {r['method']}"
-                      f" ({claim_of(r)})" for r in paired], fontsize=7)
+                      f" [{claim_of(r)}]" for r in paired], fontsize=7)   # brackets: a claim may hold parentheses
     ax.set_xlabel("accuracy difference, points (95% paired bootstrap CI; grey band: minimum detectable effect; red: Holm p < 0.05;\n"
                   "hollow grey: the candidate's training failed its positive control)")
     ax.set_title(f"Paired differences vs the baseline ({_n_text(r.get('n') for r in paired)})")
