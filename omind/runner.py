@@ -167,7 +167,9 @@ def scrub_paths(text: str, prefixes: list) -> str:
         if p in text:
             pat = r"(^|[^\w.~-]|\x1b\[[0-9;]*m)" + re.escape(p) + (r"(?![\w.-])" if not p.endswith("/") else "")
             text = re.sub(pat, lambda m: m.group(1) + r, text, flags=re.M)
-    return text
+    # any other Python environment's packages (a kernel started from another virtual environment or a linked copy of one)
+    return re.sub(r"(^|[^\w.~-]|\x1b\[[0-9;]*m)/(?:[^\s\"'/]+/)*lib/python\d+(?:\.\d+)?/site-packages(?![\w.-])",
+                  lambda m: m.group(1) + "<site-packages>", text, flags=re.M)
 
 _TEXT_KEYS = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json")
 
