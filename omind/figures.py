@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_figures.ipynb #a6b6e599
 from __future__ import annotations
-import importlib, json
+import json
 from pathlib import Path
 from typing import Optional
 

@@ -11,7 +11,7 @@ from typing import Iterable, Optional
 
 import yaml
 from pydantic import Field
-from .core import EMBEDDED_EMBEDDER, Strict, stable_hash, resolve_path, portable_path
+from .core import EMBEDDED_EMBEDDER, Strict, resolve_path, portable_path
 from .readers import read_records, read_text
 from .kb import KnowledgeBase, Entity, Triple, Chunk, kerr, is_entity_id, verbalise
 

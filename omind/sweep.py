@@ -4,14 +4,14 @@
 
 # %% ../nbs/11b_sweep.ipynb #337909c2
 from __future__ import annotations
-import contextlib, fcntl, os, re, shutil, subprocess, sys, threading, time
+import contextlib, fcntl, os, shutil, subprocess, sys, threading, time
 from pathlib import Path
 from typing import Callable, Optional
 
 from .core import (Params, get_stage, run_dir, project_root, resolve_path, stable_hash, atomic_write,
                         atomic_write_json, read_json, now_utc)
 from .params_file import ParamsError
-from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_aside, stage_modules
+from .stages import stage_key, stage_fingerprint, stage_done, finish_stage, set_aside
 from .sweep_load import SweepError, Variant, Sweep, load_sweep, write_variant_params
 from .sweep_tables import sweep_figures
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 from ..core import stable_hash
 from ..kb import KnowledgeBase
-from ..text import LETTERS, lead_letter, parse_choice, normalize, content_words
+from ..text import LETTERS, lead_letter, normalize, content_words
 from .base import (TaskFamily, ExplainSettings, register, prompts_for, PROMPTS, conv, numbered, cite, tidy, check_text, options_block,
                               conditions, siblings, tail_name, icd_code, reference_evidence, gold_protected,
                               HELDOUT_SOURCE, _profile_key, _and, _round_robin, _balanced_letters, _place)
